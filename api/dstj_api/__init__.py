@@ -1,0 +1,33 @@
+"""Torch-free models shared by the operator and the trainer.
+
+The trainer config, the membership the operator publishes and the progress report the trainer
+writes back all live here, so the two sides meet only through validated data. This package must
+never import torch, kopf, kubernetes, `dstj_operator` or `moe_trainer`.
+"""
+
+from dstj_api.errors import ConfigError, format_validation_error
+from dstj_api.trainer_config import (
+    CheckpointConfig,
+    DataConfig,
+    ModelConfig,
+    MoEConfig,
+    OptimConfig,
+    TrainConfig,
+    TrainerConfig,
+    load_trainer_config,
+    model_preset,
+)
+
+__all__ = [
+    "CheckpointConfig",
+    "ConfigError",
+    "DataConfig",
+    "MoEConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "TrainerConfig",
+    "format_validation_error",
+    "load_trainer_config",
+    "model_preset",
+]

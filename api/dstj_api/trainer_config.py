@@ -1,0 +1,262 @@
+"""The trainer config: what a user writes to describe a training run (model, data, optimizer, steps).
+
+Torch-free so that the operator's CRD can embed it. Field names are camelCase on the wire (the
+Kubernetes convention) and snake_case in Python; both spellings are accepted. Unknown fields are
+refused, so a typo never silently falls back to a default. Cross-field rules raise errors that say
+how to fix the config.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel, to_snake
+
+from dstj_api.errors import ConfigError, format_validation_error
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True
+    )
+
+
+class MoEConfig(_Strict):
+    """DeepSeek-style MoE feed-forward: fine-grained routed experts plus always-on shared experts."""
+
+    n_routed: int = Field(8, ge=1, le=4096, description="Routed experts per MoE layer (E).")
+    n_shared: int = Field(1, ge=0, le=64, description="Shared experts every token passes through.")
+    top_k: int = Field(2, ge=1, le=64, description="Routed experts chosen per token (K).")
+    expert_dim: int = Field(64, ge=1, description="Hidden size of each expert's SwiGLU (F).")
+    score_func: Literal["softmax", "sigmoid"] = Field("softmax", description="Router score function.")
+    temperature: float = Field(1.0, gt=0, description="Router logits are divided by this before scoring.")
+    n_groups: int = Field(1, ge=1, description="Expert groups for group-limited routing (1 = off).")
+    topk_groups: int = Field(1, ge=1, description="Groups a token may route into when n_groups > 1.")
+    route_scale: float = Field(1.0, gt=0, description="Multiplier on the normalised gate weights.")
+    bias_update_rate: float = Field(
+        1e-3, ge=0, description="Aux-loss-free balancing: per-step bias change (gamma); 0 turns it off."
+    )
+    aux_loss_weight: float = Field(
+        0.0, ge=0, description="Weight of the sequence-level balance loss (0 = off, as in DeepSeek-V3)."
+    )
+    capacity_factor: float | None = Field(
+        None, gt=0, description="Tokens per expert allowed, as a multiple of the even share; null = no drop."
+    )
+
+    @model_validator(mode="after")
+    def _check_routing(self) -> Self:
+        if self.top_k > self.n_routed:
+            raise ValueError(f"topK ({self.top_k}) must be <= nRouted ({self.n_routed}); lower topK")
+        if self.n_routed % self.n_groups:
+            raise ValueError(
+                f"nGroups ({self.n_groups}) must divide nRouted ({self.n_routed}); pick a divisor"
+            )
+        if self.topk_groups > self.n_groups:
+            raise ValueError(f"topkGroups ({self.topk_groups}) must be <= nGroups ({self.n_groups})")
+        reachable = self.topk_groups * (self.n_routed // self.n_groups)
+        if self.top_k > reachable:
+            raise ValueError(
+                f"topK ({self.top_k}) exceeds the experts reachable in topkGroups groups ({reachable}); "
+                "raise topkGroups or lower topK"
+            )
+        return self
+
+
+class ModelConfig(_Strict):
+    """Decoder-only transformer; the first `n_dense_layers` use a dense FFN, the rest MoE."""
+
+    preset: str | None = Field(None, description="Start from a named preset; fields given override it.")
+    vocab_size: int = Field(512, ge=2, description="Vocabulary size (the BPE tokenizer is trained to it).")
+    dim: int = Field(64, ge=8, description="Model width (D).")
+    n_layers: int = Field(2, ge=1, le=256, description="Transformer blocks.")
+    n_heads: int = Field(4, ge=1, description="Attention heads; must divide dim.")
+    max_seq_len: int = Field(128, ge=2, description="Longest sequence the RoPE tables cover.")
+    rope_theta: float = Field(10000.0, gt=0, description="RoPE base frequency.")
+    norm_eps: float = Field(1e-6, gt=0, description="RMSNorm epsilon.")
+    sliding_window: int | None = Field(
+        None, ge=1, description="Local attention window in tokens (null = full causal attention)."
+    )
+    n_dense_layers: int = Field(1, ge=0, description="Leading blocks with a dense FFN instead of MoE.")
+    dense_dim: int = Field(128, ge=1, description="Hidden size of the dense SwiGLU FFN.")
+    moe: MoEConfig = Field(default_factory=lambda: MoEConfig(), description="MoE layer settings.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") is not None:
+            name = data["preset"]
+            if name not in PRESETS:
+                raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+            return _deep_merge(PRESETS[name], data)
+        return data
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> Self:
+        if self.dim % self.n_heads or (self.dim // self.n_heads) % 2:
+            raise ValueError(
+                f"nHeads ({self.n_heads}) must divide dim ({self.dim}) into an even head size "
+                "(RoPE rotates pairs); change dim or nHeads"
+            )
+        if self.n_dense_layers > self.n_layers:
+            raise ValueError(f"nDenseLayers ({self.n_dense_layers}) must be <= nLayers ({self.n_layers})")
+        return self
+
+
+class OptimConfig(_Strict):
+    """AdamW with linear warmup then cosine decay to `min_lr_ratio * lr`."""
+
+    lr: float = Field(3e-3, gt=0, description="Peak learning rate.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final learning rate as a fraction of lr.")
+    warmup_steps: int = Field(10, ge=0, description="Optimizer steps of linear warmup.")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW decoupled weight decay.")
+    beta1: float = Field(0.9, ge=0, lt=1, description="AdamW beta1.")
+    beta2: float = Field(0.95, ge=0, lt=1, description="AdamW beta2.")
+    eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    grad_clip: float | None = Field(1.0, gt=0, description="Clip the global gradient norm to this (null = off).")
+
+
+class DataConfig(_Strict):
+    """Where text comes from and how it is cleaned, deduplicated, ordered and tokenized."""
+
+    source: Literal["builtin", "path"] = Field(
+        "builtin", description="builtin: prose shipped with Python itself; path: your own text files."
+    )
+    path: str | None = Field(None, description="A .txt/.jsonl file or a directory of them (source=path).")
+    tokenizer: Literal["bpe", "bytes"] = Field("bpe", description="Byte-level BPE trained on the corpus, or bytes.")
+    min_chars: int = Field(200, ge=0, description="Quality filter: drop documents shorter than this.")
+    max_symbol_ratio: float = Field(
+        0.3, ge=0, le=1, description="Quality filter: drop documents whose non-letter, non-space share exceeds this."
+    )
+    dedup: bool = Field(True, description="Remove exact and near-duplicate documents (MinHash LSH).")
+    dedup_threshold: float = Field(
+        0.8, gt=0, le=1, description="Jaccard similarity above which two documents are duplicates."
+    )
+    curriculum: bool = Field(False, description="Order the first passes from easy to hard (short, common text first).")
+    holdout_fraction: float = Field(0.05, gt=0, lt=0.5, description="Share of documents kept for evaluation.")
+
+
+class TrainConfig(_Strict):
+    """The run: how many optimizer steps, over which global batch, at which precision."""
+
+    steps: int = Field(100, ge=1, description="Optimizer steps to run.")
+    global_batch: int = Field(16, ge=1, description="Sequences per optimizer step, whatever the world size.")
+    micro_batch: int = Field(
+        8, ge=1, description="Sequences per forward pass on one rank (accumulation makes up the rest)."
+    )
+    seq_len: int = Field(64, ge=2, description="Tokens per training sequence.")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16 runs matmuls under autocast; master weights stay fp32."
+    )
+    activation_checkpointing: bool = Field(False, description="Recompute block activations in backward to save memory.")
+    seed: int = Field(0, ge=0, description="Seeds initialisation and the data order.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when present.")
+    log_every: int = Field(10, ge=1, description="Print a progress line every this many steps.")
+    eval_every: int = Field(0, ge=0, description="Evaluate held-out loss every this many steps (0 = only at the end).")
+    eval_batches: int = Field(4, ge=1, description="Batches of held-out data per evaluation.")
+
+    @model_validator(mode="after")
+    def _check_batch(self) -> Self:
+        if self.global_batch % self.micro_batch:
+            raise ValueError(
+                f"microBatch ({self.micro_batch}) must divide globalBatch ({self.global_batch}); "
+                "the global batch is split into whole micro-batches"
+            )
+        return self
+
+
+class CheckpointConfig(_Strict):
+    """Where and how often the run saves its state."""
+
+    dir: str | None = Field(None, description="Shared directory or fsspec URL for checkpoints (null = none).")
+    interval: int = Field(50, ge=1, description="Save every this many optimizer steps.")
+    keep: int = Field(3, ge=1, description="Completed checkpoints kept; older ones are deleted.")
+
+
+class TrainerConfig(_Strict):
+    """Everything the trainer needs; the operator renders it into the job's ConfigMap."""
+
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(preset="tiny"))
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig())
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig())
+    data: DataConfig = Field(default_factory=lambda: DataConfig())
+    checkpoint: CheckpointConfig = Field(default_factory=lambda: CheckpointConfig())
+
+    @model_validator(mode="after")
+    def _check_cross(self) -> Self:
+        if self.train.seq_len > self.model.max_seq_len:
+            raise ValueError(
+                f"train.seqLen ({self.train.seq_len}) exceeds model.maxSeqLen ({self.model.max_seq_len}); "
+                "raise model.maxSeqLen or shorten train.seqLen"
+            )
+        if self.data.tokenizer == "bytes" and self.model.vocab_size < 256:
+            raise ValueError(f"data.tokenizer=bytes needs model.vocabSize >= 256 (got {self.model.vocab_size})")
+        if self.data.source == "path" and not self.data.path:
+            raise ValueError("data.source=path needs data.path (a file or directory of .txt/.jsonl)")
+        return self
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Overlay `over` on `base`; keys are compared in snake_case so camelCase overrides win."""
+    out = dict(base)
+    for raw_key, value in over.items():
+        key = to_snake(raw_key)
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# Presets are plain data so the CRD and docs can list them. `tiny` trains in seconds on 2 CPU cores;
+# `small` in minutes; `base` and up are worth a GPU.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "vocab_size": 512, "dim": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 128,
+        "n_dense_layers": 1, "dense_dim": 128,
+        "moe": {"n_routed": 8, "n_shared": 1, "top_k": 2, "expert_dim": 32},
+    },
+    "small": {
+        "vocab_size": 2048, "dim": 256, "n_layers": 4, "n_heads": 8, "max_seq_len": 256,
+        "n_dense_layers": 1, "dense_dim": 512,
+        "moe": {"n_routed": 16, "n_shared": 1, "top_k": 4, "expert_dim": 128},
+    },
+    "base": {
+        "vocab_size": 32000, "dim": 1024, "n_layers": 12, "n_heads": 16, "max_seq_len": 2048,
+        "n_dense_layers": 1, "dense_dim": 4096,
+        "moe": {"n_routed": 64, "n_shared": 2, "top_k": 6, "expert_dim": 512, "score_func": "sigmoid",
+                "n_groups": 8, "topk_groups": 4, "route_scale": 2.5},
+    },
+    "large": {
+        "vocab_size": 32000, "dim": 2048, "n_layers": 24, "n_heads": 16, "max_seq_len": 4096,
+        "n_dense_layers": 1, "dense_dim": 8192,
+        "moe": {"n_routed": 160, "n_shared": 2, "top_k": 6, "expert_dim": 1024, "score_func": "sigmoid",
+                "n_groups": 8, "topk_groups": 3, "route_scale": 2.5},
+    },
+}
+
+
+def model_preset(name: str) -> ModelConfig:
+    """The model config of a named preset."""
+    return ModelConfig(preset=name)
+
+
+def load_trainer_config(source: str | Path | dict[str, Any]) -> TrainerConfig:
+    """Parse a trainer config from a JSON file path or a dict; raise ConfigError naming each bad field."""
+    label = "trainer config"
+    if isinstance(source, dict):
+        data = source
+    else:
+        label = str(source)
+        try:
+            data = json.loads(Path(source).read_text())
+        except FileNotFoundError as e:
+            raise ConfigError(f"{label}: no such file; pass --config PATH to a JSON trainer config") from e
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{label}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+    try:
+        return TrainerConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, label)) from None

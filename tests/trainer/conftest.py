@@ -1,0 +1,31 @@
+"""Shared fixtures for trainer tests: a small real-text corpus and a tiny config over it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dstj_api import TrainerConfig, load_trainer_config
+
+
+@pytest.fixture(scope="session")
+def real_text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few hundred KB of the Python language reference: real prose, no download."""
+    from pydoc_data.topics import topics
+
+    path = tmp_path_factory.mktemp("corpus") / "reference.txt"
+    path.write_text("\n\n".join(topics[k] for k in sorted(topics)))
+    return path
+
+
+@pytest.fixture
+def tiny_config(real_text_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TrainerConfig:
+    """The tiny preset on byte tokens with a data cache private to the test."""
+    monkeypatch.setenv("DSTJ_CACHE", str(tmp_path / "cache"))
+    return load_trainer_config({
+        "model": {"preset": "tiny", "vocabSize": 256, "moe": {"biasUpdateRate": 0.01}},
+        "train": {"steps": 30, "globalBatch": 8, "microBatch": 8, "seqLen": 32, "logEvery": 10},
+        "optim": {"lr": 0.003, "warmupSteps": 3},
+        "data": {"source": "path", "path": str(real_text_file), "tokenizer": "bytes", "minChars": 100},
+    })
