@@ -177,7 +177,7 @@ class MoE(nn.Module):
         order = kept_idx[torch.argsort(flat_expert[kept_idx], stable=True)]
         counts_E = torch.bincount(flat_expert[order], minlength=self.n_routed)
         token_N = order // K
-        y_ND = self.experts(x_TD[token_N], counts_E)
+        y_ND = self.experts(x_TD.index_select(0, token_N), counts_E)  # backward: index_add, not index_put
         weight_N1 = routing.gate_TK.reshape(-1)[order].unsqueeze(1).to(y_ND.dtype)
         out_TD = torch.zeros_like(x_TD, dtype=y_ND.dtype).index_add_(0, token_N, y_ND * weight_N1)
         if self.shared is not None:
