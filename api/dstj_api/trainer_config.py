@@ -175,6 +175,21 @@ class CheckpointConfig(_Strict):
     keep: int = Field(3, ge=1, description="Completed checkpoints kept; older ones are deleted.")
 
 
+class ParallelConfig(_Strict):
+    """How the world size is split into expert-parallel x data-parallel groups."""
+
+    expert_parallel: Literal["auto"] | int = Field(
+        "auto", description="EP degree: auto picks the largest that divides the world size and nRouted, up to epCap."
+    )
+    ep_cap: int = Field(8, ge=1, description="Largest EP degree auto may pick.")
+
+    @model_validator(mode="after")
+    def _check_ep(self) -> Self:
+        if isinstance(self.expert_parallel, int) and self.expert_parallel < 1:
+            raise ValueError(f"expertParallel must be auto or >= 1 (got {self.expert_parallel})")
+        return self
+
+
 class TrainerConfig(_Strict):
     """Everything the trainer needs; the operator renders it into the job's ConfigMap."""
 
@@ -183,6 +198,7 @@ class TrainerConfig(_Strict):
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig())
     data: DataConfig = Field(default_factory=lambda: DataConfig())
     checkpoint: CheckpointConfig = Field(default_factory=lambda: CheckpointConfig())
+    parallel: ParallelConfig = Field(default_factory=lambda: ParallelConfig())
 
     @model_validator(mode="after")
     def _check_cross(self) -> Self:
@@ -193,6 +209,11 @@ class TrainerConfig(_Strict):
             )
         if self.data.tokenizer == "bytes" and self.model.vocab_size < 256:
             raise ValueError(f"data.tokenizer=bytes needs model.vocabSize >= 256 (got {self.model.vocab_size})")
+        ep = self.parallel.expert_parallel
+        if isinstance(ep, int) and self.model.moe.n_routed % ep:
+            raise ValueError(
+                f"parallel.expertParallel ({ep}) must divide model.moe.nRouted ({self.model.moe.n_routed})"
+            )
         if self.data.source == "path" and not self.data.path:
             raise ValueError("data.source=path needs data.path (a file or directory of .txt/.jsonl)")
         return self

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from dstj_api import TrainerConfig
-from moe_trainer.train import Trainer
+from moe_trainer.trainer import Trainer
 
 
 def with_train(cfg: TrainerConfig, **train: object) -> TrainerConfig:

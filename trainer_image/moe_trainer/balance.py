@@ -67,6 +67,10 @@ class ExpertLoad:
         acc[self.n_experts + 1] += float(entropy_sum)
         acc[self.n_experts + 2] += n_tokens
 
+    def reset(self) -> None:
+        """Forget counts recorded since the last step (e.g. by an evaluation pass)."""
+        self._acc.zero_()
+
     def finish_step(self, bias_E: Tensor) -> RoutingStats:
         """Reduce the step's counts over all ranks, nudge `bias_E` toward balance, reset, report."""
         total = self.reduce(self._acc.clone())

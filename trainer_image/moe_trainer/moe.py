@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from moe_trainer.balance import ExpertLoad, RoutingStats, capacity
+from moe_trainer.expert_parallel import ExpertShard, run_sharded_experts
 from moe_trainer.experts import GroupedExperts, SwiGLU
 
 _RECOMPUTING: contextvars.ContextVar[bool] = contextvars.ContextVar("moe_recomputing", default=False)
@@ -159,6 +160,7 @@ class MoE(nn.Module):
             topk_groups=topk_groups, route_scale=route_scale, capacity_factor=capacity_factor,
         )
         self.experts = GroupedExperts(n_routed, dim, expert_dim)
+        self.shard: ExpertShard | None = None
         self.shared = SwiGLU(dim, expert_dim * n_shared) if n_shared > 0 else None
         self.load = ExpertLoad(n_routed, bias_update_rate)
         self.aux_loss_sum: Tensor | None = None
@@ -177,13 +179,27 @@ class MoE(nn.Module):
         order = kept_idx[torch.argsort(flat_expert[kept_idx], stable=True)]
         counts_E = torch.bincount(flat_expert[order], minlength=self.n_routed)
         token_N = order // K
-        y_ND = self.experts(x_TD.index_select(0, token_N), counts_E)  # backward: index_add, not index_put
+        x_ND = x_TD.index_select(0, token_N)  # backward: index_add, cheaper than index_put
+        if self.shard is None:
+            y_ND = self.experts(x_ND, counts_E)
+        else:
+            y_ND = run_sharded_experts(self.experts, x_ND, counts_E, self.shard)
         weight_N1 = routing.gate_TK.reshape(-1)[order].unsqueeze(1).to(y_ND.dtype)
         out_TD = torch.zeros_like(x_TD, dtype=y_ND.dtype).index_add_(0, token_N, y_ND * weight_N1)
         if self.shared is not None:
             out_TD = out_TD + self.shared(x_TD)
         self._account(routing, flat_expert, T, shape)
         return out_TD.to(x.dtype).view(shape)
+
+    def shard_experts(self, shard: ExpertShard) -> None:
+        """Keep only this rank's E/R experts (global indices [rank*E/R, (rank+1)*E/R)); peers hold the rest."""
+        per = self.n_routed // shard.size
+        full = self.experts
+        local = GroupedExperts(per, self.dim, full.w1_EDF.shape[-1]).to(full.w1_EDF.device)
+        with torch.no_grad():
+            for name in ("w1_EDF", "w3_EDF", "w2_EFD"):
+                getattr(local, name).copy_(getattr(full, name)[shard.rank * per : (shard.rank + 1) * per])
+        self.experts, self.shard = local, shard
 
     def _account(self, routing: Routing, flat_expert: Tensor, T: int, shape: torch.Size) -> None:
         assigned_E = torch.bincount(flat_expert, minlength=self.n_routed)

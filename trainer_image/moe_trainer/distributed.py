@@ -1,0 +1,67 @@
+"""This process's place in the run: rank, world size, layout and groups (one process: W=1).
+
+Under torchrun (RANK and WORLD_SIZE set) the default process group is created with a short
+timeout, so that when a peer dies the survivors' collectives fail fast and they wait for the next
+membership generation instead of hanging.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from dstj_api import TrainerConfig
+from moe_trainer.parallel import Layout, ParallelGroups, build_groups, plan_layout
+
+COLLECTIVE_TIMEOUT_S = float(os.environ.get("DSTJ_COLLECTIVE_TIMEOUT_S", "20"))
+"""Seconds a collective may wait for a peer before failing (gloo); a dead peer costs at most this."""
+
+
+@dataclass(slots=True)
+class DistContext:
+    """Rank, world and parallel groups of this process."""
+
+    rank: int
+    world_size: int
+    groups: ParallelGroups
+
+    @property
+    def layout(self) -> Layout:
+        """The EP x DP layout of this run."""
+        return self.groups.layout
+
+    @property
+    def is_distributed(self) -> bool:
+        """More than one rank."""
+        return self.world_size > 1
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        """Sum a few floats over all ranks (one tiny collective; identity in one process)."""
+        if not self.is_distributed:
+            return values
+        t = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(t)
+        return [float(v) for v in t.tolist()]
+
+
+def init_distributed(cfg: TrainerConfig, device: torch.device) -> DistContext:
+    """Join the process group torchrun prepared (if any) and build the EP x DP groups."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    policy = cfg.parallel.expert_parallel
+    layout = plan_layout(world, cfg.model.moe.n_routed, policy, cfg.parallel.ep_cap)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+    return DistContext(rank, world, build_groups(layout, rank))
+
+
+def reduce_counts_over_world(t: torch.Tensor) -> torch.Tensor:
+    """The `balance.CountReducer` of a distributed run: sum routing counts over all ranks."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t

@@ -1,0 +1,156 @@
+"""One rank's trainer: model, optimizer and data, and the optimizer step over the global batch.
+
+The global batch of step s (`train.globalBatch` sequences, chosen by `(seed, s)`) is cut into
+micro-batches of `train.microBatch` whole sequences; micro-batch c goes to rank c mod W. The loss
+of every micro-batch is its summed token cross-entropy over the *global* token count, and gradients
+are summed over ranks, so a step computes the same update at any world size (up to fp32 summation
+order). Micro-batches are also the MoE capacity groups, so token dropping is W-independent too.
+With EP > 1 every rank of an EP group must run the same number of forward passes (they exchange
+tokens), so a rank short of micro-batches runs empty ones.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from dstj_api import ConfigError, TrainerConfig
+from moe_trainer.balance import RoutingStats
+from moe_trainer.data import TokenDataset, build_datasets
+from moe_trainer.distributed import DistContext, reduce_counts_over_world
+from moe_trainer.expert_parallel import ExpertShard
+from moe_trainer.model import Transformer
+from moe_trainer.optim import build_optimizer, lr_at, set_lr
+from moe_trainer.parallel import clip_global_norm, sync_gradients
+
+
+@dataclass(slots=True, kw_only=True)
+class StepResult:
+    """What one optimizer step measured (global over all ranks)."""
+
+    step: int
+    loss: float
+    """Mean token cross-entropy over the global batch (nats)."""
+    lr: float
+    grad_norm: float
+    sample_ids: list[int]
+    """The samples this rank trained on in this step (for the data log)."""
+    stop_requested: bool = False
+    """Some rank asked to stop (SIGTERM or a new generation); all ranks agree at this boundary."""
+    routing: list[RoutingStats] = field(default_factory=list)
+
+    @property
+    def max_violation(self) -> float:
+        """Worst expert imbalance over the MoE layers."""
+        return max((r.max_violation for r in self.routing), default=0.0)
+
+
+def pick_device(cfg: TrainerConfig) -> torch.device:
+    """cuda when asked or available under `auto`, else cpu; a missing GPU is an error only when asked."""
+    want = cfg.train.device
+    if want == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is visible; use auto or cpu")
+    return torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def single_process() -> DistContext:
+    """The context of a run in one process (W=1)."""
+    from moe_trainer.parallel import build_groups, plan_layout
+
+    return DistContext(0, 1, build_groups(plan_layout(1, 1), 0))
+
+
+class Trainer:
+    """Owns one rank's model shard, optimizer and data, and runs optimizer steps."""
+
+    def __init__(self, cfg: TrainerConfig, ctx: DistContext | None = None, device: torch.device | None = None) -> None:
+        self.cfg = cfg
+        self.ctx = ctx or single_process()
+        self.device = device or pick_device(cfg)
+        # Every rank builds the full model from the same seed, then keeps its experts: identical to W=1.
+        torch.manual_seed(cfg.train.seed)
+        self.train_data, self.eval_data, self.data_info = build_datasets(cfg)
+        self.model = Transformer(cfg.model, cfg.train.activation_checkpointing)
+        layout = self.ctx.layout
+        for moe in self.model.moe_layers():
+            if layout.ep > 1:
+                moe.shard_experts(ExpertShard(layout.ep_rank(self.ctx.rank), layout.ep, self.ctx.groups.ep_group))
+            if self.ctx.is_distributed:
+                moe.load.reduce = reduce_counts_over_world
+        self.model.to(self.device)
+        self.opt = build_optimizer(self.model, cfg.optim)
+        self.step = 0
+        self.stop_flag = False
+        """Set (e.g. by a SIGTERM handler) to stop at the next step boundary."""
+
+    def _autocast(self) -> Any:
+        if self.cfg.train.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _loss_sum(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets = batch[:, :-1].to(self.device), batch[:, 1:].to(self.device)
+        with self._autocast():
+            out = self.model(inputs)
+        ce_sum = F.cross_entropy(out.logits_BSV.flatten(0, 1).float(), targets.flatten(), reduction="sum")
+        return ce_sum, out.aux_loss_sum
+
+    def my_micro_batches(self, ids: list[int]) -> list[list[int]]:
+        """This rank's share of `ids` in micro-batches, padded with empty ones where EP needs equal counts."""
+        micro, ctx = self.cfg.train.micro_batch, self.ctx
+        chunks = [ids[c : c + micro] for c in range(0, len(ids), micro)]
+        mine = chunks[ctx.rank :: ctx.world_size]
+        if ctx.layout.ep > 1:
+            mine += [[]] * (math.ceil(len(chunks) / ctx.world_size) - len(mine))
+        return mine
+
+    def _batch(self, data: TokenDataset, ids: list[int]) -> torch.Tensor:
+        if not ids:
+            return torch.zeros(0, self.cfg.train.seq_len + 1, dtype=torch.int64)
+        return data.batch(ids)
+
+    def train_step(self) -> StepResult:
+        """One optimizer step over the global batch; also agrees on the stop flag across ranks."""
+        t = self.cfg.train
+        self.model.train()
+        global_tokens = t.global_batch * t.seq_len
+        ce_local = 0.0
+        used: list[int] = []
+        for chunk in self.my_micro_batches(self.train_data.sample_ids(self.step, t.global_batch)):
+            ce_sum, aux_sum = self._loss_sum(self._batch(self.train_data, chunk))
+            (ce_sum / global_tokens + aux_sum / t.global_batch).backward()
+            ce_local += float(ce_sum.detach())
+            used += chunk
+        sync_gradients(self.model, self.ctx.groups)
+        lr = lr_at(self.step, t.steps, self.cfg.optim)
+        set_lr(self.opt, lr)
+        norm = clip_global_norm(self.model, self.cfg.optim.grad_clip, self.ctx.groups)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        routing = self.model.finish_step()
+        ce_total, stops = self.ctx.all_sum([ce_local, float(self.stop_flag)])
+        self.step += 1
+        return StepResult(
+            step=self.step, loss=ce_total / global_tokens, lr=lr, grad_norm=norm, sample_ids=used,
+            stop_requested=stops > 0, routing=routing,
+        )
+
+    @torch.no_grad()
+    def evaluate(self, data: TokenDataset | None = None) -> float:
+        """Mean token cross-entropy on a fixed set of held-out windows (split over ranks like training)."""
+        data = data or self.eval_data
+        t = self.cfg.train
+        n = min(len(data), t.eval_batches * t.micro_batch)
+        self.model.eval()
+        total = 0.0
+        for chunk in self.my_micro_batches([i * len(data) // n for i in range(n)]):
+            total += float(self._loss_sum(self._batch(data, chunk))[0])
+        # Evaluation must not move the balancing bias or pollute the step's routing counts.
+        for moe in self.model.moe_layers():
+            moe.load.reset()
+        return self.ctx.all_sum([total])[0] / (n * t.seq_len)
