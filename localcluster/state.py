@@ -1,0 +1,143 @@
+"""Where the local cluster keeps its state, and the ports it listens on.
+
+Everything a cluster creates lives under one directory (default
+``${DSTJ_CACHE:-~/.cache/dstj}/localcluster/state``, overridden by ``LOCALCLUSTER_STATE``), so
+``down`` can remove all of it and two clusters in two state directories never collide.
+Ports are chosen once per state directory and remembered in ``cluster.json``, so certificates
+and kubeconfigs stay valid across restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+#: The service IP range and the first service IP (the ``kubernetes`` Service).
+SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_IP = "10.96.0.1"
+#: The host side of the pod bridge the node agent creates. The API server advertises it (the
+#: ``kubernetes`` endpoints), its serving certificate names it, and it listens on 0.0.0.0, so
+#: pods in their own network namespaces reach it at this address once the bridge exists.
+BRIDGE_IP = "10.244.0.1"
+POD_CIDR = "10.244.0.0/16"
+
+
+def cache_root() -> Path:
+    """Return the project's cache root, shared with ``scripts/setup.sh`` (``DSTJ_CACHE``)."""
+    return Path(os.environ.get("DSTJ_CACHE") or Path.home() / ".cache" / "dstj")
+
+
+def default_state_dir() -> Path:
+    """Return the state directory: ``LOCALCLUSTER_STATE`` or one under the cache root."""
+    override = os.environ.get("LOCALCLUSTER_STATE")
+    if override:
+        return Path(override).expanduser().absolute()
+    return cache_root() / "localcluster" / "state"
+
+
+@dataclass(frozen=True)
+class Ports:
+    """TCP ports of one cluster (all on loopback except the API server on 0.0.0.0)."""
+
+    apiserver: int
+    etcd_client: int
+    etcd_peer: int
+    controller_manager: int
+    scheduler: int
+
+
+#: The ports a developer expects; used when free, else replaced by free ephemeral ones.
+DEFAULT_PORTS = Ports(apiserver=6443, etcd_client=2379, etcd_peer=2380, controller_manager=10257,
+                      scheduler=10259)
+
+
+def port_is_free(port: int) -> bool:
+    """Tell whether ``port`` can be bound on all interfaces right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """Return a port the kernel considers free (racy by nature, good enough on one machine)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
+def choose_ports() -> Ports:
+    """Pick the default ports where free, so a second cluster still starts beside the first."""
+    chosen: dict[str, int] = {}
+    for name, port in asdict(DEFAULT_PORTS).items():
+        while port in chosen.values() or not port_is_free(port):
+            port = free_port()
+        chosen[name] = port
+    return Ports(**chosen)
+
+
+@dataclass(frozen=True)
+class StateDir:
+    """Paths inside one cluster's state directory (nothing here touches the disk)."""
+
+    root: Path
+
+    @property
+    def pki(self) -> Path:
+        """Certificates and keys (``ca.crt`` is the cluster CA)."""
+        return self.root / "pki"
+
+    @property
+    def logs(self) -> Path:
+        """One log file per process."""
+        return self.root / "logs"
+
+    @property
+    def procs(self) -> Path:
+        """One JSON record per running process (see ``procs.py``)."""
+        return self.root / "procs"
+
+    @property
+    def etcd_data(self) -> Path:
+        """etcd's data directory."""
+        return self.root / "etcd"
+
+    @property
+    def kubeconfigs(self) -> Path:
+        """Kubeconfigs of the control-plane components."""
+        return self.root / "kubeconfigs"
+
+    @property
+    def admin_kubeconfig(self) -> Path:
+        """The admin kubeconfig (system:masters), the one users and tests use."""
+        return self.root / "admin.kubeconfig"
+
+    @property
+    def cluster_json(self) -> Path:
+        """Ports and binaries of this cluster, fixed at its first ``up``."""
+        return self.root / "cluster.json"
+
+    def ensure(self) -> None:
+        """Create the directories (private: they hold keys)."""
+        for d in (self.root, self.pki, self.logs, self.procs, self.kubeconfigs):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def load_ports(self) -> Ports | None:
+        """Return the ports recorded for this cluster, or None before its first ``up``."""
+        with contextlib.suppress(FileNotFoundError):
+            data = json.loads(self.cluster_json.read_text())
+            return Ports(**data["ports"])
+        return None
+
+    def save_ports(self, ports: Ports) -> None:
+        """Record the ports, so later ``up`` runs reuse them."""
+        tmp = self.cluster_json.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"ports": asdict(ports)}, indent=2) + "\n")
+        tmp.replace(self.cluster_json)
