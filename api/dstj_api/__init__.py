@@ -6,6 +6,7 @@ never import torch, kopf, kubernetes, `dstj_operator` or `moe_trainer`.
 """
 
 from dstj_api.errors import ConfigError, format_validation_error
+from dstj_api.membership import Membership, ProgressReport
 from dstj_api.trainer_config import (
     CheckpointConfig,
     DataConfig,
@@ -23,10 +24,12 @@ __all__ = [
     "CheckpointConfig",
     "ConfigError",
     "DataConfig",
+    "Membership",
     "MoEConfig",
     "ModelConfig",
     "OptimConfig",
     "ParallelConfig",
+    "ProgressReport",
     "TrainConfig",
     "TrainerConfig",
     "format_validation_error",

@@ -39,7 +39,10 @@ def grouped_matmul(x_ND: Tensor, w_EDF: Tensor, counts_E: Tensor, counts_list: l
     """Rows of expert e (a contiguous run of `counts_E[e]` rows) times `w_EDF[e]`."""
     if grouped_mm_works(x_ND.device.type, x_ND.dtype):
         offs_E = torch.cumsum(counts_E, dim=0, dtype=torch.int32)
-        return torch._grouped_mm(x_ND, w_EDF, offs=offs_E)
+        y_NF = torch._grouped_mm(x_ND, w_EDF, offs=offs_E)
+        if y_NF.requires_grad:  # its backward rejects broadcast (stride-0) gradients, e.g. from .sum()
+            y_NF.register_hook(lambda g: g.contiguous())
+        return y_NF
     pieces = [
         chunk @ w_EDF[e] for e, chunk in enumerate(torch.split(x_ND, counts_list)) if counts_list[e] > 0
     ]

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from dstj_api import ConfigError, TrainerConfig
 from moe_trainer.balance import RoutingStats
+from moe_trainer.checkpoint import flat_state
 from moe_trainer.data import TokenDataset, build_datasets
 from moe_trainer.distributed import DistContext, reduce_counts_over_world
 from moe_trainer.expert_parallel import ExpertShard
@@ -85,8 +86,19 @@ class Trainer:
         self.model.to(self.device)
         self.opt = build_optimizer(self.model, cfg.optim)
         self.step = 0
+        self._meta = {"step": torch.zeros((), dtype=torch.int64)}
         self.stop_flag = False
         """Set (e.g. by a SIGTERM handler) to stop at the next step boundary."""
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """This rank's checkpoint entries (views of the live tensors, so a load restores in place)."""
+        self._meta["step"].fill_(self.step)
+        experts = self.ctx.layout.experts_of(self.ctx.rank, self.cfg.model.moe.n_routed)
+        return flat_state(self.model, self.opt, experts, self._meta)
+
+    def restored(self) -> None:
+        """Adopt the step of a checkpoint just loaded into `checkpoint_state()`'s tensors."""
+        self.step = int(self._meta["step"])
 
     def _autocast(self) -> Any:
         if self.cfg.train.precision == "bf16":

@@ -1,0 +1,56 @@
+"""Membership and progress: what the operator publishes to the workers and what rank 0 reports back.
+
+A membership generation is a fixed set of workers. The operator bumps `generation` on any loss,
+arrival or resize; each generation is its own fixed-size torchrun rendezvous, and checkpoint
+commits are fenced by it: only the published generation may move the "latest" marker.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True
+    )
+
+
+class Membership(_Wire):
+    """The published generation: which workers form the training group now."""
+
+    generation: int = Field(ge=0, description="Bumped on every change of the member set.")
+    world_size: int = Field(ge=0, description="Number of member workers (torchrun --nnodes).")
+    members: list[str] = Field(default_factory=list, description="Member worker ids (pod names).")
+    rdzv_endpoint: str | None = Field(None, description="host:port of the rendezvous store.")
+    state: Literal["running", "suspended", "finished"] = Field(
+        "running", description="suspended: members stop with a checkpoint; finished: nothing more to run."
+    )
+
+    @model_validator(mode="after")
+    def _check_members(self) -> Self:
+        if self.members and len(self.members) != self.world_size:
+            raise ValueError(f"worldSize ({self.world_size}) must equal the number of members ({len(self.members)})")
+        return self
+
+
+class ProgressReport(_Wire):
+    """What rank 0 reports after each logged step (the operator mirrors it into the job status)."""
+
+    step: int = Field(ge=0)
+    total_steps: int = Field(ge=1)
+    generation: int = Field(ge=0)
+    world_size: int = Field(ge=1)
+    expert_parallel: int = Field(ge=1)
+    data_parallel: int = Field(ge=1)
+    loss: float | None = None
+    tokens_per_second: float | None = None
+    max_violation: float | None = None
+    last_checkpoint_step: int | None = None
+    last_checkpoint_time: datetime | None = None
+    state: Literal["running", "stopped", "finished"] = "running"
+    updated: datetime

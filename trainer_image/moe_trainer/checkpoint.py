@@ -1,0 +1,163 @@
+"""Checkpoints with torch.distributed.checkpoint (DCP): reshardable, atomic, fenced by generation.
+
+- Reshardable: every expert tensor (weights and optimizer moments) is stored under its *global*
+  expert index (`model.blocks.1.ffn.experts.w1_EDF.5`), dense tensors under their name. A rank
+  saves and loads exactly the keys it holds, so a checkpoint written at one EP x DP layout loads
+  at any other. DCP writes replicated keys once.
+- Atomic: each save goes to its own directory; `latest.json` is replaced (write + rename) only
+  after DCP has finished every rank's files and the metadata. A torn save is never pointed at.
+- Fenced: rank 0 commits the marker only while its generation is the published one, and never
+  over a marker of a newer generation, whatever the steps say; a lock file serialises committers.
+- Periodic saves are asynchronous (`dcp.async_save` stages a copy, then writes in the background);
+  at most one is in flight, and stopping waits for it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+
+from moe_trainer.membership import write_json_atomically
+from moe_trainer.parallel import is_expert_param
+
+log = logging.getLogger(__name__)
+
+MARKER = "latest.json"
+
+
+@dataclass(slots=True, frozen=True)
+class Marker:
+    """The committed checkpoint: the only one a resuming run may load."""
+
+    step: int
+    generation: int
+    path: str
+    """Directory name under the checkpoint root."""
+    saved_at: float
+    kept: tuple[str, ...] = ()
+    """Committed directories still on disk, newest first (this one included)."""
+
+
+def read_marker(root: Path) -> Marker | None:
+    """The committed checkpoint under `root`, or None."""
+    try:
+        data = json.loads((root / MARKER).read_text())
+    except FileNotFoundError:
+        return None
+    data["kept"] = tuple(data.get("kept", ()))
+    return Marker(**data)
+
+
+def _expert_keys(name: str, tensor: torch.Tensor, experts: range) -> dict[str, torch.Tensor]:
+    return {f"{name}.{e}": tensor[i] for i, e in enumerate(experts)}
+
+
+def _ensure_optimizer_state(opt: torch.optim.Optimizer) -> None:
+    """Create AdamW's state as its first step would, so a load has tensors to fill."""
+    for group in opt.param_groups:
+        for p in group["params"]:
+            state = opt.state[p]
+            if not state:
+                state["step"] = torch.tensor(0.0)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+
+def flat_state(model: torch.nn.Module, opt: torch.optim.Optimizer, experts: range,
+               extra: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """This rank's checkpoint entries; tensors are views of the live ones, so a load fills them in place."""
+    _ensure_optimizer_state(opt)
+    names = {p: n for n, p in model.named_parameters()}
+    out: dict[str, Any] = {}
+    for name, t in model.state_dict(keep_vars=True).items():
+        t = t.detach()
+        out.update(_expert_keys(f"model.{name}", t, experts) if is_expert_param(name) else {f"model.{name}": t})
+    for p, state in opt.state.items():
+        name = names[p]  # type: ignore[index]
+        for key in ("exp_avg", "exp_avg_sq"):
+            t = state[key]
+            base = f"optim.{name}.{key}"
+            out.update(_expert_keys(base, t, experts) if is_expert_param(name) else {base: t})
+        out[f"optim.{name}.step"] = state["step"]
+    out.update({f"meta.{k}": v for k, v in extra.items()})
+    return out
+
+
+class Checkpointer:
+    """Saves and loads one rank's share of the run's state under a shared root directory."""
+
+    def __init__(self, root: Path, keep: int, generation: int, is_current: Callable[[], bool],
+                 rank: int, process_group: dist.ProcessGroup | None) -> None:
+        self.root, self.keep, self.generation = root, keep, generation
+        self.is_current, self.rank, self.pg = is_current, rank, process_group
+        self._pending: tuple[Future[Any], int, str] | None = None
+        self.last_committed_step: int | None = None
+        self.last_save_seconds: float = 0.0
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _dir_name(self, step: int) -> str:
+        return f"step-{step:08d}-g{self.generation}"
+
+    def save(self, state: dict[str, Any], step: int, *, asynchronous: bool) -> None:
+        """Write `state` for `step`; the marker moves once every rank's files are complete."""
+        self.wait()
+        name = self._dir_name(step)
+        target = self.root / name
+        start = time.perf_counter()
+        if asynchronous:
+            fut = dcp.async_save(state, checkpoint_id=str(target), process_group=self.pg)
+            self._pending = (fut, step, name)  # type: ignore[assignment]
+            self.last_save_seconds = time.perf_counter() - start  # the stall training sees
+        else:
+            dcp.save(state, checkpoint_id=str(target), process_group=self.pg)
+            self.last_save_seconds = time.perf_counter() - start
+            self._commit(step, name)
+
+    def wait(self) -> None:
+        """Finish the in-flight asynchronous save, if any, and commit it."""
+        if self._pending is None:
+            return
+        fut, step, name = self._pending
+        self._pending = None
+        fut.result()
+        self._commit(step, name)
+
+    def _commit(self, step: int, name: str) -> None:
+        self.last_committed_step = step
+        if self.rank != 0:
+            return
+        with (self.root / ".marker.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not self.is_current():
+                log.warning("not committing step %d: generation %d is no longer published", step, self.generation)
+                return
+            old = read_marker(self.root)
+            if old is not None and (old.generation > self.generation or
+                                    (old.generation == self.generation and old.step >= step)):
+                log.warning("not committing step %d of generation %d over %s", step, self.generation, old)
+                return
+            kept = (name, *(old.kept if old else ()))[: self.keep]
+            marker = Marker(step, self.generation, name, time.time(), kept)
+            write_json_atomically(self.root / MARKER, json.dumps(asdict(marker)))
+        for stale in set(old.kept if old else ()) - set(kept):
+            shutil.rmtree(self.root / stale, ignore_errors=True)
+
+    def load_latest(self, state: dict[str, Any]) -> Marker | None:
+        """Fill `state` in place from the committed checkpoint; None when there is none."""
+        marker = read_marker(self.root)
+        if marker is None:
+            return None
+        dcp.load(state, checkpoint_id=str(self.root / marker.path), process_group=self.pg)
+        return marker

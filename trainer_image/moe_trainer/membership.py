@@ -1,0 +1,84 @@
+"""Where a worker reads the published membership and writes its progress report.
+
+Locally (tests, `make demo` without a cluster) both are JSON files. In a pod, membership is the
+`DeepSeekTrainingJob` status the operator publishes and progress a per-job object it watches
+(the operator issue provides those sources). Chosen by `DSTJ_MEMBERSHIP` / `DSTJ_PROGRESS`:
+`file:/path` (or a bare path).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import ValidationError
+
+from dstj_api import Membership, ProgressReport
+
+
+class MembershipSource(Protocol):
+    """Reads the currently published membership (None when nothing is published yet)."""
+
+    def current(self) -> Membership | None: ...
+
+
+class ProgressSink(Protocol):
+    """Publishes rank 0's progress report."""
+
+    def publish(self, report: ProgressReport) -> None: ...
+
+
+def write_json_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` so readers see the old or the new content, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+class FileMembershipSource:
+    """Membership from a JSON file (written atomically by whoever plays the operator)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def current(self) -> Membership | None:
+        """The file's membership, or None while it is absent or not (yet) valid."""
+        try:
+            return Membership.model_validate_json(self.path.read_text())
+        except (FileNotFoundError, ValidationError, ValueError):
+            return None
+
+    def publish(self, membership: Membership) -> None:
+        """Write a new membership (tests and local runs play the operator with this)."""
+        write_json_atomically(self.path, membership.model_dump_json(by_alias=True))
+
+
+class FileProgressSink:
+    """Progress as a JSON file, replaced atomically on each report."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def publish(self, report: ProgressReport) -> None:
+        """Replace the file with this report."""
+        write_json_atomically(self.path, report.model_dump_json(by_alias=True))
+
+
+def _file_path(spec: str) -> Path:
+    return Path(spec.removeprefix("file:"))
+
+
+def membership_from_env() -> MembershipSource | None:
+    """The source named by DSTJ_MEMBERSHIP, or None for a run with no membership (plain local run)."""
+    spec = os.environ.get("DSTJ_MEMBERSHIP")
+    return FileMembershipSource(_file_path(spec)) if spec else None
+
+
+def progress_from_env() -> ProgressSink | None:
+    """The sink named by DSTJ_PROGRESS, or None."""
+    spec = os.environ.get("DSTJ_PROGRESS")
+    return FileProgressSink(_file_path(spec)) if spec else None
