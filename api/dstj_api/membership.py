@@ -27,6 +27,11 @@ class Membership(_Wire):
     world_size: int = Field(ge=0, description="Number of member workers (torchrun --nnodes).")
     members: list[str] = Field(default_factory=list, description="Member worker ids (pod names).")
     rdzv_endpoint: str | None = Field(None, description="host:port of the rendezvous store.")
+    handoff_from: int | None = Field(
+        None,
+        description="A planned resize: this earlier generation may still commit the checkpoint it takes when "
+        "stopping, so no step is lost. Unset after a failure.",
+    )
     state: Literal["running", "suspended", "finished"] = Field(
         "running", description="suspended: members stop with a checkpoint; finished: nothing more to run."
     )

@@ -19,10 +19,16 @@ def real_text_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data cache shared by the session's tests (and the worker processes they start)."""
+    return tmp_path_factory.mktemp("dstj-cache")
+
+
 @pytest.fixture
-def tiny_config(real_text_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TrainerConfig:
-    """The tiny preset on byte tokens with a data cache private to the test."""
-    monkeypatch.setenv("DSTJ_CACHE", str(tmp_path / "cache"))
+def tiny_config(real_text_file: Path, data_cache: Path, monkeypatch: pytest.MonkeyPatch) -> TrainerConfig:
+    """The tiny preset on byte tokens, its data cached once per session."""
+    monkeypatch.setenv("DSTJ_CACHE", str(data_cache))
     return load_trainer_config({
         "model": {"preset": "tiny", "vocabSize": 256, "moe": {"biasUpdateRate": 0.01}},
         "train": {"steps": 30, "globalBatch": 8, "microBatch": 8, "seqLen": 32, "logEvery": 10},

@@ -6,8 +6,10 @@
   at any other. DCP writes replicated keys once.
 - Atomic: each save goes to its own directory; `latest.json` is replaced (write + rename) only
   after DCP has finished every rank's files and the metadata. A torn save is never pointed at.
-- Fenced: rank 0 commits the marker only while its generation is the published one, and never
-  over a marker of a newer generation, whatever the steps say; a lock file serialises committers.
+- Fenced: rank 0 commits the marker only while its generation is the published one (or, for the
+  checkpoint a group takes when stopping, the generation a planned resize hands off from), and
+  never over a marker of a newer generation, whatever the steps say; a lock file serialises
+  committers.
 - Periodic saves are asynchronous (`dcp.async_save` stages a copy, then writes in the background);
   at most one is in flight, and stopping waits for it.
 """
@@ -98,32 +100,40 @@ def flat_state(model: torch.nn.Module, opt: torch.optim.Optimizer, experts: rang
 class Checkpointer:
     """Saves and loads one rank's share of the run's state under a shared root directory."""
 
-    def __init__(self, root: Path, keep: int, generation: int, is_current: Callable[[], bool],
+    def __init__(self, root: Path, keep: int, generation: int, may_commit: Callable[[bool], bool],
                  rank: int, process_group: dist.ProcessGroup | None) -> None:
         self.root, self.keep, self.generation = root, keep, generation
-        self.is_current, self.rank, self.pg = is_current, rank, process_group
+        self.may_commit, self.rank, self.pg = may_commit, rank, process_group
+        """may_commit(final): whether this generation may move the marker now (final: a stop checkpoint)."""
         self._pending: tuple[Future[Any], int, str] | None = None
         self.last_committed_step: int | None = None
         self.last_save_seconds: float = 0.0
         root.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def _no_dist(self) -> bool:
+        return not dist.is_initialized()
+
     def _dir_name(self, step: int) -> str:
         return f"step-{step:08d}-g{self.generation}"
 
-    def save(self, state: dict[str, Any], step: int, *, asynchronous: bool) -> None:
-        """Write `state` for `step`; the marker moves once every rank's files are complete."""
+    def save(self, state: dict[str, Any], step: int, *, asynchronous: bool, final: bool = False) -> None:
+        """Write `state` for `step`; the marker moves once every rank's files are complete.
+
+        `final` marks the checkpoint a stopping group takes (fenced by the handoff rule).
+        """
         self.wait()
         name = self._dir_name(step)
         target = self.root / name
         start = time.perf_counter()
         if asynchronous:
-            fut = dcp.async_save(state, checkpoint_id=str(target), process_group=self.pg)
+            fut = dcp.async_save(state, checkpoint_id=str(target), process_group=self.pg, no_dist=self._no_dist)
             self._pending = (fut, step, name)  # type: ignore[assignment]
             self.last_save_seconds = time.perf_counter() - start  # the stall training sees
         else:
-            dcp.save(state, checkpoint_id=str(target), process_group=self.pg)
+            dcp.save(state, checkpoint_id=str(target), process_group=self.pg, no_dist=self._no_dist)
             self.last_save_seconds = time.perf_counter() - start
-            self._commit(step, name)
+            self._commit(step, name, final)
 
     def wait(self) -> None:
         """Finish the in-flight asynchronous save, if any, and commit it."""
@@ -132,16 +142,17 @@ class Checkpointer:
         fut, step, name = self._pending
         self._pending = None
         fut.result()
-        self._commit(step, name)
+        self._commit(step, name, final=False)
 
-    def _commit(self, step: int, name: str) -> None:
+    def _commit(self, step: int, name: str, final: bool) -> None:
         self.last_committed_step = step
         if self.rank != 0:
             return
         with (self.root / ".marker.lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if not self.is_current():
+            if not self.may_commit(final):
                 log.warning("not committing step %d: generation %d is no longer published", step, self.generation)
+                shutil.rmtree(self.root / name, ignore_errors=True)  # never to be pointed at
                 return
             old = read_marker(self.root)
             if old is not None and (old.generation > self.generation or
@@ -159,5 +170,5 @@ class Checkpointer:
         marker = read_marker(self.root)
         if marker is None:
             return None
-        dcp.load(state, checkpoint_id=str(self.root / marker.path), process_group=self.pg)
+        dcp.load(state, checkpoint_id=str(self.root / marker.path), process_group=self.pg, no_dist=self._no_dist)
         return marker

@@ -72,10 +72,15 @@ def _file_path(spec: str) -> Path:
     return Path(spec.removeprefix("file:"))
 
 
+def membership_source(spec: str) -> MembershipSource:
+    """The source a spec names: `file:PATH` (or a bare path)."""
+    return FileMembershipSource(_file_path(spec))
+
+
 def membership_from_env() -> MembershipSource | None:
     """The source named by DSTJ_MEMBERSHIP, or None for a run with no membership (plain local run)."""
     spec = os.environ.get("DSTJ_MEMBERSHIP")
-    return FileMembershipSource(_file_path(spec)) if spec else None
+    return membership_source(spec) if spec else None
 
 
 def progress_from_env() -> ProgressSink | None:

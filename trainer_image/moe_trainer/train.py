@@ -15,12 +15,17 @@ import signal
 import sys
 import time
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from dstj_api import ConfigError, TrainerConfig, load_trainer_config
+import torch.distributed as dist
+
+from dstj_api import ConfigError, ProgressReport, TrainerConfig, load_trainer_config
+from moe_trainer.checkpoint import Checkpointer
 from moe_trainer.distributed import init_distributed
+from moe_trainer.membership import membership_from_env, progress_from_env
 from moe_trainer.parallel import LayoutError
 from moe_trainer.trainer import StepResult, Trainer, pick_device
 
@@ -52,6 +57,52 @@ def _log_data(path: Path | None, result: StepResult, trainer: Trainer) -> None:
         f.write(json.dumps(line) + "\n")
 
 
+def generation() -> int:
+    """The membership generation this process was started for (0 outside a managed run)."""
+    return int(os.environ.get("DSTJ_GENERATION", "0"))
+
+
+def make_checkpointer(cfg: TrainerConfig, trainer: Trainer) -> Checkpointer | None:
+    """The run's checkpointer, fenced by the published membership when there is one."""
+    if not cfg.checkpoint.dir:
+        return None
+    source, gen = membership_from_env(), generation()
+
+    def may_commit(final: bool) -> bool:
+        if source is None:
+            return True
+        m = source.current()
+        return m is not None and (m.generation == gen or (final and m.handoff_from == gen))
+
+    # Async saves run collectives from a background thread: give them a group of their own.
+    pg = dist.new_group(backend="gloo") if trainer.ctx.is_distributed else None
+    return Checkpointer(Path(cfg.checkpoint.dir), cfg.checkpoint.keep, gen, may_commit, trainer.ctx.rank,
+                        pg if isinstance(pg, dist.ProcessGroup) else None)
+
+
+def _publish(trainer: Trainer, result: StepResult | None, ckpt: Checkpointer | None, state: str,
+             tps: float | None) -> None:
+    sink = progress_from_env()
+    if sink is None or trainer.ctx.rank != 0:
+        return
+    layout = trainer.ctx.layout
+    sink.publish(ProgressReport(
+        step=trainer.step, total_steps=trainer.cfg.train.steps, generation=generation(),
+        world_size=layout.world_size, expert_parallel=layout.ep, data_parallel=layout.dp,
+        loss=result.loss if result else None, tokens_per_second=tps,
+        max_violation=result.max_violation if result else None,
+        last_checkpoint_step=ckpt.last_committed_step if ckpt else None,
+        last_checkpoint_time=datetime.now(UTC) if ckpt and ckpt.last_committed_step else None,
+        state=state, updated=datetime.now(UTC),
+    ))
+
+
+def _leave_group() -> None:
+    # Exiting with a live gloo group can abort a rank in C++ teardown ("terminate called ...").
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def run(cfg: TrainerConfig) -> dict[str, Any]:
     """Train to `train.steps`, printing progress on rank 0; return the summary."""
     t0 = time.perf_counter()
@@ -68,6 +119,15 @@ def run(cfg: TrainerConfig) -> dict[str, Any]:
         f"unigram entropy {info.unigram_entropy_nats:.3f} nats; layout W={layout.world_size} "
         f"EP={layout.ep} DP={layout.dp}",
     )
+    ckpt = make_checkpointer(cfg, trainer)
+    if ckpt is not None:
+        load_start = time.perf_counter()
+        marker = ckpt.load_latest(trainer.checkpoint_state())
+        if marker is not None:
+            trainer.restored()
+            ckpt.last_committed_step = marker.step
+            _print0(trainer, f"resumed from step {marker.step} (generation {marker.generation}, {marker.path}) "
+                    f"in {time.perf_counter() - load_start:.2f}s")
     eval_start = trainer.evaluate()
     _print0(trainer, f"step {trainer.step}: held-out loss {eval_start:.4f}")
     first = last = None
@@ -86,11 +146,23 @@ def run(cfg: TrainerConfig) -> dict[str, Any]:
                 f"step {last.step}/{t.steps} loss {last.loss:.4f} lr {last.lr:.2e} tok/s {tps:,.0f} "
                 f"max-violation {last.max_violation:.2f}",
             )
+            _publish(trainer, last, ckpt, "running", tps)
         if last.stop_requested:
-            _print0(trainer, f"stop requested: stopping at step {last.step}")
+            _print0(trainer, f"stop requested: checkpointing step {last.step} and stopping")
+            if ckpt is not None:
+                ckpt.save(trainer.checkpoint_state(), trainer.step, asynchronous=False, final=True)
+            _publish(trainer, last, ckpt, "stopped", None)
+            _leave_group()
             sys.exit(EXIT_STOPPED)
+        if ckpt is not None and last.step % cfg.checkpoint.interval == 0 and last.step != t.steps:
+            ckpt.save(trainer.checkpoint_state(), trainer.step, asynchronous=True)
         if t.eval_every and last.step % t.eval_every == 0 and last.step != t.steps:
             _print0(trainer, f"step {last.step}: held-out loss {trainer.evaluate():.4f}")
+    if ckpt is not None:
+        ckpt.wait()
+        if ckpt.last_committed_step != trainer.step:
+            ckpt.save(trainer.checkpoint_state(), trainer.step, asynchronous=False)
+    _publish(trainer, last, ckpt, "finished", None)
     eval_end = trainer.evaluate()
     wall = time.perf_counter() - t0
     summary: dict[str, Any] = {
@@ -110,6 +182,7 @@ def run(cfg: TrainerConfig) -> dict[str, Any]:
         "data": asdict(info),
     }
     _print0(trainer, json.dumps(summary))
+    _leave_group()
     return summary
 
 

@@ -1,0 +1,127 @@
+"""The elastic runtime with real supervisors, torchrun and gloo: the test plays the operator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from dstj_api import TrainerConfig
+from moe_trainer.checkpoint import read_marker
+from moe_trainer.trainer import Trainer
+from tests.trainer.elastic_harness import (
+    Cluster,
+    committed_trajectory,
+    final_params,
+    relative_distance,
+    trajectory_errors,
+    wait_for,
+)
+
+STEPS = 20
+
+
+@pytest.fixture
+def elastic_config(tiny_config: TrainerConfig, tmp_path: Path) -> TrainerConfig:
+    # 12 sequences in micro-batches of 2 split evenly at W = 1, 2 and 3; W=2 gets EP=2 (8 experts).
+    data = tiny_config.model_dump()
+    data["train"] |= {"steps": STEPS, "global_batch": 12, "micro_batch": 2, "log_every": 1}
+    data["checkpoint"] = {"dir": str(tmp_path / "ckpt"), "interval": 4, "keep": 3}
+    return TrainerConfig.model_validate(data)
+
+
+@pytest.fixture
+def cluster(elastic_config: TrainerConfig, tmp_path: Path) -> Iterator[Cluster]:
+    import os
+
+    c = Cluster(tmp_path, elastic_config, {"DSTJ_CACHE": os.environ["DSTJ_CACHE"]})
+    yield c
+    c.close()
+
+
+def reference_run(cfg: TrainerConfig) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], Trainer]:
+    trainer = Trainer(cfg)
+    start = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    for _ in range(cfg.train.steps):
+        trainer.train_step()
+    return start, {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, trainer
+
+
+def _steps(log_dir: Path, generation: int) -> list[int]:
+    return [json.loads(line)["step"] for p in log_dir.glob(f"data-g{generation}-r*.jsonl")
+            for line in p.read_text().splitlines()]
+
+
+def first_step(log_dir: Path, generation: int) -> int:
+    return min(_steps(log_dir, generation))
+
+
+def last_step(log_dir: Path, generation: int) -> int:
+    return max(_steps(log_dir, generation))
+
+
+def marker_at(cfg: TrainerConfig, generation: int, step: int) -> bool:
+    m = read_marker(Path(cfg.checkpoint.dir or ""))
+    return m is not None and m.generation >= generation and m.step >= step
+
+
+@pytest.mark.slow
+def test_a_run_that_shrinks_after_a_hard_kill_and_grows_ends_where_an_uninterrupted_run_does(
+    cluster: Cluster, elastic_config: TrainerConfig, tmp_path: Path
+) -> None:
+    cfg = elastic_config
+    cluster.start("a")
+    cluster.start("b")
+    cluster.publish(["a", "b"])  # generation 0: W=2, EP=2
+    wait_for(lambda: marker_at(cfg, 0, 4), 90, "generation 0 to commit step 4")
+    cluster.hard_kill("b")
+    cluster.publish(["a"])  # generation 1: W=1, resumes from the last commit
+    wait_for(lambda: marker_at(cfg, 1, 12), 90, "generation 1 to commit step 12")
+    cluster.start("b")
+    cluster.start("c")
+    cluster.publish(["a", "b", "c"], handoff=True)  # generation 2: W=3, EP=1, a planned resize
+    codes = cluster.wait_all(180)
+    assert codes == {"a": 0, "b": 0, "c": 0}, {n: cluster.log(n)[-2000:] for n in codes}
+    logs = "".join(cluster.log(n) for n in codes)  # rank 0 of a generation may be any member
+    for layout in ("layout W=2 EP=2 DP=1", "layout W=1 EP=1 DP=1", "layout W=3 EP=1 DP=3"):
+        assert layout in logs
+
+    start, reference, ref_trainer = reference_run(cfg)
+    assert relative_distance(final_params(cfg), reference, start) <= 1e-4
+
+    # The planned resize handed off without losing a finished step.
+    assert first_step(tmp_path, 2) == last_step(tmp_path, 1) + 1
+
+    trajectory = committed_trajectory(tmp_path)
+    expected = lambda step: ref_trainer.train_data.sample_ids(step - 1, cfg.train.global_batch)  # noqa: E731
+    assert trajectory_errors(trajectory, expected, STEPS) == []
+
+
+def test_the_trajectory_check_catches_a_planted_skipped_or_repeated_sample() -> None:
+    expected = {1: [0, 1, 2, 3], 2: [4, 5, 6, 7]}
+    assert trajectory_errors(expected, expected.__getitem__, 2) == []
+    skipped = {1: [0, 1, 2], 2: [4, 5, 6, 7]}
+    assert trajectory_errors(skipped, expected.__getitem__, 2) == ["step 1: missing [3], repeated [], unexpected []"]
+    repeated = {1: [0, 1, 2, 3], 2: [4, 5, 6, 7, 7]}
+    assert trajectory_errors(repeated, expected.__getitem__, 2) == ["step 2: missing [], repeated [7], unexpected []"]
+
+
+def test_the_equivalence_measure_catches_one_planted_skipped_sample(
+    elastic_config: TrainerConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = elastic_config.model_copy(update={"train": elastic_config.train.model_copy(update={"steps": 8})})
+    start, reference, _ = reference_run(cfg)
+    from moe_trainer.data.dataset import TokenDataset
+
+    original = TokenDataset.sample_ids
+
+    def skip_one(self: TokenDataset, step: int, global_batch: int) -> list[int]:
+        ids = original(self, step, global_batch)
+        return [ids[0], *ids[2:], ids[0]] if step == 3 else ids  # sample ids[1] skipped, ids[0] twice
+
+    monkeypatch.setattr(TokenDataset, "sample_ids", skip_one)
+    _, planted, _ = reference_run(cfg)
+    assert relative_distance(planted, reference, start) > 1e-3
