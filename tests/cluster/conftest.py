@@ -8,6 +8,7 @@ never pass by skipping them.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +16,13 @@ from typing import NoReturn
 
 import pytest
 
-from localcluster import build, controlplane
+from localcluster import build, controlplane, nodes
 from localcluster.kubectl import Kubectl
 from localcluster.state import StateDir, default_state_dir
+from localcluster.waiting import wait_until
+
+#: Process nodes the session cluster keeps (tests that fail nodes add their own).
+NODES = 3
 
 
 def _unavailable(reason: str) -> NoReturn:
@@ -48,7 +53,38 @@ def kube(bin_dir: Path) -> Iterator[Kubectl]:
     sd = StateDir(default_state_dir())
     was_running = all(alive for _, _, alive, _ in controlplane.status(sd))
     # Built binaries that fail to start are a bug, not a missing prerequisite: no skip here.
-    kubeconfig = controlplane.up(sd)
+    # Without root (or ip/unshare) the control plane still comes up; node tests then skip.
+    count = NODES if nodes.prerequisites() is None else 0
+    kubeconfig = controlplane.up(sd, nodes_count=count)
     yield Kubectl(kubeconfig, bin_dir)
     if not was_running and os.environ.get("LOCALCLUSTER_KEEP") != "1":
         controlplane.down(sd)
+
+
+@pytest.fixture(scope="session")
+def state(kube: Kubectl) -> StateDir:
+    """The session cluster's state directory."""
+    return StateDir(default_state_dir())
+
+
+@pytest.fixture(scope="session")
+def kube_nodes(kube: Kubectl) -> Kubectl:
+    """The session cluster, with process nodes that run pods (skips/fails where they cannot)."""
+    why = nodes.prerequisites()
+    if why is not None:
+        _unavailable(why)
+    return kube
+
+
+@pytest.fixture
+def ns(kube_nodes: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test (deleted afterwards without waiting), so tests never see
+    each other's pods or Services."""
+    name = f"t-{request.node.name[5:30].replace('_', '-').strip('-').lower()}-{os.urandom(2).hex()}"
+    kube_nodes("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "Namespace",
+                                                      "metadata": {"name": name}}))
+    # Pods are refused until the service-account controller made the namespace's default one.
+    wait_until(lambda: kube_nodes("get", "sa", "default", "-n", name, check=False).returncode == 0,
+               timeout=30, what=f"the default ServiceAccount of {name}")
+    yield name
+    kube_nodes("delete", "namespace", name, "--wait=false", check=False)

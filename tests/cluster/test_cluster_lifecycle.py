@@ -1,7 +1,8 @@
 """``up`` is idempotent and ``down`` leaves nothing behind (on a second, private cluster).
 
 This runs its own cluster in a temporary state directory, so it never stops a cluster a
-developer (or the session fixture) is using; its ports are chosen free beside the default one.
+developer (or the session fixture) is using; its ports and pod network are chosen free beside
+the default one's.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from localcluster import controlplane, procs
+from localcluster import controlplane, nodes, procs
+from localcluster.kubectl import Kubectl
+from localcluster.nodeagent import cgroups
 from localcluster.state import StateDir
+from localcluster.waiting import wait_until
+from tests.cluster.kobjects import apply, container_pid, phase, pod, process_alive, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -31,26 +36,61 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def test_up_twice_then_down_leaves_no_process_or_file_behind(bin_dir: Path, tmp_path: Path) -> None:
+def _leftovers(sd: StateDir, bridge: str) -> list[str]:
+    """Everything of this cluster still on the machine: processes, namespaces, mounts, links."""
+    tag = sd.tag
+    found = [f"process {pid}" for pid in _processes_mentioning(str(sd.root))]
+    found += [f"netns {p.name}" for p in Path("/run/netns").glob(f"lc-{tag}-*")]
+    found += [f"/etc/netns/{p.name}" for p in Path("/etc/netns").glob(f"lc-{tag}-*")]
+    found += [f"link {bridge}"] if Path(f"/sys/class/net/{bridge}").exists() else []
+    cg = cgroups.cluster_dir(tag)
+    found += [f"cgroup {cg}"] if cg is not None and cg.exists() else []
+    for mountinfo in Path("/proc").glob("[0-9]*/mountinfo"):
+        try:
+            if str(sd.root) in mountinfo.read_text():
+                found.append(f"mount in {mountinfo}")
+        except OSError:
+            continue
+    return found
+
+
+def test_up_twice_then_down_leaves_no_process_namespace_or_mount_behind(bin_dir: Path, tmp_path: Path) -> None:
+    with_nodes = nodes.prerequisites() is None
     sd = StateDir(tmp_path / "state")
+    pod_pids: list[int] = []
     try:
-        kubeconfig = controlplane.up(sd)
+        kubeconfig = controlplane.up(sd, nodes_count=1 if with_nodes else 0)
         pids = {name: pid for name, pid, _, _ in controlplane.status(sd)}
 
         start = time.monotonic()
-        assert controlplane.up(sd) == kubeconfig
+        assert controlplane.up(sd, nodes_count=1 if with_nodes else 0) == kubeconfig
         assert time.monotonic() - start < 2.0, "a second up must find the running cluster"
         rows = controlplane.status(sd)
         assert all(alive and healthy for _, _, alive, healthy in rows), rows
         assert {name: pid for name, pid, _, _ in rows} == pids, "a second up must not restart anything"
-        assert len(_processes_mentioning(str(sd.root))) == len(controlplane.COMPONENTS)
+        assert len(_processes_mentioning(str(sd.root))) == len(controlplane.COMPONENTS) + with_nodes
+        net = sd.load_network()
+        assert net is not None
+        if with_nodes:
+            # A pod with a volume and a forked child: all of it must go with ``down``.
+            kube = Kubectl(kubeconfig, bin_dir)
+            busy = pod("busy", "sleep 300 & sleep 300", volumes=[{"name": "v", "emptyDir": {}}],
+                       container={"volumeMounts": [{"name": "v", "mountPath": "/lc-test-volume"}]})
+            wait_until(lambda: kube("get", "sa", "default", check=False).returncode == 0, timeout=30,
+                       what="the default ServiceAccount")
+            apply(kube, "default", busy)
+            running = wait_for(kube, "pod", "busy", "default", lambda p: phase(p) == "Running")
+            pod_pids.append(container_pid(running))
+            assert _leftovers(sd, net.bridge), "the pod should have made a namespace, cgroup and bridge"
     finally:
         records = procs.load_all(sd.procs)
         stopped = controlplane.down(sd)
 
-    assert stopped == len(controlplane.COMPONENTS)
+    assert stopped == len(controlplane.COMPONENTS) + with_nodes
     assert not any(procs.is_alive(r) for r in records)
-    assert _processes_mentioning(str(sd.root)) == []
+    assert _leftovers(sd, net.bridge) == []
+    assert not [pid for pid in pod_pids if process_alive(pid)], "pod processes must be gone"
+    assert not Path("/lc-test-volume").exists(), "mount points pods created are removed"
     assert not sd.root.exists()
 
 

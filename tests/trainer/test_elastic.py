@@ -125,3 +125,112 @@ def test_the_equivalence_measure_catches_one_planted_skipped_sample(
     monkeypatch.setattr(TokenDataset, "sample_ids", skip_one)
     _, planted, _ = reference_run(cfg)
     assert relative_distance(planted, reference, start) > 1e-3
+
+
+def _with(cfg: TrainerConfig, steps: int, interval: int) -> TrainerConfig:
+    data = cfg.model_dump()
+    data["train"]["steps"] = steps
+    data["checkpoint"]["interval"] = interval
+    return TrainerConfig.model_validate(data)
+
+
+@pytest.mark.slow
+def test_a_graceful_preemption_loses_no_finished_step(elastic_config: TrainerConfig, tmp_path: Path) -> None:
+    import os
+
+    cfg = _with(elastic_config, steps=16, interval=50)  # no periodic save would rescue the steps
+    cluster = Cluster(tmp_path, cfg, {"DSTJ_CACHE": os.environ["DSTJ_CACHE"]})
+    try:
+        cluster.start("a")
+        cluster.start("b")
+        cluster.publish(["a", "b"])
+        wait_for(lambda: any(s >= 3 for s in _steps(tmp_path, 0)), 90, "generation 0 to finish step 3")
+        cluster.terminate("b")  # SIGTERM, as a preempted pod gets
+        assert cluster.agents["b"].wait(60) == 83, cluster.log("b")[-2000:]
+        stopped_at = last_step(tmp_path, 0)
+        wait_for(lambda: marker_at(cfg, 0, stopped_at), 30, f"the stop checkpoint of step {stopped_at}")
+        cluster.publish(["a"])
+        assert cluster.agents["a"].wait(120) == 0, cluster.log("a")[-2000:]
+        assert first_step(tmp_path, 1) == stopped_at + 1
+    finally:
+        cluster.close()
+
+
+@pytest.mark.slow
+def test_a_hard_kill_during_a_save_resumes_from_the_last_complete_checkpoint_never_the_torn_one(
+    elastic_config: TrainerConfig, tmp_path: Path
+) -> None:
+    import os
+
+    cfg = _with(elastic_config, steps=16, interval=3)
+    ckpt_dir = Path(cfg.checkpoint.dir or "")
+    cluster = Cluster(tmp_path, cfg, {"DSTJ_CACHE": os.environ["DSTJ_CACHE"]})
+    try:
+        cluster.start("a")
+        cluster.start("b")
+        cluster.publish(["a", "b"])
+
+        torn: list[Path] = []
+
+        def saving_after_the_first_commit() -> bool:  # a step directory without DCP's metadata yet
+            if read_marker(ckpt_dir) is None:
+                return False
+            torn.extend(d for d in ckpt_dir.glob("step-*") if not (d / ".metadata").exists())
+            return bool(torn)
+
+        wait_for(saving_after_the_first_commit, 90, "a save in progress", interval=0.002)
+        cluster.hard_kill("b")
+        torn_step = int(torn[0].name.split("-")[1])
+        marker = read_marker(ckpt_dir)
+        assert marker is not None and (ckpt_dir / marker.path / ".metadata").exists()
+        cluster.publish(["a"])
+        assert cluster.agents["a"].wait(120) == 0, cluster.log("a")[-2000:]
+        resumed_from = first_step(tmp_path, 1) - 1
+        # The torn save is never loaded: the run resumes from the complete one before it. Saves are
+        # asynchronous, so the steps run while the torn save was in flight are lost with it.
+        assert f"resumed from step {resumed_from} (generation 0" in cluster.log("a")
+        assert resumed_from == torn_step - cfg.checkpoint.interval
+        in_flight = last_step(tmp_path, 0) - torn_step
+        assert last_step(tmp_path, 0) - resumed_from <= cfg.checkpoint.interval + in_flight
+        assert in_flight <= 1  # the kill lands within milliseconds of the save starting
+    finally:
+        cluster.close()
+
+
+@pytest.mark.slow
+def test_a_left_over_agent_of_an_old_generation_can_neither_join_nor_move_the_marker(
+    elastic_config: TrainerConfig, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    cfg = _with(elastic_config, steps=12, interval=2)
+    ckpt_dir = Path(cfg.checkpoint.dir or "")
+    cluster = Cluster(tmp_path, cfg, {"DSTJ_CACHE": os.environ["DSTJ_CACHE"]})
+    try:
+        cluster.publish(["a", "b"])  # generation 0 never runs: b is gone; the operator moves on
+        cluster.publish(["a"])
+        cluster.start("a")
+        # A stale torchrun agent of generation 0 tries to rendezvous, and a stale trainer of
+        # generation 0 runs on and tries to commit checkpoints into the same directory.
+        stale_agent = cluster._spawn("stale-agent", [
+            sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+            "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{cluster.port}", "--rdzv-id=test-g0",
+            "--rdzv-conf=is_host=false", "-m", "moe_trainer.train", "--config", str(cluster.config_path),
+        ])
+        stale_env = cluster.env | {"DSTJ_GENERATION": "0", "DSTJ_MEMBERSHIP": f"file:{cluster.membership.path}",
+                                   "DSTJ_DATA_LOG": str(tmp_path / "stale")}
+        (tmp_path / "stale").mkdir()
+        stale_trainer = subprocess.run(
+            [sys.executable, "-m", "moe_trainer.train", "--config", str(cluster.config_path)],
+            env=stale_env, capture_output=True, text=True, timeout=180,
+        )
+        assert "no longer published" in stale_trainer.stderr
+        assert cluster.agents["a"].wait(120) == 0, cluster.log("a")[-2000:]
+        marker = read_marker(ckpt_dir)
+        assert marker is not None and (marker.generation, marker.step) == (1, 12)
+        assert stale_agent.poll() is None, "the stale agent must still be waiting for its own round"
+        assert "layout W=" not in cluster.log("stale-agent")
+    finally:
+        cluster.close()
