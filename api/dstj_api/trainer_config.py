@@ -156,6 +156,9 @@ class TrainConfig(_Strict):
     log_every: int = Field(10, ge=1, description="Print a progress line every this many steps.")
     eval_every: int = Field(0, ge=0, description="Evaluate held-out loss every this many steps (0 = only at the end).")
     eval_batches: int = Field(4, ge=1, description="Batches of held-out data per evaluation.")
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="Serve Prometheus metrics on this port + local rank (null = off)."
+    )
 
     @model_validator(mode="after")
     def _check_batch(self) -> Self:

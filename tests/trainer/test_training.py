@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from dstj_api import TrainerConfig
@@ -84,3 +85,24 @@ def test_cli_refuses_a_bad_config_naming_the_field(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "train.globalBatch: Input should be greater than or equal to 1" in proc.stderr
+
+
+def test_a_run_serves_prometheus_metrics_and_writes_its_progress_report(
+    tiny_config: TrainerConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import urllib.request
+
+    from dstj_api import ProgressReport
+    from moe_trainer.train import run
+    from tests.trainer.elastic_harness import free_port
+
+    port = free_port()
+    monkeypatch.setenv("DSTJ_PROGRESS", f"file:{tmp_path / 'progress.json'}")
+    cfg = with_train(tiny_config, steps=4, log_every=2, metrics_port=port)
+    summary = run(cfg)
+    assert summary["steps"] == 4
+    page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'dstj_trainer_step{rank="0"} 4.0' in page
+    assert "dstj_trainer_expert_max_violation" in page and "dstj_trainer_loss" in page
+    report = ProgressReport.model_validate_json((tmp_path / "progress.json").read_text())
+    assert (report.step, report.total_steps, report.state, report.world_size) == (4, 4, "finished", 1)

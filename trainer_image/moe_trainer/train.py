@@ -26,6 +26,7 @@ from dstj_api import ConfigError, ProgressReport, TrainerConfig, load_trainer_co
 from moe_trainer.checkpoint import Checkpointer
 from moe_trainer.distributed import init_distributed
 from moe_trainer.membership import membership_from_env, progress_from_env
+from moe_trainer.metrics import TrainerMetrics, previous_step_time, record_last_step
 from moe_trainer.parallel import LayoutError
 from moe_trainer.trainer import StepResult, Trainer, pick_device
 
@@ -128,6 +129,12 @@ def run(cfg: TrainerConfig) -> dict[str, Any]:
             ckpt.last_committed_step = marker.step
             _print0(trainer, f"resumed from step {marker.step} (generation {marker.generation}, {marker.path}) "
                     f"in {time.perf_counter() - load_start:.2f}s")
+    metrics = TrainerMetrics(trainer.ctx.rank, t.metrics_port)
+    gen = generation()
+    metrics.generation.set(gen)
+    metrics.restarts.inc(gen)
+    ckpt_root = Path(cfg.checkpoint.dir) if cfg.checkpoint.dir else None
+    previous_end = previous_step_time(ckpt_root, gen)
     eval_start = trainer.evaluate()
     _print0(trainer, f"step {trainer.step}: held-out loss {eval_start:.4f}")
     first = last = None
@@ -135,8 +142,17 @@ def run(cfg: TrainerConfig) -> dict[str, Any]:
     mark, mark_step = time.perf_counter(), trainer.step
     while trainer.step < t.steps:
         last = trainer.train_step()
+        if first is None and previous_end is not None:
+            metrics.recovery_seconds.set(time.time() - previous_end)
+            _print0(trainer, f"recovered: first step of generation {gen} {time.time() - previous_end:.2f}s after "
+                    "the previous generation's last")
         first = first or last
         _log_data(data_log, last, trainer)
+        if trainer.ctx.rank == 0:
+            record_last_step(ckpt_root, gen, last.step)
+        metrics.step.set(last.step)
+        metrics.loss.set(last.loss)
+        metrics.max_violation.set(last.max_violation)
         if last.step % t.log_every == 0 or last.step == t.steps:
             now = time.perf_counter()
             tps = (last.step - mark_step) * tokens_per_step / (now - mark)
@@ -147,6 +163,7 @@ def run(cfg: TrainerConfig) -> dict[str, Any]:
                 f"max-violation {last.max_violation:.2f}",
             )
             _publish(trainer, last, ckpt, "running", tps)
+            metrics.tokens_per_second.set(tps)
         if last.stop_requested:
             _print0(trainer, f"stop requested: checkpointing step {last.step} and stopping")
             if ckpt is not None:
@@ -156,6 +173,9 @@ def run(cfg: TrainerConfig) -> dict[str, Any]:
             sys.exit(EXIT_STOPPED)
         if ckpt is not None and last.step % cfg.checkpoint.interval == 0 and last.step != t.steps:
             ckpt.save(trainer.checkpoint_state(), trainer.step, asynchronous=True)
+            metrics.checkpoint_seconds.set(ckpt.last_save_seconds)
+        if ckpt is not None and ckpt.last_committed_step is not None:
+            metrics.last_checkpoint_step.set(ckpt.last_committed_step)
         if t.eval_every and last.step % t.eval_every == 0 and last.step != t.steps:
             _print0(trainer, f"step {last.step}: held-out loss {trainer.evaluate():.4f}")
     if ckpt is not None:
