@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from benchmarks import expert_layer
+from benchmarks import elastic, expert_layer
 
 
 def main() -> None:
     """Run the sections in order."""
     expert_layer.run()
+    elastic.run()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ playing the operator by publishing membership generations. All real processes (t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -26,6 +27,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (torchrun starts its workers in sessions of their own)."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = defaultdict(list)
+    for line in out.splitlines():
+        child, parent = map(int, line.split())
+        children[parent].append(child)
+    found, todo = [], [pid]
+    while todo:
+        for child in children[todo.pop()]:
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL `pid` and all its descendants, as losing a node does."""
+    for p in [pid, *descendants(pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
@@ -75,7 +98,7 @@ class Cluster:
 
     def hard_kill(self, member: str) -> None:
         """SIGKILL a supervisor and everything it started (a node lost with its pods)."""
-        os.killpg(self.agents[member].pid, signal.SIGKILL)
+        kill_tree(self.agents[member].pid)
         self.agents[member].wait()
 
     def terminate(self, member: str) -> None:
@@ -91,9 +114,8 @@ class Cluster:
 
     def close(self) -> None:
         for proc in [*self.agents.values(), self.store]:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            kill_tree(proc.pid)
+            proc.wait()
 
     def log(self, member: str) -> str:
         return (self.workdir / f"{member}.log").read_text(errors="replace")

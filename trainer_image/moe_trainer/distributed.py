@@ -28,6 +28,8 @@ class DistContext:
     rank: int
     world_size: int
     groups: ParallelGroups
+    cpu_group: dist.ProcessGroup | None = None
+    """A gloo group over all ranks for small CPU-side reductions (the default group may be nccl)."""
 
     @property
     def layout(self) -> Layout:
@@ -39,12 +41,18 @@ class DistContext:
         """More than one rank."""
         return self.world_size > 1
 
+    def reduce_counts(self, t: torch.Tensor) -> torch.Tensor:
+        """The `balance.CountReducer` of this run: sum float64 CPU routing counts over all ranks."""
+        if self.is_distributed:
+            dist.all_reduce(t, group=self.cpu_group)
+        return t
+
     def all_sum(self, values: list[float]) -> list[float]:
         """Sum a few floats over all ranks (one tiny collective; identity in one process)."""
         if not self.is_distributed:
             return values
         t = torch.tensor(values, dtype=torch.float64)
-        dist.all_reduce(t)
+        dist.all_reduce(t, group=self.cpu_group)
         return [float(v) for v in t.tolist()]
 
 
@@ -54,14 +62,12 @@ def init_distributed(cfg: TrainerConfig, device: torch.device) -> DistContext:
     rank = int(os.environ.get("RANK", "0"))
     policy = cfg.parallel.expert_parallel
     layout = plan_layout(world, cfg.model.moe.n_routed, policy, cfg.parallel.ep_cap)
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
-    return DistContext(rank, world, build_groups(layout, rank))
-
-
-def reduce_counts_over_world(t: torch.Tensor) -> torch.Tensor:
-    """The `balance.CountReducer` of a distributed run: sum routing counts over all ranks."""
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t
+    cpu_group = None
+    if world > 1:
+        if not dist.is_initialized():
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+        if device.type == "cuda":
+            group = dist.new_group(backend="gloo")
+            cpu_group = group if isinstance(group, dist.ProcessGroup) else None
+    return DistContext(rank, world, build_groups(layout, rank), cpu_group)

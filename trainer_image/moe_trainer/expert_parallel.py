@@ -64,7 +64,7 @@ def run_sharded_experts(experts: GroupedExperts, x_ND: Tensor, counts_E: Tensor,
     send_R, recv_R = counts_RL.sum(1).tolist(), recv_RL.sum(1).tolist()
     x_MD = all_to_all(x_ND, recv_R, send_R, shard.group)
     # Rows arrive source-major, each source's block sorted by local expert: regroup expert-major.
-    local_expert_M = torch.repeat_interleave(torch.arange(L).repeat(R), recv_RL.reshape(-1))
+    local_expert_M = torch.repeat_interleave(torch.arange(L, device=x_ND.device).repeat(R), recv_RL.reshape(-1))
     order_M = torch.argsort(local_expert_M, stable=True)
     y_sorted = experts(x_MD.index_select(0, order_M), recv_RL.sum(0))
     y_MD = torch.empty_like(y_sorted).index_copy(0, order_M, y_sorted)

@@ -126,9 +126,10 @@ def sync_gradients(model: nn.Module, groups: ParallelGroups) -> None:
 
 def clip_global_norm(model: nn.Module, max_norm: float | None, groups: ParallelGroups) -> float:
     """Clip to the norm of the whole model's gradient, each expert counted once; return the norm."""
-    dense_sq = torch.zeros((), dtype=torch.float64)
-    expert_sq = torch.zeros((), dtype=torch.float64)
     params = [(n, p) for n, p in model.named_parameters() if p.grad is not None]
+    device = params[0][1].device if params else torch.device("cpu")
+    dense_sq = torch.zeros((), dtype=torch.float64, device=device)
+    expert_sq = torch.zeros((), dtype=torch.float64, device=device)
     for name, p in params:
         sq = p.grad.detach().double().pow(2).sum()  # type: ignore[union-attr]
         if is_expert_param(name):

@@ -53,7 +53,8 @@ def _log_data(path: Path | None, result: StepResult, trainer: Trainer) -> None:
     if path is None:
         return
     gen = os.environ.get("DSTJ_GENERATION", "0")
-    line = {"step": result.step, "generation": int(gen), "rank": trainer.ctx.rank, "ids": result.sample_ids}
+    line = {"step": result.step, "generation": int(gen), "rank": trainer.ctx.rank, "ids": result.sample_ids,
+            "time": time.time()}
     with (path / f"data-g{gen}-r{trainer.ctx.rank}.jsonl").open("a") as f:
         f.write(json.dumps(line) + "\n")
 

@@ -23,7 +23,7 @@ from dstj_api import ConfigError, TrainerConfig
 from moe_trainer.balance import RoutingStats
 from moe_trainer.checkpoint import flat_state
 from moe_trainer.data import TokenDataset, build_datasets
-from moe_trainer.distributed import DistContext, reduce_counts_over_world
+from moe_trainer.distributed import DistContext
 from moe_trainer.expert_parallel import ExpertShard
 from moe_trainer.model import Transformer
 from moe_trainer.optim import build_optimizer, lr_at, set_lr
@@ -82,7 +82,7 @@ class Trainer:
             if layout.ep > 1:
                 moe.shard_experts(ExpertShard(layout.ep_rank(self.ctx.rank), layout.ep, self.ctx.groups.ep_group))
             if self.ctx.is_distributed:
-                moe.load.reduce = reduce_counts_over_world
+                moe.load.reduce = self.ctx.reduce_counts
         self.model.to(self.device)
         self.opt = build_optimizer(self.model, cfg.optim)
         self.step = 0

@@ -1,0 +1,163 @@
+"""Elastic runtime: recovery after a preemption and after an arrival, the process-restart floor,
+the stall a periodic checkpoint causes, and throughput at W = 1, 2, 4 (tiny preset, CPU, gloo).
+
+Local supervisors play the pods and this script plays the operator, as the tests do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from dstj_api import TrainerConfig
+from moe_trainer.checkpoint import Checkpointer
+from moe_trainer.trainer import Trainer
+from tests.trainer.elastic_harness import Cluster, free_port, wait_for
+
+PROBE_NATIVE = {"torchrun native shrink, defaults": 42.8, "torchrun native shrink, last_call_timeout=1": 14.9}
+"""Seconds from ../shared/probes/torchrun-elastic/README.md (torch 2.13, same machine kind)."""
+
+
+def _config(workdir: Path, preset: str = "tiny", **train: Any) -> TrainerConfig:
+    from pydoc_data.topics import topics
+
+    corpus = workdir / "corpus.txt"
+    corpus.write_text("\n\n".join(topics[k] for k in sorted(topics)))
+    return TrainerConfig.model_validate({
+        "model": {"preset": preset, "vocabSize": 256},
+        "train": {"steps": 400, "globalBatch": 12, "microBatch": 2, "seqLen": 32, "logEvery": 50} | train,
+        "data": {"source": "path", "path": str(corpus), "tokenizer": "bytes", "minChars": 100},
+        "checkpoint": {"dir": str(workdir / "ckpt"), "interval": 20},
+    })
+
+
+def _first_step_time(workdir: Path, generation: int) -> float | None:
+    times = [json.loads(line)["time"] for p in workdir.glob(f"data-g{generation}-r*.jsonl")
+             for line in p.read_text().splitlines()[:1]]
+    return min(times) if times else None
+
+
+def recovery_seconds() -> dict[str, float]:
+    """SIGTERM one of 3 workers -> first step at W=2; a new member -> first step at W=3."""
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        cluster = Cluster(workdir, _config(workdir), {"DSTJ_CACHE": str(workdir / "cache")})
+        try:
+            for m in "abc":
+                cluster.start(m)
+            g = cluster.publish(["a", "b", "c"])
+            wait_for(lambda: _first_step_time(workdir, g) is not None, 120, "the first step at W=3")
+            time.sleep(2)
+            t0 = time.time()
+            cluster.terminate("c")
+            cluster.agents["c"].wait(60)  # the operator sees the pod go, then bumps the generation
+            g = cluster.publish(["a", "b"])
+            wait_for(lambda: _first_step_time(workdir, g) is not None, 120, "the first step at W=2")
+            shrink = (_first_step_time(workdir, g) or 0) - t0
+            time.sleep(2)
+            cluster.start("d")
+            t1 = time.time()  # the new pod is up: the operator bumps at once (a planned resize)
+            g = cluster.publish(["a", "b", "d"], handoff=True)
+            wait_for(lambda: _first_step_time(workdir, g) is not None, 120, "the first step at W=3 again")
+            grow = (_first_step_time(workdir, g) or 0) - t1
+        finally:
+            cluster.close()
+    return {"sigterm_to_first_step_w2_s": shrink, "arrival_to_first_step_w3_s": grow}
+
+
+FLOOR_SCRIPT = """
+import torch, torch.distributed as dist
+dist.init_process_group("gloo"); t = torch.ones(1); dist.all_reduce(t); dist.destroy_process_group()
+"""
+
+
+def restart_floor_seconds(repeats: int = 3) -> float:
+    """Median wall seconds of torchrun starting 2 processes that import torch, form gloo, all-reduce once."""
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(FLOOR_SCRIPT)
+    walls = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2",
+                        f"--master-port={free_port()}", f.name], check=True, capture_output=True)
+        walls.append(time.perf_counter() - start)
+    os.unlink(f.name)
+    return statistics.median(walls)
+
+
+def checkpoint_stall() -> dict[str, float]:
+    """Step time, and the training-thread time of an async vs a sync save (small preset, 1 process)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        os.environ["DSTJ_CACHE"] = str(workdir / "cache")
+        cfg = _config(workdir, preset="small", steps=100, seqLen=64, microBatch=4, globalBatch=8)
+        trainer = Trainer(cfg)
+        trainer.train_step()
+        steps = []
+        for _ in range(5):
+            start = time.perf_counter()
+            trainer.train_step()
+            steps.append(time.perf_counter() - start)
+        step_s = statistics.median(steps)
+        ckpt = Checkpointer(workdir / "ckpt", 2, 0, lambda final: True, 0, None)
+        asyncs, syncs = [], []
+        for i in range(3):
+            ckpt.save(trainer.checkpoint_state(), 10 + i, asynchronous=True)
+            asyncs.append(ckpt.last_save_seconds)
+            trainer.train_step()
+            ckpt.wait()
+            ckpt.save(trainer.checkpoint_state(), 20 + i, asynchronous=False)
+            syncs.append(ckpt.last_save_seconds)
+        n_params = sum(p.numel() for p in trainer.model.parameters())
+    return {"step_s": step_s, "async_stall_s": statistics.median(asyncs), "sync_save_s": statistics.median(syncs),
+            "params_m": n_params / 1e6}
+
+
+def throughput() -> dict[int, float]:
+    """Tokens/s of the tiny preset under torchrun at W = 1, 2, 4 (one machine, 2 cores)."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        cfg = _config(workdir, steps=30, globalBatch=16, microBatch=4)
+        data = cfg.model_dump(by_alias=True)
+        data["checkpoint"]["dir"] = None
+        (workdir / "c.json").write_text(json.dumps(data))
+        for world in (1, 2, 4):
+            proc = subprocess.run(
+                [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={world}",
+                 f"--master-port={free_port()}", "-m", "moe_trainer.train", "--config", str(workdir / "c.json")],
+                capture_output=True, text=True, check=True, env=os.environ | {"DSTJ_CACHE": str(workdir / "cache")},
+            )
+            summary = json.loads(next(line for line in proc.stdout.splitlines() if '"summary"' in line))
+            out[world] = summary["tokens_per_s"]
+    return out
+
+
+def run() -> dict[str, Any]:
+    """Print and return the elastic-runtime benchmark."""
+    print("\n## Elastic runtime (tiny preset, CPU, gloo; local supervisors, this script plays the operator)")
+    rec = recovery_seconds()
+    floor = restart_floor_seconds()
+    print(f"SIGTERM of 1 of 3 workers -> first step at W=2: {rec['sigterm_to_first_step_w2_s']:.2f} s (goal < 5 s)")
+    print(f"new member arrives -> first step at W=3:        {rec['arrival_to_first_step_w3_s']:.2f} s (goal < 5 s)")
+    print(f"bare process-restart floor (torchrun, 2 procs, import torch + gloo + all-reduce): {floor:.2f} s")
+    for name, secs in PROBE_NATIVE.items():
+        print(f"{name} (probe, torch 2.13): {secs:.1f} s")
+    stall = checkpoint_stall()
+    print(f"checkpoint stall, small preset ({stall['params_m']:.1f} M params), step {stall['step_s']:.3f} s: "
+          f"async {stall['async_stall_s']:.3f} s ({100 * stall['async_stall_s'] / stall['step_s']:.1f}% of a step, "
+          f"goal < 5%), sync {stall['sync_save_s']:.3f} s ({100 * stall['sync_save_s'] / stall['step_s']:.1f}%)")
+    tps = throughput()
+    print("tokens/s, tiny preset: " + ", ".join(f"W={w}: {v:,.0f}" for w, v in tps.items()))
+    return {"recovery": rec, "restart_floor_s": floor, "checkpoint": stall, "tokens_per_s": tps}
+
+
+if __name__ == "__main__":
+    run()
