@@ -45,8 +45,9 @@ def test_an_asynchronous_save_captures_the_state_at_save_time(tiny_config: Train
     trainer.train_step()
     saved = params(trainer)
     ckpt = checkpointer(tmp_path)
+    trainer.before_update = ckpt.before_update
     ckpt.save(trainer.checkpoint_state(), trainer.step, asynchronous=True)
-    trainer.train_step()  # mutates the live tensors while the save is in flight
+    trainer.train_step()  # runs while the copy is made, and changes the live tensors right after it
     ckpt.wait()
     fresh = Trainer(tiny_config)
     checkpointer(tmp_path).load_latest(fresh.checkpoint_state())

@@ -10,8 +10,10 @@
   checkpoint a group takes when stopping, the generation a planned resize hands off from), and
   never over a marker of a newer generation, whatever the steps say; a lock file serialises
   committers.
-- Periodic saves are asynchronous (`dcp.async_save` stages a copy, then writes in the background);
-  at most one is in flight, and stopping waits for it.
+- Periodic saves are asynchronous: a background thread copies the state while the next step's
+  forward and backward run (they never change it), the optimizer waits for that copy only before
+  it updates the parameters (`before_update`), and DCP writes the copy in the background. At most
+  one save is in flight; stopping waits for it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import fcntl
 import json
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -97,6 +100,25 @@ def flat_state(model: torch.nn.Module, opt: torch.optim.Optimizer, experts: rang
     return out
 
 
+class _AlreadyStaged:
+    """A DCP stager for a state dict that is already a private copy: nothing left to stage."""
+
+    should_synchronize_after_execute = False
+
+    def stage(self, state_dict: dict[str, Any]) -> dict[str, Any]:
+        return state_dict
+
+    def synchronize_staging(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def _private_copy(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+
+
 class Checkpointer:
     """Saves and loads one rank's share of the run's state under a shared root directory."""
 
@@ -106,6 +128,9 @@ class Checkpointer:
         self.may_commit, self.rank, self.pg = may_commit, rank, process_group
         """may_commit(final): whether this generation may move the marker now (final: a stop checkpoint)."""
         self._pending: tuple[Future[Any], int, str] | None = None
+        self._staging: threading.Thread | None = None
+        self._staged: dict[str, Any] = {}
+        self._pending_step: tuple[int, str] = (0, "")
         self.last_committed_step: int | None = None
         self.last_save_seconds: float = 0.0
         root.mkdir(parents=True, exist_ok=True)
@@ -127,16 +152,40 @@ class Checkpointer:
         target = self.root / name
         start = time.perf_counter()
         if asynchronous:
-            fut = dcp.async_save(state, checkpoint_id=str(target), process_group=self.pg, no_dist=self._no_dist)
-            self._pending = (fut, step, name)  # type: ignore[assignment]
-            self.last_save_seconds = time.perf_counter() - start  # the stall training sees
+            def stage_and_write() -> None:
+                copy = _private_copy(state)
+                self._staged["done"] = time.perf_counter()
+                self._staged["future"] = dcp.async_save(
+                    copy, checkpoint_id=str(target), process_group=self.pg, no_dist=self._no_dist,
+                    async_stager=_AlreadyStaged(),  # type: ignore[arg-type]
+                )
+
+            self._staged = {}
+            self._staging = threading.Thread(target=stage_and_write, name="checkpoint-staging", daemon=True)
+            self._staging.start()
+            self._pending_step = (step, name)
+            self.last_save_seconds = time.perf_counter() - start  # grows by what before_update waits
         else:
             dcp.save(state, checkpoint_id=str(target), process_group=self.pg, no_dist=self._no_dist)
             self.last_save_seconds = time.perf_counter() - start
             self._commit(step, name, final)
 
+    def before_update(self) -> None:
+        """Block until an in-flight save has copied the state; call before the parameters change."""
+        if self._staging is None:
+            return
+        start = time.perf_counter()
+        self._staging.join()
+        self._staging = None
+        self.last_save_seconds += time.perf_counter() - start
+        response = self._staged.get("future")
+        if response is None:
+            raise RuntimeError("checkpoint staging failed; see the log above")
+        self._pending = (getattr(response, "upload_completion", response), *self._pending_step)
+
     def wait(self) -> None:
         """Finish the in-flight asynchronous save, if any, and commit it."""
+        self.before_update()
         if self._pending is None:
             return
         fut, step, name = self._pending

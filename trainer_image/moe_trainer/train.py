@@ -123,6 +123,7 @@ def run(cfg: TrainerConfig) -> dict[str, Any]:
     )
     ckpt = make_checkpointer(cfg, trainer)
     if ckpt is not None:
+        trainer.before_update = ckpt.before_update
         load_start = time.perf_counter()
         marker = ckpt.load_latest(trainer.checkpoint_state())
         if marker is not None:
@@ -136,8 +137,10 @@ def run(cfg: TrainerConfig) -> dict[str, Any]:
     metrics.restarts.inc(gen)
     ckpt_root = Path(cfg.checkpoint.dir) if cfg.checkpoint.dir else None
     previous_end = previous_step_time(ckpt_root, gen)
-    eval_start = trainer.evaluate()
-    _print0(trainer, f"step {trainer.step}: held-out loss {eval_start:.4f}")
+    # A resumed generation skips this evaluation: it would delay recovery, and step 0's is on record.
+    eval_start = trainer.evaluate() if trainer.step == 0 else None
+    if eval_start is not None:
+        _print0(trainer, f"step 0: held-out loss {eval_start:.4f}")
     first = last = None
     tokens_per_step = t.global_batch * t.seq_len
     mark, mark_step = time.perf_counter(), trainer.step

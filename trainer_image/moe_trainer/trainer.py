@@ -12,6 +12,7 @@ tokens), so a rank short of micro-batches runs empty ones.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,6 +90,8 @@ class Trainer:
         self._meta = {"step": torch.zeros((), dtype=torch.int64)}
         self.stop_flag = False
         """Set (e.g. by a SIGTERM handler) to stop at the next step boundary."""
+        self.before_update: Callable[[], None] = lambda: None
+        """Called just before the optimizer changes the parameters (an async checkpoint copies them until then)."""
 
     def checkpoint_state(self) -> dict[str, Any]:
         """This rank's checkpoint entries (views of the live tensors, so a load restores in place)."""
@@ -142,6 +145,7 @@ class Trainer:
         lr = lr_at(self.step, t.steps, self.cfg.optim)
         set_lr(self.opt, lr)
         norm = clip_global_norm(self.model, self.cfg.optim.grad_clip, self.ctx.groups)
+        self.before_update()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         routing = self.model.finish_step()
