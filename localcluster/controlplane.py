@@ -17,8 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from localcluster import build, health, kubeconfig, mounts, pki, procs
-from localcluster.state import BRIDGE_IP, SERVICE_CIDR, Ports, StateDir, choose_ports
+from localcluster import build, health, kubeconfig, mounts, network, nodes, pki, procs
+from localcluster.nodes import NodeSize
+from localcluster.state import SERVICE_CIDR, Network, Ports, StateDir, choose_ports
 from localcluster.waiting import wait_until
 
 #: Start order; ``down`` stops the other way round.
@@ -37,7 +38,7 @@ def stderr_progress(msg: str) -> None:
     print(f"localcluster: {msg}", file=sys.stderr, flush=True)
 
 
-def _component_argv(name: str, bins: Path, sd: StateDir, ports: Ports) -> list[str]:
+def _component_argv(name: str, bins: Path, sd: StateDir, ports: Ports, net: Network) -> list[str]:
     """Return the command line of one component (certificates and kubeconfigs must exist)."""
     p = sd.pki
     if name == "etcd":
@@ -51,7 +52,7 @@ def _component_argv(name: str, bins: Path, sd: StateDir, ports: Ports) -> list[s
         return [str(bins / "kube-apiserver"),
                 f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
                 "--bind-address=0.0.0.0", f"--secure-port={ports.apiserver}",
-                f"--advertise-address={BRIDGE_IP}",
+                f"--advertise-address={net.bridge_ip}",
                 "--authorization-mode=Node,RBAC",
                 "--enable-admission-plugins=NodeRestriction",  # added to the default set
                 f"--client-ca-file={p / 'ca.crt'}",
@@ -157,17 +158,23 @@ def _wait(c: Cluster, started: dict[str, procs.ProcRecord], check: Callable[[], 
     wait_until(step, timeout=START_TIMEOUT, what=what, interval=0.05, max_interval=0.25)
 
 
-def up(sd: StateDir, progress: Progress = stderr_progress) -> Path:
+def up(sd: StateDir, progress: Progress = stderr_progress, nodes_count: int = 0,
+       node_size: NodeSize | None = None) -> Path:
     """Bring the control plane up (or leave a running one alone) and return the admin kubeconfig.
 
+    With ``nodes_count`` > 0, also keep that many process nodes running (``nodes.ensure``).
     Idempotent: components already running are kept, dead ones are restarted, and when all
     are running and ready this returns within a fraction of a second.
     """
     t0 = time.monotonic()
+    node_size = node_size or NodeSize()
     ports = sd.load_ports()
     if ports is not None and len(_running(sd)) == len(COMPONENTS):
         c = Cluster(sd, ports)
         if c.apiserver_ready() and sd.admin_kubeconfig.is_file():
+            with open(sd.root / ".up.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                nodes.ensure(sd, nodes_count, node_size, progress)
             progress("already running")
             return sd.admin_kubeconfig
     bins = build.bin_dir()
@@ -175,7 +182,11 @@ def up(sd: StateDir, progress: Progress = stderr_progress) -> Path:
     with open(sd.root / ".up.lock", "w") as lock:
         # Two concurrent ``up`` runs (two test sessions) must not both start an etcd.
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _start(sd, bins, ports, progress, t0)
+        kc = _start(sd, bins, ports, progress, t0)
+        if nodes_count > 0:
+            nodes.ensure(sd, nodes_count, node_size, progress)
+            progress(f"{nodes_count} nodes ready (t={time.monotonic() - t0:.1f} s)")
+        return kc
 
 
 def _start(sd: StateDir, bins: Path, ports: Ports | None, progress: Progress, t0: float) -> Path:
@@ -185,8 +196,9 @@ def _start(sd: StateDir, bins: Path, ports: Ports | None, progress: Progress, t0
         ports = choose_ports()
         sd.save_ports(ports)
     c = Cluster(sd, ports)
-    progress(f"state {sd.root}; API server port {ports.apiserver}")
-    pki.ensure_control_plane(sd.pki)
+    net = network.ensure(sd)
+    progress(f"state {sd.root}; API server port {ports.apiserver}; pod network {net.cidr}")
+    pki.ensure_control_plane(sd.pki, (net.bridge_ip,))
     _write_kubeconfigs(c)
     running = _running(sd)
     started: dict[str, procs.ProcRecord] = {}
@@ -200,7 +212,7 @@ def _start(sd: StateDir, bins: Path, ports: Ports | None, progress: Progress, t0
         for name in names:
             if name not in running:
                 progress(f"starting {name} (t={time.monotonic() - t0:.1f} s)")
-                started[name] = procs.spawn(sd.procs, name, _component_argv(name, bins, sd, ports),
+                started[name] = procs.spawn(sd.procs, name, _component_argv(name, bins, sd, ports, net),
                                             sd.logs / f"{name}.log")
         _wait(c, started, ready, what)
         progress(f"{what} ok (t={time.monotonic() - t0:.1f} s)")
@@ -223,7 +235,7 @@ def status(sd: StateDir) -> list[tuple[str, int | None, bool, bool]]:
 
 def _looks_like_state_dir(root: Path) -> bool:
     """Refuse to delete a directory we did not create (``LOCALCLUSTER_STATE`` is user input)."""
-    ours = {"cluster.json", "procs", "pki", "logs", "etcd", "kubeconfigs", "admin.kubeconfig"}
+    ours = {"cluster.json", "procs", "pki", "logs", "etcd", "kubeconfigs", "admin.kubeconfig", "nodes"}
     return root.is_dir() and any((root / n).exists() for n in ours)
 
 
@@ -247,6 +259,7 @@ def down(sd: StateDir, progress: Progress = stderr_progress, grace: float = 10.0
             stopped += 1
             progress(f"stopped {rec.name} (pid {rec.pid})")
         procs.forget(sd.procs, rec.name)
+    nodes.teardown(sd, progress)  # pod processes, namespaces, cgroups, bridge, mount points
     mounts.unmount_all_under(sd.root)  # rmtree through a bind mount would delete its source
     shutil.rmtree(sd.root)
     progress(f"removed {sd.root}")

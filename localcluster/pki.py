@@ -172,11 +172,22 @@ def node_serving(pki: Path, node: str, ips: tuple[str, ...]) -> CertPair:
                  client=False, server=True, dns=(node,), ips=ips)
 
 
-def ensure_control_plane(pki: Path) -> None:
-    """Create every certificate and key the control plane needs (fast when they exist)."""
+def kube_proxy(pki: Path) -> CertPair:
+    """The service-proxy identity (``system:kube-proxy``, bound to ``system:node-proxier`` by
+    RBAC's bootstrap policy): node agents read EndpointSlices with it to keep pods' hosts files
+    current, as kube-proxy does on a real node; the node identity itself may not list them."""
+    return issue(pki, "kube-proxy", "system:kube-proxy")
+
+
+def ensure_control_plane(pki: Path, extra_ips: tuple[str, ...] = ()) -> None:
+    """Create every certificate and key the control plane needs (fast when they exist).
+
+    ``extra_ips`` go into the API server's serving certificate (the cluster's bridge address
+    when it is not the default one).
+    """
     ca(pki)
     service_account_keys(pki)
-    apiserver_serving(pki)
+    apiserver_serving(pki, tuple(i for i in extra_ips if i not in APISERVER_IPS))
     apiserver_kubelet_client(pki)
     admin(pki)
     controller_manager(pki)

@@ -136,6 +136,24 @@ def stop(rec: ProcRecord, grace: float = 10.0) -> bool:
     return True
 
 
+def kill_now(rec: ProcRecord) -> bool:
+    """SIGKILL the process and its group at once (a machine dying, not a shutdown).
+
+    Returns True if it was running.
+    """
+    if not is_alive(rec):
+        _reap(rec.pid)
+        return False
+    _signal(rec, signal.SIGKILL)
+
+    def gone() -> bool:
+        _reap(rec.pid)
+        return not is_alive(rec)
+
+    wait_until(gone, timeout=10, what=f"{rec.name} (pid {rec.pid}) to die after SIGKILL", interval=0.01)
+    return True
+
+
 def forget(procs_dir: Path, name: str) -> None:
     """Delete the record of ``name`` (after the process is gone)."""
     with contextlib.suppress(FileNotFoundError):

@@ -10,6 +10,8 @@ and kubeconfigs stay valid across restarts.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import ipaddress
 import json
 import os
 import socket
@@ -19,9 +21,10 @@ from pathlib import Path
 #: The service IP range and the first service IP (the ``kubernetes`` Service).
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
-#: The host side of the pod bridge the node agent creates. The API server advertises it (the
-#: ``kubernetes`` endpoints), its serving certificate names it, and it listens on 0.0.0.0, so
-#: pods in their own network namespaces reach it at this address once the bridge exists.
+#: The host side of the default pod bridge the node agent creates. The API server advertises it
+#: (the ``kubernetes`` endpoints), its serving certificate names it, and it listens on 0.0.0.0,
+#: so pods in their own network namespaces reach it at this address once the bridge exists.
+#: A second cluster beside the first gets the next free /16 (see ``Network``).
 BRIDGE_IP = "10.244.0.1"
 POD_CIDR = "10.244.0.0/16"
 
@@ -83,6 +86,50 @@ def choose_ports() -> Ports:
     return Ports(**chosen)
 
 
+def cluster_tag(root: Path) -> str:
+    """A short stable id of one state directory, in names that must not collide between two
+    clusters on one machine (bridge, network namespaces, cgroups)."""
+    return hashlib.sha256(str(root.absolute()).encode()).hexdigest()[:6]
+
+
+@dataclass(frozen=True)
+class Network:
+    """The pod network of one cluster: a /16 on a bridge; node k owns ``10.X.k.0/24``.
+
+    The bridge holds ``10.X.0.1`` (the API server's advertised address) and each node's
+    address ``10.X.k.1``; node k's pods get ``10.X.k.2`` .. ``10.X.k.254``. All of them sit on
+    one L2 bridge with a /16 mask, so every pod reaches every other pod and the API server.
+    """
+
+    cidr: str
+    bridge: str
+
+    @property
+    def _net(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(self.cidr)
+
+    @property
+    def bridge_ip(self) -> str:
+        """The host's address on the bridge, where pods reach the API server."""
+        return str(self._net.network_address + 1)
+
+    @property
+    def prefixlen(self) -> int:
+        """The bridge's prefix length (pods use the same mask)."""
+        return self._net.prefixlen
+
+    def node_ip(self, index: int) -> str:
+        """The address of node ``index`` (1..254): its kubelet endpoint and InternalIP."""
+        if not 1 <= index <= 254:
+            raise ValueError(f"node index {index} out of range 1..254")
+        return str(self._net.network_address + index * 256 + 1)
+
+    def pod_ips(self, index: int) -> list[str]:
+        """The pod addresses node ``index`` hands out."""
+        base = self._net.network_address + index * 256
+        return [str(base + i) for i in range(2, 255)]
+
+
 @dataclass(frozen=True)
 class StateDir:
     """Paths inside one cluster's state directory (nothing here touches the disk)."""
@@ -124,20 +171,53 @@ class StateDir:
         """Ports and binaries of this cluster, fixed at its first ``up``."""
         return self.root / "cluster.json"
 
+    @property
+    def nodes(self) -> Path:
+        """One directory per process node: its record, kubeconfigs and pods."""
+        return self.root / "nodes"
+
+    @property
+    def tag(self) -> str:
+        """This cluster's short id (see ``cluster_tag``)."""
+        return cluster_tag(self.root)
+
     def ensure(self) -> None:
         """Create the directories (private: they hold keys)."""
         for d in (self.root, self.pki, self.logs, self.procs, self.kubeconfigs):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
 
+    def _load(self) -> dict[str, dict[str, object]]:
+        """Return cluster.json's content ({} before the first ``up``)."""
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            data = json.loads(self.cluster_json.read_text())
+            if isinstance(data, dict):
+                return data
+        return {}
+
+    def _save(self, key: str, value: dict[str, object]) -> None:
+        """Set one key of cluster.json atomically, keeping the others."""
+        data = self._load()
+        data[key] = value
+        tmp = self.cluster_json.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(self.cluster_json)
+
     def load_ports(self) -> Ports | None:
         """Return the ports recorded for this cluster, or None before its first ``up``."""
-        with contextlib.suppress(FileNotFoundError):
-            data = json.loads(self.cluster_json.read_text())
-            return Ports(**data["ports"])
+        with contextlib.suppress(KeyError, TypeError):
+            return Ports(**self._load()["ports"])  # type: ignore[arg-type]
         return None
 
     def save_ports(self, ports: Ports) -> None:
         """Record the ports, so later ``up`` runs reuse them."""
-        tmp = self.cluster_json.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"ports": asdict(ports)}, indent=2) + "\n")
-        tmp.replace(self.cluster_json)
+        self._save("ports", asdict(ports))
+
+    def load_network(self) -> Network | None:
+        """Return the pod network recorded for this cluster, or None before its first ``up``."""
+        with contextlib.suppress(KeyError, TypeError):
+            return Network(**self._load()["network"])  # type: ignore[arg-type]
+        return None
+
+    def save_network(self, net: Network) -> None:
+        """Record the pod network, so certificates and node addresses stay valid."""
+        self._save("network", asdict(net))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -80,7 +81,8 @@ def kube_nodes(kube: Kubectl) -> Kubectl:
 def ns(kube_nodes: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace per test (deleted afterwards without waiting), so tests never see
     each other's pods or Services."""
-    name = f"t-{request.node.name[5:30].replace('_', '-').strip('-').lower()}-{os.urandom(2).hex()}"
+    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.removeprefix("test_")[:25].lower()).strip("-")
+    name = f"t-{stem}-{os.urandom(2).hex()}"
     kube_nodes("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "Namespace",
                                                       "metadata": {"name": name}}))
     # Pods are refused until the service-account controller made the namespace's default one.

@@ -67,9 +67,12 @@ def test_a_killed_node_goes_not_ready_and_the_controller_evicts_its_pod(kube_nod
     _cli(state, "node", "kill", own_node)
 
     assert not process_alive(pid), "the node's pod processes die with it"
-    node = wait_for(kube_nodes, "node", own_node, None, lambda n: condition(n, "Ready").get("status") == "Unknown",
-                    timeout=30, what="the node lifecycle controller to mark the node NotReady")
-    assert any(t["key"] == "node.kubernetes.io/unreachable" for t in node["spec"].get("taints") or [])
+    def unreachable(n: dict) -> bool:
+        tainted = any(t["key"] == "node.kubernetes.io/unreachable" for t in n["spec"].get("taints") or [])
+        return condition(n, "Ready").get("status") == "Unknown" and tainted
+
+    wait_for(kube_nodes, "node", own_node, None, unreachable, timeout=30,
+             what="the node lifecycle controller to mark the node NotReady and taint it unreachable")
     evicted = wait_for(kube_nodes, "pod", "victim", ns, lambda p: p["metadata"].get("deletionTimestamp") is not None,
                        timeout=30, what="the taint manager to evict the pod")
     assert condition(evicted, "DisruptionTarget").get("reason") == "DeletionByTaintManager"

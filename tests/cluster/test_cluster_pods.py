@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import select
 import subprocess
 from pathlib import Path
@@ -21,7 +20,6 @@ from tests.cluster.kobjects import (
     phase,
     pod,
     ready,
-    unique,
     wait_for,
     wait_gone,
 )
@@ -128,36 +126,6 @@ def test_volumes_appear_at_their_mount_paths(kube_nodes: Kubectl, ns: str, tmp_p
     assert not Path("/scratch/shared").exists(), "an emptyDir must not leak into the host's file system"
     assert done["status"]["initContainerStatuses"][0]["state"]["terminated"]["reason"] == "Completed"
     assert condition(done, "Initialized")["status"] == "True"
-
-
-def test_a_static_hostpath_pv_is_shared_read_write_many_across_nodes(kube_nodes: Kubectl, ns: str,
-                                                                    tmp_path: Path) -> None:
-    pv_name = unique("pv")
-    pv = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv_name},
-          "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
-                   "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": str(tmp_path / "pv")},
-                   "claimRef": {"namespace": ns, "name": "shared"}}}
-    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "shared"},
-           "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv_name,
-                    "resources": {"requests": {"storage": "1Gi"}}}}
-    kube_nodes("apply", "-f", "-", stdin=json.dumps(pv))
-    apply(kube_nodes, ns, pvc)
-    wait_for(kube_nodes, "pvc", "shared", ns, lambda c: c.get("status", {}).get("phase") == "Bound")
-    spread = {"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
-                                             "whenUnsatisfiable": "DoNotSchedule",
-                                             "labelSelector": {"matchLabels": {"app": "pvc-users"}}}]}
-    vol = [{"name": "ckpt", "persistentVolumeClaim": {"claimName": "shared"}}]
-    mount = {"volumeMounts": [{"name": "ckpt", "mountPath": "/ckpt"}]}
-    for i in range(2):
-        # Each writes its file and waits for the other's (so both run at once and spread out).
-        script = f"echo {i} > /ckpt/from-$(hostname); while [ $(ls /ckpt | wc -l) -lt 2 ]; do sleep 0.05; done"
-        apply(kube_nodes, ns, pod(f"w{i}", script, labels={"app": "pvc-users"}, volumes=vol, container=mount,
-                                  **spread))
-    done = [wait_for(kube_nodes, "pod", f"w{i}", ns, lambda p: phase(p) == "Succeeded") for i in range(2)]
-
-    assert done[0]["spec"]["nodeName"] != done[1]["spec"]["nodeName"]
-    assert sorted(p.name for p in (tmp_path / "pv").iterdir()) == ["from-w0", "from-w1"]
-    kube_nodes("delete", "pv", pv_name, "--wait=false")
 
 
 @pytest.mark.parametrize(("policy", "expected_phase", "min_restarts"), [
