@@ -24,6 +24,7 @@ import torch.distributed as dist
 
 from dstj_api import ConfigError, ProgressReport, TrainerConfig, load_trainer_config
 from moe_trainer.checkpoint import Checkpointer
+from moe_trainer.data import build_datasets
 from moe_trainer.distributed import init_distributed
 from moe_trainer.membership import membership_from_env, progress_from_env
 from moe_trainer.metrics import TrainerMetrics, previous_step_time, record_last_step
@@ -109,6 +110,9 @@ def run(cfg: TrainerConfig) -> dict[str, Any]:
     """Train to `train.steps`, printing progress on rank 0; return the summary."""
     t0 = time.perf_counter()
     device = pick_device(cfg)
+    # Build (or find) the data before joining the group: a cold build can outlast the short
+    # collective timeout that lets survivors notice a dead peer quickly.
+    build_datasets(cfg)
     trainer = Trainer(cfg, init_distributed(cfg, device), device)
     _install_stop_handler(trainer)
     t, info, layout = cfg.train, trainer.data_info, trainer.ctx.layout
