@@ -12,6 +12,7 @@ import torch
 
 from dstj_api import TrainerConfig
 from moe_trainer.trainer import Trainer
+from tests.trainer.elastic_harness import relative_distance
 
 
 def with_train(cfg: TrainerConfig, **train: object) -> TrainerConfig:
@@ -31,13 +32,6 @@ def test_training_lowers_the_loss(tiny_config: TrainerConfig) -> None:
     losses = [trainer.train_step().loss for _ in range(30)]
     assert sum(losses[-5:]) / 5 < losses[0] - 0.5, losses
     assert trainer.evaluate() < before - 0.5
-
-
-def relative_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], start: dict[str, torch.Tensor]) -> float:
-    """||a - b|| / ||a - start|| over all tensors: the elastic-equivalence measure."""
-    num = sum(float(((a[k].double() - b[k].double()) ** 2).sum()) for k in a)
-    den = sum(float(((a[k].double() - start[k].double()) ** 2).sum()) for k in a)
-    return (num / den) ** 0.5
 
 
 def test_a_step_is_the_same_whatever_the_micro_batch_split(tiny_config: TrainerConfig) -> None:
