@@ -1,0 +1,134 @@
+"""The CustomResourceDefinition, generated from the spec models: `python -m dstj_operator.crd > crds/...`.
+
+Kubernetes wants a structural OpenAPI v3.0 schema: no `$ref`, no `anyOf` of types, `nullable`
+instead of a null type, boolean `exclusiveMinimum`. `structural` rewrites pydantic's JSON Schema
+into that form. Cross-field rules go in as CEL (`x-kubernetes-validations`), so the API server
+itself refuses a bad spec with a message that names the field. A test keeps `crds/` in sync.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import yaml
+
+from dstj_operator.spec import DeepSeekTrainingJobSpec
+
+GROUP, VERSION, KIND = "training.deepseek.dev", "v1alpha1", "DeepSeekTrainingJob"
+PLURAL, SHORT = "deepseektrainingjobs", "dstj"
+CRD_FILE = "crds/training.deepseek.dev_deepseektrainingjobs.yaml"
+
+_DROP = {"title", "additionalProperties", "$defs"}
+
+SPEC_RULES = [
+    {"rule": "self.minReplicas <= self.replicas && self.replicas <= self.maxReplicas",
+     "message": "spec.replicas must lie within [spec.minReplicas, spec.maxReplicas]",
+     "fieldPath": ".replicas", "reason": "FieldValueInvalid"},
+    {"rule": "!has(self.checkpoint) || [has(self.checkpoint.pvc), has(self.checkpoint.hostPath), "
+             "has(self.checkpoint.url)].filter(x, x).size() <= 1",
+     "message": "spec.checkpoint: set at most one of pvc, hostPath and url", "fieldPath": ".checkpoint"},
+    {"rule": "!has(self.trainer) || !has(self.trainer.parallel) || !has(self.trainer.parallel.expertParallel) || "
+             "type(self.trainer.parallel.expertParallel) == string || !has(self.trainer.model.moe) || "
+             "!has(self.trainer.model.moe.nRouted) || "
+             "self.trainer.model.moe.nRouted % int(self.trainer.parallel.expertParallel) == 0",
+     "message": "spec.trainer.parallel.expertParallel must divide spec.trainer.model.moe.nRouted",
+     "fieldPath": ".trainer.parallel.expertParallel"},
+]
+MODEL_IMMUTABLE = {"rule": "self == oldSelf",
+                   "message": "spec.trainer.model is immutable: checkpoints of one architecture cannot resume "
+                              "another; create a new job"}
+
+
+def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite one pydantic JSON Schema node (and its children) as a structural OpenAPI node."""
+    if "$ref" in schema:
+        rest = {k: v for k, v in schema.items() if k != "$ref"}
+        return structural(defs[schema["$ref"].split("/")[-1]], defs) | structural(rest, defs)
+    out: dict[str, Any] = {}
+    variants = schema.get("anyOf")
+    if variants:
+        non_null = [v for v in variants if v.get("type") != "null"]
+        if len(non_null) < len(variants):
+            out["nullable"] = True
+        if len(non_null) == 1:
+            out |= structural(non_null[0], defs)
+        elif {v.get("type") for v in non_null} == {"string", "integer"}:
+            out["x-kubernetes-int-or-string"] = True
+        else:
+            raise ValueError(f"cannot express anyOf {variants} structurally")
+    for key, value in schema.items():
+        if key in _DROP or key in ("anyOf", "$ref") or value is None:
+            continue
+        if key == "properties":
+            out["properties"] = {name: structural(sub, defs) for name, sub in value.items()}
+        elif key == "items":
+            out["items"] = structural(value, defs)
+        elif key == "const":
+            out["enum"] = [value]
+        elif key in ("exclusiveMinimum", "exclusiveMaximum"):
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
+        else:
+            out[key] = value
+    for sub in out.get("properties", {}).values():  # absent objects default to {} so nested defaults apply
+        if sub.get("type") == "object" and "properties" in sub and "default" not in sub:
+            sub["default"] = {}
+    if out.get("type") == "object" and "properties" not in out:
+        out["x-kubernetes-preserve-unknown-fields"] = True  # free-form Kubernetes fragments (affinity, ...)
+    if "enum" in out and "type" not in out:
+        out["type"] = "string"
+    return out
+
+
+def spec_schema() -> dict[str, Any]:
+    """The structural schema of `.spec`, with its CEL rules."""
+    raw = DeepSeekTrainingJobSpec.model_json_schema(by_alias=True)
+    schema = structural(raw, raw.get("$defs", {}))
+    schema["x-kubernetes-validations"] = SPEC_RULES
+    schema["properties"]["trainer"]["properties"]["model"]["x-kubernetes-validations"] = [MODEL_IMMUTABLE]
+    return schema
+
+
+def build_crd() -> dict[str, Any]:
+    """The whole CustomResourceDefinition object."""
+    columns = [
+        ("Phase", "string", ".status.phase"), ("Ready", "integer", ".status.readyReplicas"),
+        ("Desired", "integer", ".spec.replicas"), ("Generation", "integer", ".status.membership.generation"),
+        ("Layout", "string", ".status.layout"), ("Step", "integer", ".status.progress.step"),
+        ("Loss", "number", ".status.progress.loss"), ("Checkpoint", "integer", ".status.progress.lastCheckpointStep"),
+        ("Age", "date", ".metadata.creationTimestamp"),
+    ]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "names": {"kind": KIND, "plural": PLURAL, "singular": KIND.lower(), "shortNames": [SHORT],
+                      "listKind": f"{KIND}List"},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": VERSION, "served": True, "storage": True,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"},
+                    "spec": spec_schema(),
+                    "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                }}},
+                "subresources": {"status": {}, "scale": {
+                    "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+                    "labelSelectorPath": ".status.selector"}},
+                "additionalPrinterColumns": [{"name": n, "type": t, "jsonPath": p} for n, t, p in columns],
+            }],
+        },
+    }
+
+
+def render() -> str:
+    """The CRD as YAML, as committed in `crds/`."""
+    header = "# Generated by `python -m dstj_operator.crd` from dstj_operator/spec.py. Do not edit.\n"
+    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=120)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())

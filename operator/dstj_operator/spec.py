@@ -1,0 +1,104 @@
+"""The DeepSeekTrainingJob spec: what users write, as pydantic models (the CRD is generated from them).
+
+Field names are camelCase on the wire. Cross-field rules that the API server must enforce are
+written as CEL (`x-kubernetes-validations`) in `crd.py`; the same rules are checked here so the
+operator never acts on a spec the API server would refuse (e.g. one created before a CRD upgrade).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from dstj_api import TrainerConfig
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True
+    )
+
+
+class PodOverrides(_Spec):
+    """What a user may set on worker pods (merged into the pods the operator builds)."""
+
+    resources: dict[str, Any] | None = Field(None, description="Container resources (requests/limits).")
+    node_selector: dict[str, str] | None = Field(None, description="Pod nodeSelector.")
+    tolerations: list[dict[str, Any]] | None = Field(None, description="Extra pod tolerations.")
+    affinity: dict[str, Any] | None = Field(None, description="Pod affinity.")
+    topology_spread_constraints: list[dict[str, Any]] | None = Field(None, description="Pod topology spread.")
+    priority_class_name: str | None = Field(None, description="Pod priorityClassName.")
+    env: list[dict[str, Any]] | None = Field(None, description="Extra container env entries.")
+    volumes: list[dict[str, Any]] | None = Field(None, description="Extra pod volumes.")
+    volume_mounts: list[dict[str, Any]] | None = Field(None, description="Extra container volumeMounts.")
+    labels: dict[str, str] | None = Field(None, description="Extra pod labels (e.g. a Kueue queue name).")
+    annotations: dict[str, str] | None = Field(None, description="Extra pod annotations.")
+
+
+class CheckpointStorage(_Spec):
+    """Where checkpoints live: a PVC (shared by all workers), a host path, or an fsspec URL.
+
+    How often and how many are kept is the trainer's (`trainer.checkpoint.interval`, `.keep`).
+    """
+
+    pvc: str | None = Field(None, description="An existing PersistentVolumeClaim (ReadWriteMany for W > 1).")
+    storage_class: str | None = Field(None, description="Create a PVC of this class (when pvc is unset).")
+    size: str = Field("10Gi", description="Size of a PVC the operator creates.")
+    host_path: str | None = Field(None, description="A directory every node shares (local clusters).")
+    url: str | None = Field(None, description="An fsspec URL (s3://, gs://, ...), not yet supported by the trainer.")
+    delete_with_job: bool = Field(False, description="Delete an operator-created PVC with the job (default: keep).")
+    resume_from: str | None = Field(None, description="Start from this checkpoint directory instead of the latest.")
+
+
+class FaultPolicy(_Spec):
+    """How failures are told apart and how many are tolerated. Preemptions never count."""
+
+    crash_budget: int = Field(3, ge=0, description="Crashes (non-zero exits, OOM) before the job fails.")
+    backoff_seconds: int = Field(10, ge=0, description="Wait after a crash before the next generation.")
+    unreachable_seconds: int = Field(
+        10, ge=1, description="How long a worker's node may be unreachable before the worker is replaced."
+    )
+    stall_seconds: int = Field(600, ge=10, description="No progress for this long sets the Stalled condition.")
+    restart_on_stall: bool = Field(False, description="Start a new generation when Stalled.")
+
+
+class RendezvousSpec(_Spec):
+    """The rendezvous store the operator runs for the job."""
+
+    port: int = Field(29400, ge=1, le=65535, description="Port of the store and its headless Service.")
+    join_timeout_seconds: int = Field(600, ge=10, description="How long a generation waits for all members.")
+
+
+class DeepSeekTrainingJobSpec(_Spec):
+    """An elastic training run of a DeepSeek-style MoE model."""
+
+    replicas: int = Field(2, ge=1, le=1024, description="Workers wanted (the scale subresource's replicas).")
+    min_replicas: int = Field(1, ge=1, le=1024, description="Fewest workers to train on; below it the job waits.")
+    max_replicas: int = Field(8, ge=1, le=1024, description="Most workers the job may scale to.")
+    image: str = Field("moe-trainer:latest", description="Trainer image.")
+    devices_per_worker: int = Field(0, ge=0, le=16, description="GPUs per worker (one process each); 0 = CPU.")
+    pod: PodOverrides = Field(default_factory=lambda: PodOverrides(), description="Worker pod overrides.")
+    trainer: TrainerConfig = Field(default_factory=lambda: TrainerConfig(), description="The trainer config.")
+    checkpoint: CheckpointStorage = Field(default_factory=lambda: CheckpointStorage(), description="Checkpoints.")
+    fault_policy: FaultPolicy = Field(default_factory=lambda: FaultPolicy(), description="Failure handling.")
+    rendezvous: RendezvousSpec = Field(default_factory=lambda: RendezvousSpec(), description="Rendezvous store.")
+    suspend: bool = Field(False, description="true: checkpoint and remove the workers; false: resume.")
+    ttl_seconds_after_finished: int | None = Field(None, ge=0, description="Delete the job this long after it ends.")
+    active_deadline_seconds: int | None = Field(None, ge=1, description="Fail the job after this long running.")
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Self:
+        if not self.min_replicas <= self.replicas <= self.max_replicas:
+            raise ValueError(
+                f"need minReplicas ({self.min_replicas}) <= replicas ({self.replicas}) <= maxReplicas "
+                f"({self.max_replicas}); change replicas or the bounds"
+            )
+        sources = [s for s in (self.checkpoint.pvc, self.checkpoint.host_path, self.checkpoint.url) if s]
+        if len(sources) > 1:
+            raise ValueError("checkpoint: set at most one of pvc, hostPath and url")
+        return self
+
+
+StatusPhase = Literal["Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed"]

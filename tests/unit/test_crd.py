@@ -1,0 +1,63 @@
+"""The CRD is generated from the spec models, is structural, and stays in sync with crds/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dstj_operator.crd import CRD_FILE, build_crd, render, structural
+from dstj_operator.spec import DeepSeekTrainingJobSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_committed_crd_matches_the_spec_models() -> None:
+    assert (ROOT / CRD_FILE).read_text() == render(), (
+        "crds/ is stale: run `.venv/bin/python -m dstj_operator.crd > " + CRD_FILE + "`"
+    )
+
+
+def _walk(node: Any) -> list[dict[str, Any]]:
+    if isinstance(node, dict):
+        return [node, *(n for v in node.values() for n in _walk(v))]
+    if isinstance(node, list):
+        return [n for v in node for n in _walk(v)]
+    return []
+
+
+def test_the_schema_is_structural() -> None:
+    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for node in _walk(schema):
+        assert not {"$ref", "anyOf", "oneOf", "allOf", "const", "$defs"} & node.keys(), node
+        assert node.get("type") != "null"
+        if "exclusiveMinimum" in node:
+            assert node["exclusiveMinimum"] is True
+
+
+def test_optional_fields_become_nullable_and_int_or_string_stays_one_field() -> None:
+    spec = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    trainer = spec["properties"]["trainer"]["properties"]
+    assert trainer["parallel"]["properties"]["expertParallel"]["x-kubernetes-int-or-string"] is True
+    assert spec["properties"]["ttlSecondsAfterFinished"]["nullable"] is True
+    assert trainer["model"]["x-kubernetes-validations"][0]["rule"] == "self == oldSelf"
+
+
+def test_structural_refuses_what_kubernetes_cannot_express() -> None:
+    with pytest.raises(ValueError, match="cannot express"):
+        structural({"anyOf": [{"type": "string"}, {"type": "object"}]}, {})
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        pytest.param({"replicas": 9, "maxReplicas": 8}, "minReplicas (1) <= replicas (9) <= maxReplicas (8)",
+                     id="replicas-above-max"),
+        pytest.param({"checkpoint": {"pvc": "a", "hostPath": "/b"}}, "at most one of pvc, hostPath and url",
+                     id="two-checkpoint-sources"),
+    ],
+)
+def test_the_operator_refuses_what_the_cel_rules_refuse(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        DeepSeekTrainingJobSpec.model_validate(spec)
