@@ -1,0 +1,200 @@
+"""Child objects of a DeepSeekTrainingJob, as pure functions of the job (no API calls here).
+
+Every child carries an ownerReference to the job (the garbage collector deletes them with it),
+except an operator-created checkpoint PVC, which outlives the job unless the spec asks otherwise.
+Worker pods are named `<job>-worker-<index>-<suffix>`, unique per incarnation, so a replacement
+never waits for a pod stuck Terminating on a lost node.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from dstj_operator.crd import GROUP, KIND, VERSION
+from dstj_operator.spec import DeepSeekTrainingJobSpec
+
+JOB_LABEL = "training.deepseek.dev/job"
+INDEX_LABEL = "training.deepseek.dev/index"
+ROLE_LABEL = "training.deepseek.dev/role"
+CHECKPOINT_MOUNT = "/checkpoints"
+CONFIG_MOUNT = "/etc/dstj"
+METRICS_PORT = 9400
+
+
+def owner_reference(job: dict[str, Any]) -> dict[str, Any]:
+    """The ownerReference that makes the garbage collector delete a child with its job."""
+    meta = job["metadata"]
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": meta["name"], "uid": meta["uid"],
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def _meta(job: dict[str, Any], name: str, role: str, owned: bool = True,
+          labels: dict[str, str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": job["metadata"]["namespace"],
+                            "labels": {**(labels or {}), JOB_LABEL: job["metadata"]["name"], ROLE_LABEL: role}}
+    if owned:
+        meta["ownerReferences"] = [owner_reference(job)]
+    return meta
+
+
+def names(job: dict[str, Any]) -> dict[str, str]:
+    """The fixed names of a job's children."""
+    base = job["metadata"]["name"]
+    return {"config": f"{base}-config", "rdzv": f"{base}-rdzv", "workers": f"{base}-workers",
+            "account": f"{base}-worker",
+            "progress": f"{base}-progress", "pvc": f"{base}-checkpoints"}
+
+
+def trainer_config_map(job: dict[str, Any], spec: DeepSeekTrainingJobSpec) -> dict[str, Any]:
+    """The trainer config the workers read, with the checkpoint directory pointed at the mount."""
+    trainer = spec.trainer.model_copy(deep=True)
+    trainer.checkpoint.dir = spec.checkpoint.url or CHECKPOINT_MOUNT
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(job, names(job)["config"], "config"),
+            "data": {"trainer.json": trainer.model_dump_json(by_alias=True, indent=2)}}
+
+
+def rendezvous_service(job: dict[str, Any], spec: DeepSeekTrainingJobSpec) -> dict[str, Any]:
+    """Headless Service in front of the rendezvous store pod."""
+    n = names(job)
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(job, n["rdzv"], "rendezvous"),
+            "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
+                     "selector": {JOB_LABEL: job["metadata"]["name"], ROLE_LABEL: "rendezvous"},
+                     "ports": [{"name": "c10d", "port": spec.rendezvous.port}]}}
+
+
+def workers_service(job: dict[str, Any]) -> dict[str, Any]:
+    """Headless Service whose records let workers resolve each other's hostnames (torchrun, gloo)."""
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(job, names(job)["workers"], "workers"),
+            "spec": {"clusterIP": "None", "publishNotReadyAddresses": True,
+                     "selector": {JOB_LABEL: job["metadata"]["name"], ROLE_LABEL: "worker"},
+                     "ports": [{"name": "metrics", "port": METRICS_PORT}]}}
+
+
+def rendezvous_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, suffix: str) -> dict[str, Any]:
+    """The small pod that runs the c10d store, so losing a worker never loses the store."""
+    meta = _meta(job, f"{names(job)['rdzv']}-{suffix}", "rendezvous")
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {
+        "restartPolicy": "Always", "automountServiceAccountToken": False,
+        "containers": [{"name": "store", "image": spec.image,
+                        "command": ["python", "-m", "moe_trainer.rdzv_store", "--port", str(spec.rendezvous.port)],
+                        "ports": [{"containerPort": spec.rendezvous.port}],
+                        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}}}]}}
+
+
+def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, suffix: str) -> dict[str, Any]:
+    """Worker `index`: the supervisor that runs one torchrun group per membership generation."""
+    n, job_name = names(job), job["metadata"]["name"]
+    o = spec.pod
+    name = f"{job_name}-worker-{index}-{suffix}"
+    meta = _meta(job, name, "worker", labels={**(o.labels or {}), INDEX_LABEL: str(index)})
+    if o.annotations:
+        meta["annotations"] = dict(o.annotations)
+    unreachable = spec.fault_policy.unreachable_seconds
+    env = [
+        {"name": "DSTJ_MEMBER_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "DSTJ_MEMBERSHIP", "value": f"k8s:{job['metadata']['namespace']}/{job_name}"},
+        {"name": "DSTJ_PROGRESS", "value": f"k8s:{job['metadata']['namespace']}/{n['progress']}"},
+        {"name": "DSTJ_RDZV_ENDPOINT", "value": f"{n['rdzv']}:{spec.rendezvous.port}"},
+        {"name": "DSTJ_RUN_ID", "value": job["metadata"]["uid"]},
+        *(o.env or []),
+    ]
+    mounts = [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True}, *(o.volume_mounts or [])]
+    volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": n["config"]}}, *(o.volumes or [])]
+    storage = spec.checkpoint
+    if storage.pvc or storage.storage_class or storage.host_path:
+        mounts.append({"name": "checkpoints", "mountPath": CHECKPOINT_MOUNT})
+        source = ({"hostPath": {"path": storage.host_path, "type": "DirectoryOrCreate"}} if storage.host_path
+                  else {"persistentVolumeClaim": {"claimName": storage.pvc or n["pvc"]}})
+        volumes.append({"name": "checkpoints", **source})
+    container: dict[str, Any] = {
+        "name": "trainer", "image": spec.image,
+        "command": ["python", "-m", "moe_trainer.launch", "--config", f"{CONFIG_MOUNT}/trainer.json",
+                    f"--nproc-per-node={max(1, spec.devices_per_worker)}"],
+        "env": env, "volumeMounts": mounts, "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
+    }
+    resources = dict(o.resources or {})
+    if spec.devices_per_worker:
+        limits = dict(resources.get("limits", {}))
+        limits["nvidia.com/gpu"] = spec.devices_per_worker
+        resources["limits"] = limits
+    if resources:
+        container["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",  # the operator replaces workers itself, under a new name
+        "serviceAccountName": n["account"],
+        "hostname": name, "subdomain": n["workers"],
+        "terminationGracePeriodSeconds": 60,  # time to checkpoint at the next step boundary
+        "containers": [container], "volumes": volumes,
+        # Replace a worker on a lost node after `unreachableSeconds`, not the default 300 s.
+        "tolerations": [
+            {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+             "tolerationSeconds": unreachable},
+            {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
+             "tolerationSeconds": unreachable},
+            *(o.tolerations or []),
+        ],
+    }
+    for key, value in (("nodeSelector", o.node_selector), ("affinity", o.affinity),
+                       ("topologySpreadConstraints", o.topology_spread_constraints),
+                       ("priorityClassName", o.priority_class_name)):
+        if value:
+            pod_spec[key] = value
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
+
+
+def worker_rbac(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """ServiceAccount, Role and RoleBinding: workers read their own job and write only their progress."""
+    n, job_name = names(job), job["metadata"]["name"]
+    rules = [
+        {"apiGroups": [GROUP], "resources": ["deepseektrainingjobs"], "resourceNames": [job_name],
+         "verbs": ["get", "watch", "list"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [n["progress"]],
+         "verbs": ["get", "update", "patch"]},
+    ]
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(job, n["account"], "rbac")},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(job, n["account"], "rbac"),
+         "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": _meta(job, n["account"], "rbac"),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": n["account"]},
+         "subjects": [{"kind": "ServiceAccount", "name": n["account"],
+                       "namespace": job["metadata"]["namespace"]}]},
+    ]
+
+
+def progress_config_map(job: dict[str, Any]) -> dict[str, Any]:
+    """The object rank 0 writes its progress report into (created empty by the operator)."""
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(job, names(job)["progress"], "progress"),
+            "data": {"report": json.dumps(None)}}
+
+
+def disruption_budget(job: dict[str, Any], spec: DeepSeekTrainingJobSpec) -> dict[str, Any]:
+    """Voluntary evictions may take workers down to minReplicas, never below."""
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": _meta(job, f"{job['metadata']['name']}-workers", "workers"),
+            "spec": {"minAvailable": spec.min_replicas,
+                     "selector": {"matchLabels": {JOB_LABEL: job["metadata"]["name"], ROLE_LABEL: "worker"}}}}
+
+
+def rendezvous_network_policy(job: dict[str, Any], spec: DeepSeekTrainingJobSpec) -> dict[str, Any]:
+    """Only the job's own pods may reach the store (it has no authentication)."""
+    job_name = job["metadata"]["name"]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": _meta(job, f"{names(job)['rdzv']}-ingress", "rendezvous"),
+            "spec": {"podSelector": {"matchLabels": {JOB_LABEL: job_name, ROLE_LABEL: "rendezvous"}},
+                     "policyTypes": ["Ingress"],
+                     "ingress": [{"from": [{"podSelector": {"matchLabels": {JOB_LABEL: job_name}}}],
+                                  "ports": [{"port": spec.rendezvous.port}]}]}}
+
+
+def checkpoint_pvc(job: dict[str, Any], spec: DeepSeekTrainingJobSpec) -> dict[str, Any] | None:
+    """A shared checkpoint volume when the spec names a storage class; kept after the job by default."""
+    storage = spec.checkpoint
+    if storage.pvc or storage.host_path or storage.url or not storage.storage_class:
+        return None
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": _meta(job, names(job)["pvc"], "checkpoints", owned=storage.delete_with_job),
+            "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": storage.storage_class,
+                     "resources": {"requests": {"storage": storage.size}}}}

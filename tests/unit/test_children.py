@@ -1,0 +1,81 @@
+"""Child objects are pure functions of the job: checked here as data, no cluster needed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from dstj_operator import children
+from dstj_operator.spec import DeepSeekTrainingJobSpec
+
+
+def a_job(**spec: Any) -> tuple[dict[str, Any], DeepSeekTrainingJobSpec]:
+    job = {"apiVersion": "training.deepseek.dev/v1alpha1", "kind": "DeepSeekTrainingJob",
+           "metadata": {"name": "moe", "namespace": "team", "uid": "uid-1"}, "spec": spec}
+    return job, DeepSeekTrainingJobSpec.model_validate(spec)
+
+
+def test_every_child_is_owned_by_the_job_so_deleting_it_deletes_them() -> None:
+    job, spec = a_job(checkpoint={"storageClass": "shared", "deleteWithJob": True})
+    objs = [children.trainer_config_map(job, spec), children.rendezvous_service(job, spec),
+            children.workers_service(job), children.rendezvous_pod(job, spec, "a1"),
+            children.worker_pod(job, spec, 0, "b2"), *children.worker_rbac(job), children.progress_config_map(job),
+            children.disruption_budget(job, spec), children.rendezvous_network_policy(job, spec),
+            children.checkpoint_pvc(job, spec)]
+    for obj in objs:
+        assert obj is not None
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-1", obj["kind"]
+        assert obj["metadata"]["labels"][children.JOB_LABEL] == "moe"
+
+
+def test_the_checkpoint_volume_outlives_the_job_unless_asked() -> None:
+    job, spec = a_job(checkpoint={"storageClass": "shared"})
+    pvc = children.checkpoint_pvc(job, spec)
+    assert pvc is not None and "ownerReferences" not in pvc["metadata"]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_worker_pods_are_named_per_incarnation_and_labelled_with_their_index() -> None:
+    job, spec = a_job()
+    first, second = children.worker_pod(job, spec, 1, "x1"), children.worker_pod(job, spec, 1, "y2")
+    assert first["metadata"]["name"] == "moe-worker-1-x1" != second["metadata"]["name"]
+    assert first["metadata"]["labels"][children.INDEX_LABEL] == "1"
+    assert first["spec"]["restartPolicy"] == "Never"
+
+
+def test_workers_leave_a_lost_node_after_the_fault_policy_not_after_five_minutes() -> None:
+    job, spec = a_job(faultPolicy={"unreachableSeconds": 7})
+    tolerations = children.worker_pod(job, spec, 0, "a")["spec"]["tolerations"]
+    assert {t["key"]: t["tolerationSeconds"] for t in tolerations} == {
+        "node.kubernetes.io/unreachable": 7, "node.kubernetes.io/not-ready": 7}
+
+
+def test_the_trainer_config_points_at_the_checkpoint_mount() -> None:
+    job, spec = a_job(checkpoint={"pvc": "ckpt"})
+    config = json.loads(children.trainer_config_map(job, spec)["data"]["trainer.json"])
+    assert config["checkpoint"]["dir"] == children.CHECKPOINT_MOUNT
+    pod = children.worker_pod(job, spec, 0, "a")
+    claim = next(v for v in pod["spec"]["volumes"] if v["name"] == "checkpoints")
+    assert claim["persistentVolumeClaim"]["claimName"] == "ckpt"
+
+
+def test_workers_may_read_only_their_job_and_write_only_their_progress() -> None:
+    job, _ = a_job()
+    role = children.worker_rbac(job)[1]
+    assert [r["resourceNames"] for r in role["rules"]] == [["moe"], ["moe-progress"]]
+    assert all("delete" not in r["verbs"] and "create" not in r["verbs"] for r in role["rules"])
+
+
+def test_gpu_workers_ask_for_their_devices_and_run_a_process_each() -> None:
+    job, spec = a_job(devicesPerWorker=4, pod={"resources": {"requests": {"cpu": "8"}}})
+    container = children.worker_pod(job, spec, 0, "a")["spec"]["containers"][0]
+    assert container["resources"] == {"requests": {"cpu": "8"}, "limits": {"nvidia.com/gpu": 4}}
+    assert "--nproc-per-node=4" in container["command"]
+
+
+def test_pod_overrides_reach_the_worker_pod() -> None:
+    job, spec = a_job(pod={"nodeSelector": {"pool": "spot"}, "priorityClassName": "low",
+                           "labels": {"kueue.x-k8s.io/queue-name": "q"}})
+    pod = children.worker_pod(job, spec, 0, "a")
+    assert pod["spec"]["nodeSelector"] == {"pool": "spot"} and pod["spec"]["priorityClassName"] == "low"
+    assert pod["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "q"
