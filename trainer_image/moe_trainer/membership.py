@@ -1,9 +1,9 @@
 """Where a worker reads the published membership and writes its progress report.
 
 Locally (tests, `make demo` without a cluster) both are JSON files. In a pod, membership is the
-`DeepSeekTrainingJob` status the operator publishes and progress a per-job object it watches
-(the operator issue provides those sources). Chosen by `DSTJ_MEMBERSHIP` / `DSTJ_PROGRESS`:
-`file:/path` (or a bare path).
+`DeepSeekTrainingJob` status the operator publishes and progress a per-job ConfigMap it watches
+(`k8s_membership.py`). Chosen by `DSTJ_MEMBERSHIP` / `DSTJ_PROGRESS`: `k8s:NAMESPACE/NAME`,
+or `file:/path` (or a bare path).
 """
 
 from __future__ import annotations
@@ -73,7 +73,11 @@ def _file_path(spec: str) -> Path:
 
 
 def membership_source(spec: str) -> MembershipSource:
-    """The source a spec names: `file:PATH` (or a bare path)."""
+    """The source a spec names: `k8s:NAMESPACE/JOB` (the job's status) or `file:PATH` (or a bare path)."""
+    if spec.startswith("k8s:"):
+        from moe_trainer.k8s_membership import JobStatusMembershipSource
+
+        return JobStatusMembershipSource(spec)
     return FileMembershipSource(_file_path(spec))
 
 
@@ -86,4 +90,10 @@ def membership_from_env() -> MembershipSource | None:
 def progress_from_env() -> ProgressSink | None:
     """The sink named by DSTJ_PROGRESS, or None."""
     spec = os.environ.get("DSTJ_PROGRESS")
-    return FileProgressSink(_file_path(spec)) if spec else None
+    if not spec:
+        return None
+    if spec.startswith("k8s:"):
+        from moe_trainer.k8s_membership import ConfigMapProgressSink
+
+        return ConfigMapProgressSink(spec)
+    return FileProgressSink(_file_path(spec))

@@ -1,0 +1,119 @@
+"""Membership and progress through the Kubernetes API, for workers running in pods.
+
+The membership is `.status.membership` of the worker's own DeepSeekTrainingJob, followed by a
+watch in a background thread (cheap for the API server, and a new generation is seen at once).
+The progress report goes into the job's `<job>-progress` ConfigMap, the one object the job's
+ServiceAccount may write. Spec strings: `k8s:NAMESPACE/NAME`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any, cast
+
+from pydantic import ValidationError
+
+from dstj_api import Membership, ProgressReport
+
+log = logging.getLogger(__name__)
+
+GROUP, VERSION, PLURAL = "training.deepseek.dev", "v1alpha1", "deepseektrainingjobs"
+
+
+def _load_config() -> None:
+    from kubernetes import config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+
+
+def parse_ref(spec: str) -> tuple[str, str]:
+    """`k8s:NAMESPACE/NAME` -> (namespace, name), with an error that says the expected form."""
+    ref = spec.removeprefix("k8s:")
+    namespace, _, name = ref.partition("/")
+    if not namespace or not name:
+        raise ValueError(f"{spec!r}: expected k8s:NAMESPACE/NAME")
+    return namespace, name
+
+
+def membership_of(job: dict[str, Any]) -> Membership | None:
+    """The membership a job object publishes, or None while it has none (or an invalid one)."""
+    raw = (job.get("status") or {}).get("membership")
+    if not raw:
+        return None
+    try:
+        return Membership.model_validate(raw)
+    except ValidationError as e:
+        log.warning("ignoring an invalid membership in the job status: %s", e)
+        return None
+
+
+class JobStatusMembershipSource:
+    """The published membership of one job, kept current by a watch."""
+
+    def __init__(self, spec: str) -> None:
+        from kubernetes import client
+
+        self.namespace, self.name = parse_ref(spec)
+        _load_config()
+        self._api = client.CustomObjectsApi()
+        self._latest: Membership | None = None
+        self._lock = threading.Lock()
+        self._refresh()
+        threading.Thread(target=self._follow, name="membership-watch", daemon=True).start()
+
+    def _set(self, job: dict[str, Any]) -> None:
+        with self._lock:
+            self._latest = membership_of(job)
+
+    def _refresh(self) -> None:
+        try:
+            job = self._api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
+            self._set(cast(dict[str, Any], job))
+        except Exception as e:  # the API may be briefly unreachable; the watch retries
+            log.warning("reading the job's membership failed: %s", e)
+
+    def _follow(self) -> None:
+        from kubernetes import watch
+
+        while True:
+            try:
+                stream = watch.Watch().stream(
+                    self._api.list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL,
+                    field_selector=f"metadata.name={self.name}", timeout_seconds=300,
+                )
+                for event in stream:
+                    self._set(event["object"])
+            except Exception as e:  # reconnect after any watch failure
+                log.warning("membership watch ended (%s); reconnecting", e)
+                time.sleep(1)
+            self._refresh()
+
+    def current(self) -> Membership | None:
+        """The membership last seen."""
+        with self._lock:
+            return self._latest
+
+
+class ConfigMapProgressSink:
+    """Writes the progress report into the job's progress ConfigMap."""
+
+    def __init__(self, spec: str) -> None:
+        from kubernetes import client
+
+        self.namespace, self.name = parse_ref(spec)
+        _load_config()
+        self._api = client.CoreV1Api()
+
+    def publish(self, report: ProgressReport) -> None:
+        """Replace the report; a failed write is logged, never fatal to training."""
+        body = {"data": {"report": json.dumps(report.model_dump(mode="json", by_alias=True))}}
+        try:
+            self._api.patch_namespaced_config_map(self.name, self.namespace, body)
+        except Exception as e:  # progress is best effort; training goes on
+            log.warning("writing the progress report failed: %s", e)
