@@ -1,0 +1,103 @@
+"""What the operator should do about a job's workers and membership: pure decisions, no API calls.
+
+`observe` turns worker pods into `Worker` facts; `classify_end` tells a preemption from a crash;
+`next_membership` decides whether to publish a new generation. The reconciler applies the result.
+
+Membership rules: the members are the Ready workers (lowest indices first, at most `replicas`).
+A new generation is published when that set changes, and only if it holds at least `minReplicas`
+workers; otherwise the last generation stays published and the job waits (a condition says why).
+When every old member is still Ready (a planned resize), the new generation names the old one in
+`handoffFrom`, so the old group may commit the checkpoint it takes while stopping: no step lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from dstj_api import Membership
+
+EXIT_STOPPED = 83
+"""The supervisor's exit code after a requested stop (moe_trainer.train.EXIT_STOPPED; kept in sync by a test)."""
+
+
+class EndKind(StrEnum):
+    """Why a worker pod ended; only crashes count against the budget."""
+
+    PREEMPTED = "Preempted"
+    CRASHED = "Crashed"
+    SUCCEEDED = "Succeeded"
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class Worker:
+    """What the operator needs to know about one worker pod."""
+
+    name: str
+    index: int
+    ready: bool
+    terminating: bool
+    phase: str
+    end: EndKind | None = None
+    reason: str = ""
+
+
+def classify_end(pod: dict[str, Any]) -> tuple[EndKind | None, str]:
+    """How a pod ended, or (None, "") while it has not: evictions, disruptions, node loss and the
+    trainer's stop code are preemptions; other non-zero exits and OOM kills are crashes."""
+    status = pod.get("status") or {}
+    phase = status.get("phase", "Pending")
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    disruption = conditions.get("DisruptionTarget")
+    if disruption and disruption.get("status") == "True":
+        return EndKind.PREEMPTED, f"disruption: {disruption.get('reason', 'DisruptionTarget')}"
+    if status.get("reason") in ("Evicted", "NodeLost", "Preempting", "Terminated"):
+        return EndKind.PREEMPTED, str(status.get("reason"))
+    if phase == "Succeeded":
+        return EndKind.SUCCEEDED, "Completed"
+    if phase != "Failed":
+        return None, ""
+    for cs in status.get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated") or {}
+        code, why = term.get("exitCode"), term.get("reason", "")
+        if code in (EXIT_STOPPED, 143):  # checkpointed and stopped on request / SIGTERM
+            return EndKind.PREEMPTED, f"stopped (exit {code})"
+        if why == "OOMKilled":
+            return EndKind.CRASHED, "OOMKilled"
+        if code not in (None, 0):
+            return EndKind.CRASHED, f"exit code {code} ({why or 'Error'})"
+    return EndKind.CRASHED, status.get("reason") or "Failed"
+
+
+def observe(pod: dict[str, Any], index_label: str) -> Worker:
+    """A worker pod as facts."""
+    meta, status = pod["metadata"], pod.get("status") or {}
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    end, reason = classify_end(pod)
+    terminating = bool(meta.get("deletionTimestamp"))
+    return Worker(name=meta["name"], index=int(meta["labels"][index_label]), phase=status.get("phase", "Pending"),
+                  ready=ready and not terminating and end is None, terminating=terminating, end=end, reason=reason)
+
+
+def next_membership(current: Membership | None, workers: list[Worker], replicas: int, min_replicas: int,
+                    endpoint: str) -> Membership | None:
+    """The membership to publish now, or None when the current one stands."""
+    ready = sorted((w for w in workers if w.ready), key=lambda w: w.index)[:replicas]
+    members = [w.name for w in ready]
+    if current is not None and current.members == members:
+        return None
+    if len(members) < min_replicas:
+        return None
+    generation = 0 if current is None else current.generation + 1
+    planned = current is not None and set(current.members) <= {w.name for w in workers if w.ready}
+    return Membership(
+        generation=generation, world_size=len(members), members=members, rdzv_endpoint=endpoint,
+        handoff_from=current.generation if planned and current is not None else None,
+    )
+
+
+def missing_indices(workers: list[Worker], replicas: int) -> list[int]:
+    """Indices below `replicas` with no live worker pod (ended or terminating pods do not count)."""
+    live = {w.index for w in workers if w.end is None and not w.terminating}
+    return [i for i in range(replicas) if i not in live]

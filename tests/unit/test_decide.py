@@ -1,0 +1,90 @@
+"""Operator decisions as data: membership generations, preemption vs crash, missing workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dstj_api import Membership
+from dstj_operator.decide import (
+    EXIT_STOPPED,
+    EndKind,
+    Worker,
+    classify_end,
+    missing_indices,
+    next_membership,
+)
+
+EP = "job-rdzv:29400"
+
+
+def worker(index: int, ready: bool = True, **kw: Any) -> Worker:
+    return Worker(name=f"w{index}", index=index, ready=ready, terminating=kw.pop("terminating", False),
+                  phase=kw.pop("phase", "Running"), **kw)
+
+
+def test_the_first_generation_is_published_once_enough_workers_are_ready() -> None:
+    assert next_membership(None, [worker(0), worker(1, ready=False)], 2, 2, EP) is None
+    m = next_membership(None, [worker(0), worker(1)], 2, 2, EP)
+    assert m is not None and (m.generation, m.members, m.handoff_from) == (0, ["w0", "w1"], None)
+
+
+def test_a_lost_member_bumps_the_generation_without_a_handoff() -> None:
+    current = Membership(generation=4, world_size=3, members=["w0", "w1", "w2"])
+    m = next_membership(current, [worker(0), worker(1), worker(2, ready=False, terminating=True)], 3, 1, EP)
+    assert m is not None and (m.generation, m.members, m.handoff_from) == (5, ["w0", "w1"], None)
+
+
+def test_a_new_ready_worker_grows_the_group_and_hands_off_from_the_old_one() -> None:
+    current = Membership(generation=2, world_size=2, members=["w0", "w1"])
+    m = next_membership(current, [worker(0), worker(1), worker(2)], 3, 1, EP)
+    assert m is not None and (m.world_size, m.handoff_from) == (3, 2)
+
+
+def test_an_unchanged_member_set_publishes_nothing() -> None:
+    current = Membership(generation=2, world_size=2, members=["w0", "w1"])
+    assert next_membership(current, [worker(0), worker(1)], 2, 1, EP) is None
+
+
+def test_below_min_replicas_the_job_waits_on_its_last_generation() -> None:
+    current = Membership(generation=2, world_size=2, members=["w0", "w1"])
+    assert next_membership(current, [worker(0), worker(1, ready=False)], 2, 2, EP) is None
+
+
+def test_scaling_down_keeps_the_lowest_indices_and_hands_off() -> None:
+    current = Membership(generation=1, world_size=3, members=["w0", "w1", "w2"])
+    m = next_membership(current, [worker(0), worker(1), worker(2)], 2, 1, EP)
+    assert m is not None and (m.members, m.handoff_from) == (["w0", "w1"], 1)
+
+
+def failed(code: int, reason: str = "Error") -> dict[str, Any]:
+    return {"status": {"phase": "Failed", "containerStatuses": [
+        {"state": {"terminated": {"exitCode": code, "reason": reason}}}]}}
+
+
+@pytest.mark.parametrize(("pod", "kind"), [
+    pytest.param({"status": {"phase": "Failed", "reason": "Evicted"}}, EndKind.PREEMPTED, id="evicted"),
+    pytest.param({"status": {"phase": "Running", "conditions": [
+        {"type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler"}]}},
+        EndKind.PREEMPTED, id="disruption-target"),
+    pytest.param(failed(EXIT_STOPPED), EndKind.PREEMPTED, id="trainer-stopped-on-request"),
+    pytest.param(failed(143), EndKind.PREEMPTED, id="sigterm"),
+    pytest.param(failed(1), EndKind.CRASHED, id="non-zero-exit"),
+    pytest.param(failed(137, "OOMKilled"), EndKind.CRASHED, id="oom-killed"),
+    pytest.param({"status": {"phase": "Succeeded"}}, EndKind.SUCCEEDED, id="succeeded"),
+    pytest.param({"status": {"phase": "Running"}}, None, id="still-running"),
+])
+def test_preemptions_are_told_from_crashes(pod: dict[str, Any], kind: EndKind | None) -> None:
+    assert classify_end(pod)[0] == kind
+
+
+def test_the_stop_exit_code_matches_the_trainers() -> None:
+    from moe_trainer.train import EXIT_STOPPED as trainer_code
+
+    assert trainer_code == EXIT_STOPPED
+
+
+def test_ended_and_terminating_workers_are_replaced_at_once() -> None:
+    workers = [worker(0), worker(1, ready=False, terminating=True), worker(2, ready=False, end=EndKind.PREEMPTED)]
+    assert missing_indices(workers, 4) == [1, 2, 3]
