@@ -56,7 +56,12 @@ def kube(bin_dir: Path) -> Iterator[Kubectl]:
     # Built binaries that fail to start are a bug, not a missing prerequisite: no skip here.
     # Without root (or ip/unshare) the control plane still comes up; node tests then skip.
     count = NODES if nodes.prerequisites() is None else 0
-    kubeconfig = controlplane.up(sd, nodes_count=count)
+    try:
+        kubeconfig = controlplane.up(sd, nodes_count=count)
+    except Exception:
+        if not was_running:  # a half-started cluster must not outlive the session
+            controlplane.down(sd)
+        raise
     yield Kubectl(kubeconfig, bin_dir)
     if not was_running and os.environ.get("LOCALCLUSTER_KEEP") != "1":
         controlplane.down(sd)

@@ -1,0 +1,85 @@
+"""The operator's only door to the API server: a few typed calls over the official client.
+
+Everything the reconciler needs is read back from the cluster on every pass (the operator keeps
+no state of its own); writes are create-if-absent, so running a pass twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, cast
+
+from kubernetes import client, utils
+from kubernetes.client.rest import ApiException
+
+from dstj_operator.crd import GROUP, PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Cluster:
+    """Typed API calls used by the reconciler."""
+
+    core: Any
+    apis: Any
+
+    @classmethod
+    def connect(cls) -> Cluster:
+        """Clients over the configuration kopf's login already loaded (in-cluster or kubeconfig)."""
+        api = client.ApiClient()
+        return cls(core=client.CoreV1Api(api), apis=api)
+
+    def create_if_absent(self, obj: dict[str, Any]) -> bool:
+        """Create `obj` unless it exists; True when it was created."""
+        try:
+            utils.create_from_dict(self.apis, obj, namespace=obj["metadata"].get("namespace"))
+            return True
+        except utils.FailToCreateError as e:
+            if all(getattr(x, "status", None) == 409 for x in e.api_exceptions):
+                return False
+            raise
+
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """Pods matching a label selector, as plain dicts."""
+        items = self.core.list_namespaced_pod(namespace, label_selector=selector).items
+        return [cast(dict[str, Any], self.apis.sanitize_for_serialization(p)) for p in items]
+
+    def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> None:
+        """Delete a pod (already gone is fine)."""
+        try:
+            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace_seconds)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+
+    def progress(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The trainer's last progress report, if any."""
+        try:
+            cm = self.core.read_namespaced_config_map(name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+        raw = (cm.data or {}).get("report")
+        report = json.loads(raw) if raw else None
+        return report if isinstance(report, dict) else None
+
+    def event(self, job: dict[str, Any], reason: str, message: str, kind: str = "Normal") -> None:
+        """Record a Kubernetes Event on the job."""
+        meta = job["metadata"]
+        body = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DeepSeekTrainingJob",
+                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+            "reason": reason, "message": message, "type": kind, "source": {"component": "dstj-operator"},
+        }
+        try:
+            self.core.create_namespaced_event(meta["namespace"], body)
+        except ApiException as e:
+            log.warning("could not record event %s: %s", reason, e.reason)
+
+
+__all__ = ["PLURAL", "Cluster"]
