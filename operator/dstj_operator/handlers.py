@@ -1,50 +1,77 @@
-"""kopf handlers: thin; they call `reconcile` and write the status only when it changed.
+"""kopf handlers: thin; every event that concerns a job triggers one reconcile pass of that job.
 
-One timer per job is the only writer: kopf runs it as one task per object, so two passes over
-the same job never overlap (change handlers beside it would run concurrently and duplicate pods).
+Events of the job itself, of its pods and of its progress ConfigMap all call `sync(job)`, which
+reads the job fresh, reconciles it and writes the status only when it changed. A lock per job
+keeps passes from overlapping (they come from different watch streams), so a pass always sees the
+pods the previous one created. No timers: kopf would put a finalizer on every job for them, and a
+job must be deletable (by the garbage collector, by GitOps) even while the operator is down.
 
-Run with `python -m dstj_operator` (or `kopf run -m dstj_operator.handlers`).
+Run with `python -m dstj_operator`.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import os
+import threading
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any, cast
 
 import kopf
+from kubernetes import client
+from kubernetes.client.rest import ApiException
 
+from dstj_operator.children import JOB_LABEL
 from dstj_operator.cluster import Cluster
 from dstj_operator.crd import GROUP, PLURAL, VERSION
 from dstj_operator.reconcile import reconcile
 
-RECONCILE_INTERVAL_S = 1.0
-"""How often each job is reconciled; pod changes are seen within this (and on job events at once)."""
+log = logging.getLogger(__name__)
+_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """Quiet structured logs; status in .status, not kopf's own annotations."""
+    """Quiet logs; the official client (children, pods) uses the identity kopf logged in with."""
     settings.posting.level = logging.WARNING
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="dstj.training.deepseek.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="dstj.training.deepseek.dev")
     settings.watching.server_timeout = 60
     from kubernetes import config
 
-    try:  # the official client (children, pods) uses the same identity kopf logged in with
+    try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        # The client reads KUBECONFIG once, at import; read it now so a later setting counts.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
 
 
-def _apply(body: kopf.Body, patch: kopf.Patch) -> None:
-    job = {"metadata": dict(body["metadata"]), "spec": dict(body.get("spec") or {}),
-           "status": dict(body.get("status") or {})}
-    status = reconcile(Cluster.connect(), job)
-    if status != job["status"]:
-        patch["status"] = status
+def sync(namespace: str, name: str) -> None:
+    """One reconcile pass of a job, serialised per job; writes the status only when it changed."""
+    with _locks[(namespace, name)]:
+        api = client.CustomObjectsApi()
+        try:
+            job = cast(dict[str, Any], api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+        except ApiException as e:
+            if e.status == 404:
+                return  # deleted: the garbage collector removes its children
+            raise
+        if job["metadata"].get("deletionTimestamp"):
+            return
+        status = reconcile(Cluster.connect(), job)
+        if status != (job.get("status") or {}):
+            api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": status})
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_INTERVAL_S, idle=0)
-def periodic(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    """Reconcile every job on a short timer: pods, membership, progress."""
-    _apply(body, patch)
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def job_event(*, type: str, name: str, namespace: str | None, **_: Any) -> None:
+    """The job was created or changed (spec, scale, its own status)."""
+    if type != "DELETED" and namespace:
+        sync(namespace, name)
+
+
+@kopf.on.event("", "v1", "pods", labels={JOB_LABEL: kopf.PRESENT})
+@kopf.on.event("", "v1", "configmaps", labels={JOB_LABEL: kopf.PRESENT})
+def child_event(*, labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
+    """A worker or store pod, or the progress report, changed: reconcile its job."""
+    if namespace:
+        sync(namespace, labels[JOB_LABEL])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from typing import Any, cast
@@ -29,7 +30,8 @@ def _load_config() -> None:
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        # The client reads KUBECONFIG once, at import; read it now so a later setting counts.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
 
 
 def parse_ref(spec: str) -> tuple[str, str]:
