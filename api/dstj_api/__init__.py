@@ -6,7 +6,7 @@ never import torch, kopf, kubernetes, `dstj_operator` or `moe_trainer`.
 """
 
 from dstj_api.errors import ConfigError, format_validation_error
-from dstj_api.membership import Membership, ProgressReport
+from dstj_api.membership import EXIT_STOPPED, Membership, ProgressReport
 from dstj_api.trainer_config import (
     CheckpointConfig,
     DataConfig,
@@ -21,6 +21,7 @@ from dstj_api.trainer_config import (
 )
 
 __all__ = [
+    "EXIT_STOPPED",
     "CheckpointConfig",
     "ConfigError",
     "DataConfig",

@@ -13,6 +13,10 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+EXIT_STOPPED = 83
+"""Exit code of a worker stopped on request (preemption or a new generation) after checkpointing:
+the operator counts it as a preemption, never as a crash."""
+
 
 class _Wire(BaseModel):
     model_config = ConfigDict(

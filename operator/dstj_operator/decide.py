@@ -16,10 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from dstj_api import Membership
-
-EXIT_STOPPED = 83
-"""The supervisor's exit code after a requested stop (moe_trainer.train.EXIT_STOPPED; kept in sync by a test)."""
+from dstj_api import EXIT_STOPPED, Membership
 
 
 class EndKind(StrEnum):

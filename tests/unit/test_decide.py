@@ -6,9 +6,8 @@ from typing import Any
 
 import pytest
 
-from dstj_api import Membership
+from dstj_api import EXIT_STOPPED, Membership
 from dstj_operator.decide import (
-    EXIT_STOPPED,
     EndKind,
     Worker,
     classify_end,
@@ -77,12 +76,6 @@ def failed(code: int, reason: str = "Error") -> dict[str, Any]:
 ])
 def test_preemptions_are_told_from_crashes(pod: dict[str, Any], kind: EndKind | None) -> None:
     assert classify_end(pod)[0] == kind
-
-
-def test_the_stop_exit_code_matches_the_trainers() -> None:
-    from moe_trainer.train import EXIT_STOPPED as trainer_code
-
-    assert trainer_code == EXIT_STOPPED
 
 
 def test_ended_and_terminating_workers_are_replaced_at_once() -> None:

@@ -24,8 +24,8 @@ import sys
 import time
 from types import FrameType
 
+from dstj_api import EXIT_STOPPED
 from moe_trainer.membership import MembershipSource, membership_source
-from moe_trainer.train import EXIT_STOPPED
 
 log = logging.getLogger("moe_trainer.launch")
 

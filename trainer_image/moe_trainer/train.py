@@ -22,7 +22,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-from dstj_api import ConfigError, ProgressReport, TrainerConfig, load_trainer_config
+from dstj_api import EXIT_STOPPED, ConfigError, ProgressReport, TrainerConfig, load_trainer_config
 from moe_trainer.checkpoint import Checkpointer
 from moe_trainer.data import build_datasets
 from moe_trainer.distributed import init_distributed
@@ -33,8 +33,6 @@ from moe_trainer.trainer import StepResult, Trainer, pick_device
 
 log = logging.getLogger("moe_trainer")
 
-EXIT_STOPPED = 83
-"""Exit code of a run stopped on request (preemption or a new generation) after saving its state."""
 
 
 def _print0(trainer: Trainer, text: str) -> None:
