@@ -10,21 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, model_validator
+
+from dstj_api.wire import WireModel
 
 EXIT_STOPPED = 83
 """Exit code of a worker stopped on request (preemption or a new generation) after checkpointing:
 the operator counts it as a preemption, never as a crash."""
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True
-    )
-
-
-class Membership(_Wire):
+class Membership(WireModel):
     """The published generation: which workers form the training group now."""
 
     generation: int = Field(ge=0, description="Bumped on every change of the member set.")
@@ -47,7 +42,7 @@ class Membership(_Wire):
         return self
 
 
-class ProgressReport(_Wire):
+class ProgressReport(WireModel):
     """What rank 0 reports after each logged step (the operator mirrors it into the job status)."""
 
     step: int = Field(ge=0)

@@ -12,19 +12,14 @@ import json
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic.alias_generators import to_camel, to_snake
+from pydantic import Field, ValidationError, model_validator
+from pydantic.alias_generators import to_snake
 
 from dstj_api.errors import ConfigError, format_validation_error
+from dstj_api.wire import WireModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True
-    )
-
-
-class MoEConfig(_Strict):
+class MoEConfig(WireModel):
     """DeepSeek-style MoE feed-forward: fine-grained routed experts plus always-on shared experts."""
 
     n_routed: int = Field(8, ge=1, le=4096, description="Routed experts per MoE layer (E).")
@@ -65,7 +60,7 @@ class MoEConfig(_Strict):
         return self
 
 
-class ModelConfig(_Strict):
+class ModelConfig(WireModel):
     """Decoder-only transformer; the first `n_dense_layers` use a dense FFN, the rest MoE."""
 
     preset: str | None = Field(None, description="Start from a named preset; fields given override it.")
@@ -105,7 +100,7 @@ class ModelConfig(_Strict):
         return self
 
 
-class OptimConfig(_Strict):
+class OptimConfig(WireModel):
     """AdamW with linear warmup then cosine decay to `min_lr_ratio * lr`."""
 
     lr: float = Field(3e-3, gt=0, description="Peak learning rate.")
@@ -118,7 +113,7 @@ class OptimConfig(_Strict):
     grad_clip: float | None = Field(1.0, gt=0, description="Clip the global gradient norm to this (null = off).")
 
 
-class DataConfig(_Strict):
+class DataConfig(WireModel):
     """Where text comes from and how it is cleaned, deduplicated, ordered and tokenized."""
 
     source: Literal["builtin", "path"] = Field(
@@ -138,7 +133,7 @@ class DataConfig(_Strict):
     holdout_fraction: float = Field(0.05, gt=0, lt=0.5, description="Share of documents kept for evaluation.")
 
 
-class TrainConfig(_Strict):
+class TrainConfig(WireModel):
     """The run: how many optimizer steps, over which global batch, at which precision."""
 
     steps: int = Field(100, ge=1, description="Optimizer steps to run.")
@@ -170,7 +165,7 @@ class TrainConfig(_Strict):
         return self
 
 
-class CheckpointConfig(_Strict):
+class CheckpointConfig(WireModel):
     """Where and how often the run saves its state."""
 
     dir: str | None = Field(None, description="Shared directory or fsspec URL for checkpoints (null = none).")
@@ -178,7 +173,7 @@ class CheckpointConfig(_Strict):
     keep: int = Field(3, ge=1, description="Completed checkpoints kept; older ones are deleted.")
 
 
-class ParallelConfig(_Strict):
+class ParallelConfig(WireModel):
     """How the world size is split into expert-parallel x data-parallel groups."""
 
     expert_parallel: Literal["auto"] | int = Field(
@@ -193,7 +188,7 @@ class ParallelConfig(_Strict):
         return self
 
 
-class TrainerConfig(_Strict):
+class TrainerConfig(WireModel):
     """Everything the trainer needs; the operator renders it into the job's ConfigMap."""
 
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(preset="tiny"))

@@ -9,19 +9,13 @@ from __future__ import annotations
 
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, model_validator
 
 from dstj_api import TrainerConfig
+from dstj_api.wire import WireModel
 
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, validate_by_name=True, validate_by_alias=True
-    )
-
-
-class PodOverrides(_Spec):
+class PodOverrides(WireModel):
     """What a user may set on worker pods (merged into the pods the operator builds)."""
 
     resources: dict[str, Any] | None = Field(None, description="Container resources (requests/limits).")
@@ -37,7 +31,7 @@ class PodOverrides(_Spec):
     annotations: dict[str, str] | None = Field(None, description="Extra pod annotations.")
 
 
-class CheckpointStorage(_Spec):
+class CheckpointStorage(WireModel):
     """Where checkpoints live: a PVC (shared by all workers), a host path, or an fsspec URL.
 
     How often and how many are kept is the trainer's (`trainer.checkpoint.interval`, `.keep`).
@@ -52,7 +46,7 @@ class CheckpointStorage(_Spec):
     resume_from: str | None = Field(None, description="Start from this checkpoint directory instead of the latest.")
 
 
-class FaultPolicy(_Spec):
+class FaultPolicy(WireModel):
     """How failures are told apart and how many are tolerated. Preemptions never count."""
 
     crash_budget: int = Field(3, ge=0, description="Crashes (non-zero exits, OOM) before the job fails.")
@@ -64,14 +58,14 @@ class FaultPolicy(_Spec):
     restart_on_stall: bool = Field(False, description="Start a new generation when Stalled.")
 
 
-class RendezvousSpec(_Spec):
+class RendezvousSpec(WireModel):
     """The rendezvous store the operator runs for the job."""
 
     port: int = Field(29400, ge=1, le=65535, description="Port of the store and its headless Service.")
     join_timeout_seconds: int = Field(600, ge=10, description="How long a generation waits for all members.")
 
 
-class DeepSeekTrainingJobSpec(_Spec):
+class DeepSeekTrainingJobSpec(WireModel):
     """An elastic training run of a DeepSeek-style MoE model."""
 
     replicas: int = Field(2, ge=1, le=1024, description="Workers wanted (the scale subresource's replicas).")
