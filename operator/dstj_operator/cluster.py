@@ -14,7 +14,7 @@ from typing import Any, cast
 from kubernetes import client, utils
 from kubernetes.client.rest import ApiException
 
-from dstj_operator.crd import GROUP, PLURAL, VERSION
+from dstj_operator.crd import GROUP, VERSION
 
 log = logging.getLogger(__name__)
 
@@ -81,5 +81,3 @@ class Cluster:
         except ApiException as e:
             log.warning("could not record event %s: %s", reason, e.reason)
 
-
-__all__ = ["PLURAL", "Cluster"]

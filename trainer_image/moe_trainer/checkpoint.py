@@ -22,10 +22,9 @@ import fcntl
 import json
 import logging
 import shutil
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -128,9 +127,10 @@ class Checkpointer:
         self.may_commit, self.rank, self.pg = may_commit, rank, process_group
         """may_commit(final): whether this generation may move the marker now (final: a stop checkpoint)."""
         self._pending: tuple[Future[Any], int, str] | None = None
-        self._staging: threading.Thread | None = None
-        self._staged: dict[str, Any] = {}
-        self._pending_step: tuple[int, str] = (0, "")
+        """The upload of the last async save, awaiting its commit: (future, step, directory)."""
+        self._staging: tuple[Future[Any], int, str] | None = None
+        """The copy of the last async save, awaited before the parameters change."""
+        self._stager = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-staging")
         self.last_committed_step: int | None = None
         self.last_save_seconds: float = 0.0
         root.mkdir(parents=True, exist_ok=True)
@@ -152,18 +152,13 @@ class Checkpointer:
         target = self.root / name
         start = time.perf_counter()
         if asynchronous:
-            def stage_and_write() -> None:
-                copy = _private_copy(state)
-                self._staged["done"] = time.perf_counter()
-                self._staged["future"] = dcp.async_save(
-                    copy, checkpoint_id=str(target), process_group=self.pg, no_dist=self._no_dist,
-                    async_stager=_AlreadyStaged(),  # type: ignore[arg-type]
+            def stage_and_write() -> Any:
+                return dcp.async_save(
+                    _private_copy(state), checkpoint_id=str(target), process_group=self.pg,
+                    no_dist=self._no_dist, async_stager=_AlreadyStaged(),  # type: ignore[arg-type]
                 )
 
-            self._staged = {}
-            self._staging = threading.Thread(target=stage_and_write, name="checkpoint-staging", daemon=True)
-            self._staging.start()
-            self._pending_step = (step, name)
+            self._staging = (self._stager.submit(stage_and_write), step, name)
             self.last_save_seconds = time.perf_counter() - start  # grows by what before_update waits
         else:
             dcp.save(state, checkpoint_id=str(target), process_group=self.pg, no_dist=self._no_dist)
@@ -174,14 +169,12 @@ class Checkpointer:
         """Block until an in-flight save has copied the state; call before the parameters change."""
         if self._staging is None:
             return
-        start = time.perf_counter()
-        self._staging.join()
+        staged, step, name = self._staging
         self._staging = None
+        start = time.perf_counter()
+        response = staged.result()  # re-raises a failed copy or plan here, on the training thread
         self.last_save_seconds += time.perf_counter() - start
-        response = self._staged.get("future")
-        if response is None:
-            raise RuntimeError("checkpoint staging failed; see the log above")
-        self._pending = (getattr(response, "upload_completion", response), *self._pending_step)
+        self._pending = (getattr(response, "upload_completion", response), step, name)
 
     def wait(self) -> None:
         """Finish the in-flight asynchronous save, if any, and commit it."""

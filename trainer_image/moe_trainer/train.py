@@ -26,7 +26,7 @@ from dstj_api import EXIT_STOPPED, ConfigError, ProgressReport, TrainerConfig, l
 from moe_trainer.checkpoint import Checkpointer
 from moe_trainer.data import build_datasets
 from moe_trainer.distributed import init_distributed
-from moe_trainer.membership import membership_from_env, progress_from_env
+from moe_trainer.membership import ProgressSink, membership_from_env, progress_from_env
 from moe_trainer.metrics import TrainerMetrics, previous_step_time, record_last_step
 from moe_trainer.parallel import LayoutError
 from moe_trainer.trainer import StepResult, Trainer, pick_device
@@ -81,10 +81,9 @@ def make_checkpointer(cfg: TrainerConfig, trainer: Trainer) -> Checkpointer | No
                         pg if isinstance(pg, dist.ProcessGroup) else None)
 
 
-def _publish(trainer: Trainer, result: StepResult | None, ckpt: Checkpointer | None, state: str,
-             tps: float | None) -> None:
-    sink = progress_from_env()
-    if sink is None or trainer.ctx.rank != 0:
+def _publish(sink: ProgressSink | None, trainer: Trainer, result: StepResult | None, ckpt: Checkpointer | None,
+             state: str, tps: float | None) -> None:
+    if sink is None:
         return
     layout = trainer.ctx.layout
     sink.publish(ProgressReport(
@@ -124,6 +123,7 @@ def run(cfg: TrainerConfig) -> dict[str, Any]:
         f"EP={layout.ep} DP={layout.dp}",
     )
     ckpt = make_checkpointer(cfg, trainer)
+    sink = progress_from_env() if trainer.ctx.rank == 0 else None  # one sink for the run: rank 0 reports
     if ckpt is not None:
         trainer.before_update = ckpt.before_update
         load_start = time.perf_counter()
@@ -168,13 +168,13 @@ def run(cfg: TrainerConfig) -> dict[str, Any]:
                 f"step {last.step}/{t.steps} loss {last.loss:.4f} lr {last.lr:.2e} tok/s {tps:,.0f} "
                 f"max-violation {last.max_violation:.2f}",
             )
-            _publish(trainer, last, ckpt, "running", tps)
+            _publish(sink, trainer, last, ckpt, "running", tps)
             metrics.tokens_per_second.set(tps)
         if last.stop_requested:
             _print0(trainer, f"stop requested: checkpointing step {last.step} and stopping")
             if ckpt is not None:
                 ckpt.save(trainer.checkpoint_state(), trainer.step, asynchronous=False, final=True)
-            _publish(trainer, last, ckpt, "stopped", None)
+            _publish(sink, trainer, last, ckpt, "stopped", None)
             _leave_group()
             sys.exit(EXIT_STOPPED)
         if ckpt is not None and last.step % cfg.checkpoint.interval == 0 and last.step != t.steps:
@@ -188,7 +188,7 @@ def run(cfg: TrainerConfig) -> dict[str, Any]:
         ckpt.wait()
         if ckpt.last_committed_step != trainer.step:
             ckpt.save(trainer.checkpoint_state(), trainer.step, asynchronous=False)
-    _publish(trainer, last, ckpt, "finished", None)
+    _publish(sink, trainer, last, ckpt, "finished", None)
     eval_end = trainer.evaluate()
     wall = time.perf_counter() - t0
     summary: dict[str, Any] = {
