@@ -8,6 +8,7 @@ never pass by skipping them.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -52,6 +53,11 @@ def kube(bin_dir: Path) -> Iterator[Kubectl]:
     LOCALCLUSTER_KEEP=1 to keep it); one that was already running is left alone.
     """
     sd = StateDir(default_state_dir())
+    # One cluster per machine (fixed ports, one state directory): a second test session, e.g. in
+    # another clone, waits here until the first one is done instead of sharing or breaking it.
+    sd.root.parent.mkdir(parents=True, exist_ok=True)
+    lock = (sd.root.parent / "session.lock").open("w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     was_running = all(alive for _, _, alive, _ in controlplane.status(sd))
     # Built binaries that fail to start are a bug, not a missing prerequisite: no skip here.
     # Without root (or ip/unshare) the control plane still comes up; node tests then skip.
@@ -65,6 +71,7 @@ def kube(bin_dir: Path) -> Iterator[Kubectl]:
     yield Kubectl(kubeconfig, bin_dir)
     if not was_running and os.environ.get("LOCALCLUSTER_KEEP") != "1":
         controlplane.down(sd)
+    lock.close()
 
 
 @pytest.fixture(scope="session")
