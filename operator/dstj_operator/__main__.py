@@ -1,18 +1,67 @@
-"""`python -m dstj_operator`: run the operator (all namespaces) with kopf."""
+"""`python -m dstj_operator`: run the operator. Configured by environment (see `settings`)."""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 import kopf
+from kubernetes import config
+from prometheus_client import start_http_server
 
 import dstj_operator.handlers  # noqa: F401 - registers the handlers
+from dstj_operator.health import serve_health
+from dstj_operator.leader import LeaseElector
+from dstj_operator.metrics import LEADER
+from dstj_operator.settings import OperatorSettings, SettingsError
+
+EXIT_LEASE_LOST = 3
+"""Exit code of a leader that lost its lease: the pod restarts and waits as a standby."""
+
+log = logging.getLogger("dstj_operator")
+
+
+def load_kube_config() -> None:
+    """In a pod: its ServiceAccount; elsewhere: KUBECONFIG (read now: the client reads it at import)."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
 
 
 def main() -> int:
-    """Run until interrupted; a standby with a lower priority takes over if this one stops."""
-    kopf.configure(verbose=False)
-    kopf.run(clusterwide=True, standalone=True)
+    """Serve probes and metrics, win the leader lease when elected, then run kopf until stopped."""
+    try:
+        settings = OperatorSettings.from_env()
+    except SettingsError as e:
+        print(f"dstj-operator: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    kopf.configure(verbose=settings.log_level == "debug", log_format=kopf.LogFormat.JSON)
+    load_kube_config()
+    if settings.health_port:
+        serve_health(settings.health_port)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    elector = None
+    if settings.leader_election:
+        elector = LeaseElector(settings.lease_name, settings.lease_namespace, settings.identity,
+                               settings.lease_seconds)
+        elector.acquire()
+        elector.keep(on_lost=lambda: os._exit(EXIT_LEASE_LOST))  # never two writers: stop at once
+    else:
+        LEADER.set(1)
+    log.info("reconciling DeepSeekTrainingJobs in %s", ", ".join(settings.watch_namespaces) or "all namespaces")
+    try:
+        if settings.watch_namespaces:
+            kopf.run(standalone=True, namespaces=list(settings.watch_namespaces))
+        else:
+            kopf.run(standalone=True, clusterwide=True)
+    finally:
+        if elector is not None:
+            elector.release()
     return 0
 
 

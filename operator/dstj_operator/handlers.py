@@ -3,7 +3,8 @@
 Events of the job itself, of its pods and of its progress ConfigMap all call `sync(job)`, which
 reads the job fresh, reconciles it and writes the status only when it changed. A lock per job
 keeps passes from overlapping (they come from different watch streams), so a pass always sees the
-pods the previous one created. No timers: kopf would put a finalizer on every job for them, and a
+pods the previous one created. Time-based work (crash backoff, deadline, TTL, stall) asks
+`requeue` for a later pass instead of kopf timers: those would put a finalizer on every job, and a
 job must be deletable (by the garbage collector, by GitOps) even while the operator is down.
 
 Run with `python -m dstj_operator`.
@@ -12,8 +13,8 @@ Run with `python -m dstj_operator`.
 from __future__ import annotations
 
 import logging
-import os
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any, cast
@@ -22,10 +23,12 @@ import kopf
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from dstj_operator import metrics
 from dstj_operator.children import JOB_LABEL
 from dstj_operator.cluster import Cluster
 from dstj_operator.crd import GROUP, PLURAL, VERSION
 from dstj_operator.reconcile import reconcile
+from dstj_operator.requeue import Requeue
 
 log = logging.getLogger(__name__)
 _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
@@ -33,16 +36,9 @@ _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Loc
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """Quiet logs; the official client (children, pods) uses the identity kopf logged in with."""
+    """Quiet event posting; no peering (leader election is ours, see `leader`)."""
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 60
-    from kubernetes import config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        # The client reads KUBECONFIG once, at import; read it now so a later setting counts.
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
 
 
 def sync(namespace: str, name: str) -> None:
@@ -53,19 +49,49 @@ def sync(namespace: str, name: str) -> None:
             job = cast(dict[str, Any], api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
         except ApiException as e:
             if e.status == 404:
+                metrics.job_phase(namespace, name, None)
                 return  # deleted: the garbage collector removes its children
             raise
         if job["metadata"].get("deletionTimestamp"):
             return
-        status = reconcile(Cluster.connect(), job)
-        if status != (job.get("status") or {}):
-            api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, {"status": status})
+        started = time.perf_counter()
+        try:
+            out = reconcile(Cluster.connect(), job)
+        except Exception:
+            metrics.RECONCILE_ERRORS.inc()
+            raise
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+        if out.status != (job.get("status") or {}):
+            api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name,
+                                                      {"status": out.status})
+        metrics.job_phase(namespace, name, out.status.get("phase"))
+        if out.delete_job:
+            log.info("deleting %s/%s: ttlSecondsAfterFinished has passed", namespace, name)
+            api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                                propagation_policy="Background")
+        elif out.requeue_after is not None:
+            _requeue().after((namespace, name), out.requeue_after)
+
+
+_requeue_instance: Requeue | None = None
+
+
+def _requeue() -> Requeue:
+    global _requeue_instance
+    if _requeue_instance is None:
+        _requeue_instance = Requeue(sync)
+    return _requeue_instance
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 def job_event(*, type: str, name: str, namespace: str | None, **_: Any) -> None:
     """The job was created or changed (spec, scale, its own status)."""
-    if type != "DELETED" and namespace:
+    if not namespace:
+        return
+    if type == "DELETED":
+        metrics.job_phase(namespace, name, None)
+    else:
         sync(namespace, name)
 
 

@@ -1,0 +1,31 @@
+"""The operator's Prometheus metrics (`dstj_operator_*`), served on DSTJ_METRICS_PORT at /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILE_SECONDS = Histogram(
+    "dstj_operator_reconcile_seconds", "Duration of one reconcile pass of a job.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+RECONCILE_ERRORS = Counter("dstj_operator_reconcile_errors_total", "Reconcile passes that raised.")
+JOBS = Gauge("dstj_operator_jobs", "Jobs this operator reconciles, by phase.", ["phase"])
+WORKER_ENDS = Counter("dstj_operator_worker_restarts_total",
+                      "Worker pods replaced, by why they ended (preempted or crashed).", ["reason"])
+GENERATION_BUMPS = Counter("dstj_operator_generation_bumps_total", "Membership generations published.")
+LEADER = Gauge("dstj_operator_leader", "1 while this replica holds the leader lease (or runs without election).")
+
+_phases: dict[tuple[str, str], str] = {}
+
+
+def job_phase(namespace: str, name: str, phase: str | None) -> None:
+    """Record a job's phase (None: the job is gone) and refresh the jobs-by-phase gauge."""
+    if phase is None:
+        _phases.pop((namespace, name), None)
+    else:
+        _phases[(namespace, name)] = phase
+    counts: dict[str, int] = {}
+    for p in _phases.values():
+        counts[p] = counts.get(p, 0) + 1
+    for p in ("Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed"):
+        JOBS.labels(phase=p).set(counts.get(p, 0))

@@ -1,0 +1,113 @@
+"""Operator fixtures: the CRD installed in the local cluster, operators as real processes, tiny jobs.
+
+The operator runs here as a process with a kubeconfig (as `make demo` and a developer would run
+it); the Helm chart's in-cluster Deployment is tested in the chart and e2e tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dstj_operator.crd import CRD_FILE, PLURAL
+from localcluster.kubectl import Kubectl
+from localcluster.waiting import wait_until
+from tests.cluster.conftest import bin_dir, kube, kube_nodes, ns  # noqa: F401 - shared cluster fixtures
+
+ROOT = Path(__file__).resolve().parents[2]
+StartOperator = Callable[..., subprocess.Popen[bytes]]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def crd(kube_nodes: Kubectl) -> Kubectl:  # noqa: F811
+    """The cluster, with the DeepSeekTrainingJob CRD applied and established."""
+    kube_nodes("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / CRD_FILE))
+    wait_until(lambda: kube_nodes("get", f"crd/{PLURAL}.training.deepseek.dev", "-o",
+                                  "jsonpath={.status.conditions[?(@.type=='Established')].status}").stdout == "True",
+               timeout=30, what="the CRD to be established")
+    return kube_nodes
+
+
+@pytest.fixture
+def start_operator(crd: Kubectl, tmp_path: Path) -> Iterator[StartOperator]:
+    """Start operator processes (`start_operator(**env)`); all are stopped at the end of the test."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str = "operator", **env: str) -> subprocess.Popen[bytes]:
+        log = (tmp_path / f"{name}.log").open("ab")
+        base = {"KUBECONFIG": str(crd.kubeconfig), "DSTJ_METRICS_PORT": "0", "DSTJ_HEALTH_PORT": "0",
+                "POD_NAME": name}
+        proc = subprocess.Popen([sys.executable, "-m", "dstj_operator"], stdout=log, stderr=subprocess.STDOUT,
+                                env=os.environ | base | env)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+@pytest.fixture
+def operator(start_operator: StartOperator) -> subprocess.Popen[bytes]:
+    """One operator, no leader election."""
+    return start_operator()
+
+
+def job_status(kube: Kubectl, ns: str, name: str) -> dict[str, Any]:  # noqa: F811
+    """The job's status ({} while it has none or is gone)."""
+    out = kube("get", PLURAL, name, "-n", ns, "-o", "json", check=False)
+    return json.loads(out.stdout).get("status", {}) if out.returncode == 0 else {}
+
+
+def worker_pods(kube: Kubectl, ns: str, name: str, *, live_only: bool = True) -> list[dict[str, Any]]:  # noqa: F811
+    """The job's worker pods (without ended or terminating ones unless asked)."""
+    out = kube("get", "pods", "-n", ns, "-l", f"training.deepseek.dev/job={name},training.deepseek.dev/role=worker",
+               "-o", "json")
+    pods: list[dict[str, Any]] = json.loads(out.stdout)["items"]
+    if live_only:
+        pods = [p for p in pods if not p["metadata"].get("deletionTimestamp")
+                and p.get("status", {}).get("phase") not in ("Succeeded", "Failed")]
+    return pods
+
+
+def tiny_job(ns: str, name: str, workdir: Path, *, steps: int = 12, replicas: int = 2, interval: int = 4,  # noqa: F811
+             **spec: Any) -> dict[str, Any]:
+    """A tiny CPU job over the Python docs corpus, checkpointing under `workdir`."""
+    from pydoc_data.topics import topics
+
+    corpus = workdir / "corpus.txt"
+    corpus.write_text("\n\n".join(topics[k] for k in sorted(topics)))
+    return {
+        "apiVersion": "training.deepseek.dev/v1alpha1", "kind": "DeepSeekTrainingJob",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "replicas": replicas, "minReplicas": 1, "maxReplicas": 4, "image": "moe-trainer:test",
+            "checkpoint": {"hostPath": str(workdir / "checkpoints")},
+            "trainer": {"model": {"preset": "tiny", "vocabSize": 256},
+                        "train": {"steps": steps, "globalBatch": 8, "microBatch": 2, "seqLen": 32, "logEvery": 1},
+                        "data": {"source": "path", "path": str(corpus), "tokenizer": "bytes", "minChars": 100},
+                        "checkpoint": {"interval": interval}},
+            **spec,
+        },
+    }
