@@ -1,0 +1,57 @@
+"""Operator settings from the environment, and delayed re-syncs."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from dstj_operator.requeue import Requeue
+from dstj_operator.settings import OperatorSettings, SettingsError
+
+
+def test_defaults_watch_every_namespace_without_election() -> None:
+    s = OperatorSettings.from_env({})
+    assert s.watch_namespaces == () and not s.leader_election and (s.metrics_port, s.health_port) == (8080, 8081)
+
+
+def test_the_chart_variables_are_read() -> None:
+    s = OperatorSettings.from_env({"DSTJ_WATCH_NAMESPACES": "a, b,", "DSTJ_LEADER_ELECTION": "true",
+                                   "DSTJ_LEADER_LEASE": "op", "POD_NAME": "op-1", "POD_NAMESPACE": "sys",
+                                   "DSTJ_METRICS_PORT": "9090", "DSTJ_LOG_LEVEL": "DEBUG"})
+    assert s.watch_namespaces == ("a", "b") and s.leader_election
+    assert (s.lease_name, s.identity, s.lease_namespace, s.metrics_port, s.log_level) == (
+        "op", "op-1", "sys", 9090, "debug")
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"DSTJ_METRICS_PORT": "eighty"}, "DSTJ_METRICS_PORT"),
+    ({"DSTJ_HEALTH_PORT": "70000"}, "DSTJ_HEALTH_PORT"),
+    ({"DSTJ_LEADER_ELECTION": "maybe"}, "DSTJ_LEADER_ELECTION"),
+    ({"DSTJ_LOG_LEVEL": "loud"}, "DSTJ_LOG_LEVEL"),
+    ({"DSTJ_LEADER_LEASE_SECONDS": "1"}, "DSTJ_LEADER_LEASE_SECONDS"),
+])
+def test_a_bad_value_names_the_variable(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        OperatorSettings.from_env(env)
+
+
+def test_requeue_runs_each_job_once_at_the_earliest_time_asked() -> None:
+    calls: list[tuple[str, str, float]] = []
+    done = threading.Event()
+    start = time.monotonic()
+
+    def sync(ns: str, name: str) -> None:
+        calls.append((ns, name, time.monotonic() - start))
+        if name == "b":
+            done.set()
+
+    q = Requeue(sync)
+    q.after(("ns", "a"), 0.3)
+    q.after(("ns", "a"), 0.05)  # earlier wins
+    q.after(("ns", "a"), 0.2)  # later than a pending one: ignored
+    q.after(("ns", "b"), 0.4)
+    assert done.wait(5)
+    time.sleep(0.1)
+    assert [(n, round(t, 1) < 0.2) for _, n, t in calls] == [("a", True), ("b", False)]
