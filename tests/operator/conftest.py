@@ -20,7 +20,7 @@ import pytest
 from dstj_operator.crd import CRD_FILE, PLURAL
 from localcluster.kubectl import Kubectl
 from localcluster.waiting import wait_until
-from tests.cluster.conftest import bin_dir, kube, kube_nodes, ns  # noqa: F401 - shared cluster fixtures
+from tests.cluster.conftest import bin_dir, kube, kube_nodes, ns, state  # noqa: F401 - shared cluster fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
 StartOperator = Callable[..., subprocess.Popen[bytes]]
