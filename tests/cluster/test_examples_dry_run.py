@@ -19,7 +19,6 @@ from dstj_operator.crd import CRD_FILE, KIND, PLURAL
 from dstj_operator.spec import DeepSeekTrainingJobSpec
 from localcluster.kubectl import Kubectl
 from localcluster.waiting import wait_until
-from tests.cluster.conftest import bin_dir, kube, kube_nodes, ns  # noqa: F401 - shared cluster fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -27,7 +26,7 @@ FILES = [pytest.param(p, id=p.name) for p in sorted(EXAMPLES.glob("*.yaml"))]
 
 
 @pytest.fixture(scope="module")
-def crd(kube: Kubectl) -> Iterator[Kubectl]:  # noqa: F811
+def crd(kube: Kubectl) -> Iterator[Kubectl]:
     kube("apply", "--server-side", "-f", str(ROOT / CRD_FILE))
     wait_until(lambda: kube("get", f"crd/{PLURAL}.training.deepseek.dev", "-o",
                             "jsonpath={.status.conditions[?(@.type=='Established')].status}").stdout == "True",
@@ -35,7 +34,7 @@ def crd(kube: Kubectl) -> Iterator[Kubectl]:  # noqa: F811
     yield kube
 
 
-def dry_run(kube: Kubectl, ns: str, *source: str) -> list[dict[str, Any]]:  # noqa: F811
+def dry_run(kube: Kubectl, ns: str, *source: str) -> list[dict[str, Any]]:
     """`kubectl apply --dry-run=server` into `ns`; the objects as the API server would store them."""
     res = kube("apply", "--dry-run=server", "-n", ns, *source, "-o", "json", check=False)
     assert res.returncode == 0, f"the API server refused {' '.join(source)}: {res.stderr}"
@@ -44,7 +43,7 @@ def dry_run(kube: Kubectl, ns: str, *source: str) -> list[dict[str, Any]]:  # no
 
 
 @pytest.mark.parametrize("path", FILES)
-def test_the_api_server_accepts_the_example(crd: Kubectl, ns: str, path: Path) -> None:  # noqa: F811
+def test_the_api_server_accepts_the_example(crd: Kubectl, ns: str, path: Path) -> None:
     sent = [d for d in yaml.safe_load_all(path.read_text()) if d]
     stored = dry_run(crd, ns, "-f", str(path))
     assert [o["kind"] for o in stored] == [d["kind"] for d in sent]
@@ -53,7 +52,7 @@ def test_the_api_server_accepts_the_example(crd: Kubectl, ns: str, path: Path) -
             DeepSeekTrainingJobSpec.model_validate(obj["spec"])
 
 
-def test_the_api_server_accepts_the_gitops_jobs_directory(crd: Kubectl, ns: str) -> None:  # noqa: F811
+def test_the_api_server_accepts_the_gitops_jobs_directory(crd: Kubectl, ns: str) -> None:
     stored = dry_run(crd, ns, "-k", str(EXAMPLES / "gitops/jobs"))
     assert {o["kind"] for o in stored} == {KIND}
 
@@ -68,7 +67,7 @@ def trainer_as_read(spec: dict[str, Any]) -> dict[str, Any]:
         strict=True, reason="the CRD defaults every trainer.model field, and ModelConfig lets those defaults "
                             "override the preset (tiny's expertDim 32 becomes 64)")),
 ])
-def test_the_server_defaults_leave_the_trainer_the_file_describes(crd: Kubectl, ns: str,  # noqa: F811
+def test_the_server_defaults_leave_the_trainer_the_file_describes(crd: Kubectl, ns: str,
                                                                    path: Path) -> None:
     sent = next(d for d in yaml.safe_load_all(path.read_text()) if d and d["kind"] == KIND)
     stored = dry_run(crd, ns, "-f", str(path))[0]
