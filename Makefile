@@ -4,7 +4,7 @@ SHELL := bash
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint unit cluster-binaries bench demo lock clean
+.PHONY: setup test lint unit cluster-binaries bench demo docs lock clean
 
 setup:
 	@./scripts/setup.sh
@@ -29,6 +29,12 @@ bench: setup
 
 demo: setup
 	$(PY) -m moe_trainer.train --config examples/trainer-tiny.json
+
+# Generated documentation: the API reference from the CRD, the Argo CD ConfigMap snippet from
+# deploy/argocd/health.lua. Unit tests fail while either is stale.
+docs: setup
+	$(PY) -m dstj_operator.apidoc > docs/api.md
+	$(PY) scripts/argocd_cm_patch.py
 
 # Re-resolve requirements.lock from the direct pins in requirements.in (needs the registry).
 lock:
