@@ -1,0 +1,101 @@
+"""Shared test helpers for the Helm chart: run the pinned helm, render the chart to objects, read RBAC.
+
+The `helm` fixture skips on a developer's machine without the binary and fails when `CI=true`
+(the local cluster's `_unavailable` rule). helm writes its cache and config under a temporary
+home, never the user's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from localcluster.build import BuildError
+from scripts.manifests import CHART, helm_binary, helm_env
+from tests.cluster.conftest import _unavailable
+
+#: Value sets every structural test runs over: the defaults and the variations users are told about.
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "namespaced": {"watchNamespaces": ["team-a", "team-b"]},
+    "two-replicas": {"replicas": 2},
+    "namespaced-ha": {"watchNamespaces": ["team-a"], "replicas": 3, "leaderElection": {"leaseName": "dstj-lead"}},
+    "monitors": {"metrics": {"serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True}}},
+}
+
+
+@dataclass(frozen=True)
+class Helm:
+    """The helm binary with a private home directory."""
+
+    binary: Path
+    home: Path
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run ``helm ARGS``; with ``check`` a non-zero exit fails the test with helm's stderr."""
+        res = subprocess.run([str(self.binary), *args], capture_output=True, text=True, timeout=timeout,
+                             check=False, env=helm_env(self.home))
+        if check and res.returncode != 0:
+            pytest.fail(f"helm {' '.join(args)} failed ({res.returncode}): {res.stderr.strip()}", pytrace=False)
+        return res
+
+    def values_file(self, values: dict[str, Any]) -> Path:
+        """Write ``values`` to a file helm reads with ``-f`` (JSON is YAML)."""
+        fd, name = tempfile.mkstemp(dir=self.home, prefix="values-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(values, f)
+        return Path(name)
+
+    def template(self, values: dict[str, Any] | None = None, *, release: str = "dstj",
+                 namespace: str = "dstj-system", check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``helm template`` of the chart with ``values``."""
+        return self("template", release, str(CHART), "--namespace", namespace,
+                    "-f", str(self.values_file(values or {})), check=check)
+
+    def render(self, values: dict[str, Any] | None = None, *, release: str = "dstj",
+               namespace: str = "dstj-system") -> list[dict[str, Any]]:
+        """The chart rendered with ``values``, as a list of objects."""
+        return objects(self.template(values, release=release, namespace=namespace).stdout)
+
+
+def objects(text: str) -> list[dict[str, Any]]:
+    """The non-empty YAML documents of a multi-document stream."""
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def by_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The objects of one kind."""
+    return [o for o in objs if o["kind"] == kind]
+
+
+def allows(rules: list[dict[str, Any]], group: str, resource: str, verb: str, name: str | None = None) -> bool:
+    """Whether a list of PolicyRules grants ``verb`` on ``group/resource`` (named ``name``), as RBAC decides."""
+    for rule in rules:
+        names = rule.get("resourceNames")
+        if (group in rule.get("apiGroups", []) and resource in rule.get("resources", [])
+                and verb in rule.get("verbs", []) and (not names or name in names)):
+            return True
+    return False
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    """The pinned helm (built with the local cluster's binaries); skips without it, fails in CI."""
+    try:
+        binary = helm_binary()
+    except (BuildError, OSError) as e:
+        reason = f"no helm binary: {e}"
+    else:
+        if binary.is_file():
+            return Helm(binary, tmp_path_factory.mktemp("helm-home"))
+        reason = f"no helm binary at {binary}"
+    _unavailable(reason)  # outside the except block: no chained traceback in the report
+    raise AssertionError("unreachable")
