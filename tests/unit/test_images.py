@@ -18,7 +18,8 @@ from localcluster.nodeagent.images import ENTRYPOINTS
 from scripts.image_requirements import FILES, lock_pins, render, requirement_sets
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCKERFILES = {"deepseek-operator": ROOT / "operator" / "Dockerfile", "moe-trainer": ROOT / "trainer_image" / "Dockerfile"}
+DOCKERFILES = {"deepseek-operator": ROOT / "operator" / "Dockerfile",
+               "moe-trainer": ROOT / "trainer_image" / "Dockerfile"}
 #: Modules each image runs: its entry point and the commands the operator gives its pods.
 IMAGE_MODULES = {
     "deepseek-operator": ["dstj_operator.__main__"],
