@@ -1,4 +1,5 @@
-"""Shared test helpers for the Helm chart: run the pinned helm, render the chart to objects, read RBAC.
+"""Shared test helpers for the Helm chart: run the pinned helm, render the chart to objects, read RBAC,
+and derive the permissions the operator needs from its own code (a reconcile pass on a recording stub).
 
 The `helm` fixture skips on a developer's machine without the binary and fails when `CI=true`
 (the local cluster's `_unavailable` rule). helm writes its cache and config under a temporary
@@ -7,6 +8,7 @@ home, never the user's.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -18,6 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
+from dstj_operator.cluster import Cluster
+from dstj_operator.crd import GROUP, PLURAL
+from dstj_operator.reconcile import reconcile
 from localcluster.build import BuildError
 from scripts.manifests import CHART, helm_binary, helm_env
 from tests.cluster.conftest import _unavailable
@@ -84,6 +89,65 @@ def allows(rules: list[dict[str, Any]], group: str, resource: str, verb: str, na
                 and verb in rule.get("verbs", []) and (not names or name in names)):
             return True
     return False
+
+
+#: Kind -> (API group, resource) for every kind the reconciler may create.
+RESOURCES = {
+    "ConfigMap": ("", "configmaps"), "Service": ("", "services"), "Pod": ("", "pods"),
+    "ServiceAccount": ("", "serviceaccounts"), "PersistentVolumeClaim": ("", "persistentvolumeclaims"),
+    "Role": ("rbac.authorization.k8s.io", "roles"), "RoleBinding": ("rbac.authorization.k8s.io", "rolebindings"),
+    "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
+    "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
+}
+#: What each Cluster method needs, besides create_if_absent (recorded per object below).
+CLUSTER_CALLS = {
+    "connect": [], "create_if_absent": [],
+    "pods": [("", "pods", "list")], "delete_pod": [("", "pods", "delete")],
+    "progress": [("", "configmaps", "get")], "event": [("", "events", "create")],
+}
+#: What handlers.py and kopf's watches need: watch the job, its pods and ConfigMaps; read and patch the job.
+HANDLER_CALLS = [
+    *((GROUP, PLURAL, v) for v in ("list", "watch", "get")), (GROUP, f"{PLURAL}/status", "patch"),
+    ("", "pods", "list"), ("", "pods", "watch"), ("", "configmaps", "list"), ("", "configmaps", "watch"),
+]
+
+
+class RecordingCluster:
+    """Stands in for `Cluster` and records the (group, resource, verb) each call of a pass needs."""
+
+    def __init__(self) -> None:
+        self.needs: set[tuple[str, str, str]] = set()
+
+    def create_if_absent(self, obj: dict[str, Any]) -> bool:
+        group, resource = RESOURCES.get(obj["kind"], ("?", obj["kind"]))
+        assert group != "?", f"the operator creates a {obj['kind']}: add it to RESOURCES and the chart's RBAC"
+        self.needs.add((group, resource, "create"))
+        return True
+
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return []
+
+    def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> None:
+        pass
+
+    def progress(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return None
+
+    def event(self, job: dict[str, Any], reason: str, message: str, kind: str = "Normal") -> None:
+        pass
+
+
+def operator_needs() -> set[tuple[str, str, str]]:
+    """Every permission one reconcile pass of a job with every optional child needs, plus the handlers'."""
+    public = {n for n, _ in inspect.getmembers(Cluster, inspect.isfunction) if not n.startswith("_")}
+    public |= {n for n, m in vars(Cluster).items() if isinstance(m, classmethod)}
+    assert public == set(CLUSTER_CALLS), "Cluster's methods changed: record what the new ones need in CLUSTER_CALLS"
+    recorder = RecordingCluster()
+    job = {"apiVersion": f"{GROUP}/v1alpha1", "kind": "DeepSeekTrainingJob",
+           "metadata": {"name": "moe", "namespace": "team-a", "uid": "uid-1", "generation": 1},
+           "spec": {"replicas": 2, "checkpoint": {"storageClass": "shared"}}}
+    reconcile(recorder, job)  # type: ignore[arg-type]
+    return recorder.needs | {n for calls in CLUSTER_CALLS.values() for n in calls} | set(HANDLER_CALLS)
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,7 @@ from dstj_operator.crd import GROUP, PLURAL
 from localcluster.kubectl import Kubectl
 from localcluster.waiting import WaitTimeout, wait_until
 from scripts.manifests import CHART, CHART_CRD
-from tests.helmchart import VALUE_SETS, Helm, by_kind, helm  # noqa: F401 - the helm fixture
-from tests.unit.test_chart import operator_needs
+from tests.helmchart import VALUE_SETS, Helm, by_kind, helm, operator_needs  # noqa: F401 - the helm fixture
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]

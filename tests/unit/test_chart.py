@@ -4,7 +4,6 @@ and grants the operator exactly what its code calls (no wildcards, nothing clust
 
 from __future__ import annotations
 
-import inspect
 import re
 from pathlib import Path
 from typing import Any
@@ -13,73 +12,12 @@ import pytest
 import yaml
 
 from dstj_operator import children
-from dstj_operator.cluster import Cluster
-from dstj_operator.crd import CRD_FILE, GROUP, PLURAL
-from dstj_operator.reconcile import reconcile
+from dstj_operator.crd import CRD_FILE
 from scripts.manifests import CHART, CHART_CRD, DEPLOY, render_deploy
-from tests.helmchart import VALUE_SETS, Helm, allows, by_kind, helm  # noqa: F401 - the helm fixture
+from tests.helmchart import VALUE_SETS, Helm, allows, by_kind, helm, operator_needs  # noqa: F401 - the helm fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace"}
-
-#: Kind -> (API group, resource) for every kind the reconciler may create.
-RESOURCES = {
-    "ConfigMap": ("", "configmaps"), "Service": ("", "services"), "Pod": ("", "pods"),
-    "ServiceAccount": ("", "serviceaccounts"), "PersistentVolumeClaim": ("", "persistentvolumeclaims"),
-    "Role": ("rbac.authorization.k8s.io", "roles"), "RoleBinding": ("rbac.authorization.k8s.io", "rolebindings"),
-    "PodDisruptionBudget": ("policy", "poddisruptionbudgets"),
-    "NetworkPolicy": ("networking.k8s.io", "networkpolicies"),
-}
-#: What each Cluster method needs, besides create_if_absent (recorded per object below).
-CLUSTER_CALLS = {
-    "connect": [], "create_if_absent": [],
-    "pods": [("", "pods", "list")], "delete_pod": [("", "pods", "delete")],
-    "progress": [("", "configmaps", "get")], "event": [("", "events", "create")],
-}
-#: What handlers.py and kopf's watches need: watch the job, its pods and ConfigMaps; read and patch the job.
-HANDLER_CALLS = [
-    *((GROUP, PLURAL, v) for v in ("list", "watch", "get")), (GROUP, f"{PLURAL}/status", "patch"),
-    ("", "pods", "list"), ("", "pods", "watch"), ("", "configmaps", "list"), ("", "configmaps", "watch"),
-]
-
-
-class RecordingCluster:
-    """Stands in for `Cluster` and records the (group, resource, verb) each call of a pass needs."""
-
-    def __init__(self) -> None:
-        self.needs: set[tuple[str, str, str]] = set()
-
-    def create_if_absent(self, obj: dict[str, Any]) -> bool:
-        group, resource = RESOURCES.get(obj["kind"], ("?", obj["kind"]))
-        assert group != "?", f"the operator creates a {obj['kind']}: add it to RESOURCES and the chart's RBAC"
-        self.needs.add((group, resource, "create"))
-        return True
-
-    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        return []
-
-    def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> None:
-        pass
-
-    def progress(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return None
-
-    def event(self, job: dict[str, Any], reason: str, message: str, kind: str = "Normal") -> None:
-        pass
-
-
-def operator_needs() -> set[tuple[str, str, str]]:
-    """Every permission one reconcile pass of a job with every optional child needs, plus the handlers'."""
-    public = {n for n, _ in inspect.getmembers(Cluster, inspect.isfunction) if not n.startswith("_")}
-    public |= {n for n, m in vars(Cluster).items() if isinstance(m, classmethod)}
-    assert public == set(CLUSTER_CALLS), "Cluster's methods changed: record what the new ones need in CLUSTER_CALLS"
-    recorder = RecordingCluster()
-    job = {"apiVersion": f"{GROUP}/v1alpha1", "kind": "DeepSeekTrainingJob",
-           "metadata": {"name": "moe", "namespace": "team-a", "uid": "uid-1", "generation": 1},
-           "spec": {"replicas": 2, "checkpoint": {"storageClass": "shared"}}}
-    reconcile(recorder, job)  # type: ignore[arg-type]
-    return recorder.needs | {n for calls in CLUSTER_CALLS.values() for n in calls} | set(HANDLER_CALLS)
-
 
 def operator_rules(objs: list[dict[str, Any]], namespace: str | None) -> list[dict[str, Any]]:
     """The rules the operator's account holds in `namespace` (None: cluster-wide), excluding the Lease Role."""
@@ -154,6 +92,9 @@ BAD_VALUES = [
     pytest.param({"metrics": {"port": 70000}}, "/metrics/port", id="port-out-of-range"),
     pytest.param({"leaderElection": {"enabled": "yes"}}, "/leaderElection/enabled", id="boolean-as-a-string"),
     pytest.param({"securityContext": {"runAsRoot": True}}, "'runAsRoot' not allowed", id="unknown-security-key"),
+    pytest.param({"serviceAccount": {"create": False}}, "serviceAccount.name is required", id="no-account-named"),
+    pytest.param({"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}},
+                 "metrics.serviceMonitor.enabled needs metrics.service.enabled", id="monitor-without-service"),
     pytest.param({"metrics": {"serviceMonitor": {"interval": "often"}}}, "/metrics/serviceMonitor/interval",
                  id="interval-not-a-duration"),
     pytest.param({"health": {"port": 8080}}, "metrics.port and health.port must differ", id="ports-collide"),
