@@ -4,7 +4,7 @@ SHELL := bash
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint unit cluster-binaries bench demo docs lock clean
+.PHONY: setup test lint unit cluster-binaries bench demo docs lock clean crds manifests image-requirements e2e-kind
 
 setup:
 	@./scripts/setup.sh
@@ -35,6 +35,23 @@ demo: setup
 docs: setup
 	$(PY) -m dstj_operator.apidoc > docs/api.md
 	$(PY) scripts/argocd_cm_patch.py
+
+# Regenerate the CRD from the spec models and copy it into the chart (byte-identical; a test checks).
+crds: setup
+	$(PY) -m scripts.manifests --crds-only
+
+# crds, plus deploy/operator.yaml: the chart rendered with default values, for users without Helm.
+manifests: setup cluster-binaries
+	$(PY) -m scripts.manifests
+
+# The images' requirement files (operator/, trainer_image/), derived from requirements.lock.
+image-requirements: setup
+	$(PY) -m scripts.image_requirements
+
+# The e2e suite on a kind cluster (needs Docker and kind; not part of `make test`). No `setup`
+# prerequisite: without Docker or kind it exits 2 at once, before the multi-GB install.
+e2e-kind:
+	./scripts/e2e-kind.sh
 
 # Re-resolve requirements.lock from the direct pins in requirements.in (needs the registry).
 lock:

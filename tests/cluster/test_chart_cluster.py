@@ -1,0 +1,166 @@
+"""The Helm chart against the real API server: strict server-side validation of what it renders, its
+RBAC as the operator's own ServiceAccount sees it, and a real `helm install` / `helm uninstall`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dstj_operator import children
+from dstj_operator.crd import GROUP, PLURAL
+from localcluster.kubectl import Kubectl
+from localcluster.waiting import WaitTimeout, wait_until
+from scripts.manifests import CHART, CHART_CRD
+from tests.helmchart import VALUE_SETS, Helm, by_kind, helm, operator_needs  # noqa: F401 - the helm fixture
+
+pytestmark = pytest.mark.cluster
+ROOT = Path(__file__).resolve().parents[2]
+#: Kinds whose CRDs (Prometheus Operator) the local cluster does not have.
+NOT_INSTALLED = {"ServiceMonitor", "PodMonitor"}
+RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+
+@pytest.fixture(scope="module")
+def crd(kube: Kubectl) -> Kubectl:
+    """The CRD installed and established (authorization checks by resource name need its discovery)."""
+    kube("apply", "--server-side", "-f", str(CHART_CRD))
+    wait_until(lambda: kube("get", f"crd/{PLURAL}.{GROUP}", "-o",
+                            "jsonpath={.status.conditions[?(@.type=='Established')].status}").stdout == "True",
+               timeout=30, what="the CRD to be established")
+    return kube
+
+
+@pytest.fixture
+def extra_namespaces(kube_nodes: Kubectl, ns: str) -> Iterator[list[str]]:
+    """Two more namespaces beside `ns`, for watchNamespaces (the chart's Roles need them to exist)."""
+    names = [f"{ns}-a", f"{ns}-b"]
+    for name in names:
+        kube_nodes("create", "namespace", name)
+    yield names
+    for name in names:
+        kube_nodes("delete", "namespace", name, "--wait=false", check=False)
+
+
+def _values(name: str, watched: list[str]) -> dict[str, Any]:
+    """A documented value set, with its example namespaces replaced by ones that exist."""
+    values = json.loads(json.dumps(VALUE_SETS[name]))
+    if values.get("watchNamespaces"):
+        values["watchNamespaces"] = watched[:len(values["watchNamespaces"])]
+    return values
+
+
+def _stream(objs: list[dict[str, Any]]) -> str:
+    return yaml.safe_dump_all(objs, sort_keys=False)
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_the_rendered_manifests_pass_strict_server_side_validation(
+        kube_nodes: Kubectl, ns: str, extra_namespaces: list[str], helm: Helm, name: str) -> None:  # noqa: F811
+    objs = [o for o in helm.render(_values(name, extra_namespaces), release=ns, namespace=ns)
+            if o["kind"] not in NOT_INSTALLED]
+    res = kube_nodes("apply", "--dry-run=server", "--validate=strict", "-f", "-", stdin=_stream(objs), check=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("(server dry run)") == len(objs), res.stdout
+
+
+def can_i(kube: Kubectl, account: str, verb: str, group: str, resource: str, namespace: str | None,
+          name: str | None = None) -> bool:
+    """What the API server's authorizer answers for `account` (SelfSubjectAccessReview by impersonation)."""
+    plain, _, sub = resource.partition("/")
+    target = (f"{plain}.{group}" if group else plain) + (f"/{name}" if name else "")
+    args = ["auth", "can-i", verb, target,
+            f"--as={account}", *(["--subresource", sub] if sub else []),
+            *(["-n", namespace] if namespace else ["-A"])]
+    res = kube(*args, check=False)
+    assert res.stdout.strip() in ("yes", "no"), res.stderr
+    return res.stdout.strip() == "yes"
+
+
+@pytest.mark.parametrize("mode", ["cluster-wide", "namespaced"])
+def test_the_operator_account_may_run_a_job_and_no_more(kube_nodes: Kubectl, crd: Kubectl, ns: str,
+                                                        extra_namespaces: list[str], helm: Helm,  # noqa: F811
+                                                        mode: str) -> None:
+    watched, other = extra_namespaces
+    values: dict[str, Any] = {"leaderElection": {"enabled": True}}
+    if mode == "namespaced":
+        values["watchNamespaces"] = [watched]
+    rbac = [o for o in helm.render(values, release=ns, namespace=ns) if o["kind"] in RBAC_KINDS]
+    account_name = by_kind(rbac, "ServiceAccount")[0]["metadata"]["name"]
+    account = f"system:serviceaccount:{ns}:{account_name}"
+    kube_nodes("apply", "--server-side", "-f", "-", stdin=_stream(rbac))
+    try:
+        # Everything a reconcile pass and the handlers call, in a watched namespace.
+        missing = [n for n in sorted(operator_needs()) if not can_i(kube_nodes, account, n[2], n[0], n[1], watched)]
+        assert not missing, f"{account} may not {missing} in {watched}"
+        # The per-job worker RBAC, created as the operator: the API server's escalation check passes.
+        job = {"metadata": {"name": "moe", "namespace": watched, "uid": "00000000-0000-0000-0000-000000000001"}}
+        for obj in children.worker_rbac(job):
+            kube_nodes("create", "-f", "-", f"--as={account}", stdin=json.dumps(obj))
+        # Its leader Lease, and only that one.
+        for verb in ("get", "update"):
+            assert can_i(kube_nodes, account, verb, "coordination.k8s.io", "leases", ns, account_name)
+            assert not can_i(kube_nodes, account, verb, "coordination.k8s.io", "leases", ns, "kube-scheduler")
+        assert can_i(kube_nodes, account, "create", "coordination.k8s.io", "leases", ns)
+        # Nothing it does not use.
+        assert not can_i(kube_nodes, account, "get", "", "secrets", watched)
+        assert not can_i(kube_nodes, account, "list", "", "nodes", None)
+        assert not can_i(kube_nodes, account, "delete", GROUP, PLURAL, watched)
+        assert not can_i(kube_nodes, account, "create", "coordination.k8s.io", "leases", watched)
+        if mode == "namespaced":
+            assert not can_i(kube_nodes, account, "list", "", "pods", other)
+            assert not can_i(kube_nodes, account, "list", GROUP, PLURAL, None)  # all namespaces
+    finally:
+        for obj in rbac:
+            if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+                kube_nodes("delete", obj["kind"].lower(), obj["metadata"]["name"], "--wait=false", check=False)
+
+
+def _helm_kube(helm: Helm, kube: Kubectl, *args: str, check: bool = True) -> str:  # noqa: F811
+    return helm(*args, f"--kubeconfig={kube.kubeconfig}", check=check).stdout
+
+
+def _operator_health_implemented() -> bool:
+    """Whether the operator serves /healthz yet (DSTJ_HEALTH_PORT is the chart's contract with it)."""
+    return any("DSTJ_HEALTH_PORT" in p.read_text() for p in (ROOT / "operator" / "dstj_operator").glob("*.py"))
+
+
+@pytest.mark.slow
+def test_helm_install_runs_the_operator_and_uninstall_leaves_only_the_crd(
+        kube_nodes: Kubectl, ns: str, helm: Helm) -> None:  # noqa: F811
+    release = ns
+    selector = f"app.kubernetes.io/instance={release}"
+    # Namespaced, so this operator never touches jobs of other tests.
+    values = helm.values_file({"watchNamespaces": [ns], "image": {"repository": "deepseek-operator"}})
+    _helm_kube(helm, kube_nodes, "install", release, str(CHART), "--namespace", ns, "-f", str(values))
+    try:
+        wait_until(lambda: kube_nodes("get", "pods", "-n", ns, "-l", selector, "-o",
+                                      "jsonpath={.items[*].status.phase}").stdout == "Running",
+                   timeout=60, what="the operator pod to run")
+        try:
+            wait_until(lambda: kube_nodes("get", "pods", "-n", ns, "-l", selector, "-o",
+                                          "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}"
+                                          ).stdout == "True",
+                       timeout=60, what="the operator pod to be Ready (its /healthz probe)")
+            ready_error = None
+        except WaitTimeout as e:
+            logs = kube_nodes("logs", "-n", ns, "-l", selector, "--tail=30", check=False)
+            ready_error = f"{e}; operator log tail:\n{logs.stdout}{logs.stderr}"
+    finally:
+        _helm_kube(helm, kube_nodes, "uninstall", release, "--namespace", ns, "--wait", "--timeout=90s")
+
+    kinds = "all,serviceaccounts,roles,rolebindings,configmaps,secrets,leases,poddisruptionbudgets"
+    left = kube_nodes("get", kinds, "-n", ns, "-l", selector, "-o", "name").stdout.split()
+    left += kube_nodes("get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name").stdout.split()
+    left += kube_nodes("get", "secrets", "-n", ns, "-l", f"owner=helm,name={release}", "-o", "name").stdout.split()
+    assert not left, f"helm uninstall left {left}"
+    assert kube_nodes("get", "crd", f"{PLURAL}.{GROUP}", check=False).returncode == 0, "the CRD must stay"
+    if ready_error is not None:
+        if not _operator_health_implemented():
+            pytest.xfail("the operator does not serve /healthz on DSTJ_HEALTH_PORT yet: " + ready_error[:1500])
+        pytest.fail(ready_error, pytrace=False)
