@@ -25,7 +25,7 @@ from dstj_operator.crd import GROUP, PLURAL
 from dstj_operator.reconcile import reconcile
 from localcluster.build import BuildError
 from scripts.manifests import CHART, helm_binary, helm_env
-from tests.cluster.conftest import _unavailable
+from tests.conftest import _unavailable
 
 #: Value sets every structural test runs over: the defaults and the variations users are told about.
 VALUE_SETS: dict[str, dict[str, Any]] = {

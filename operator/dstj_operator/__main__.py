@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -30,8 +31,13 @@ def load_kube_config() -> None:
         config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Serve probes and metrics, win the leader lease when elected, then run kopf until stopped."""
+    argparse.ArgumentParser(
+        prog="python -m dstj_operator", description="The DeepSeekTrainingJob operator.",
+        epilog="Configured by environment: DSTJ_WATCH_NAMESPACES, DSTJ_LEADER_ELECTION, DSTJ_LEADER_LEASE, "
+               "DSTJ_LEADER_LEASE_SECONDS, POD_NAME, POD_NAMESPACE, DSTJ_METRICS_PORT, DSTJ_HEALTH_PORT, "
+               "DSTJ_LOG_LEVEL (see docs/operations.md).").parse_args(argv)
     try:
         settings = OperatorSettings.from_env()
     except SettingsError as e:

@@ -86,8 +86,21 @@ def spec_schema() -> dict[str, Any]:
     raw = DeepSeekTrainingJobSpec.model_json_schema(by_alias=True)
     schema = structural(raw, raw.get("$defs", {}))
     schema["x-kubernetes-validations"] = SPEC_RULES
-    schema["properties"]["trainer"]["properties"]["model"]["x-kubernetes-validations"] = [MODEL_IMMUTABLE]
+    model = schema["properties"]["trainer"]["properties"]["model"]
+    # No server-side defaults inside the model: the API server would fill every field, and filled fields
+    # override the preset (a job naming `preset: base` would train the default-sized model).
+    _drop_defaults(model)
+    model["default"] = {"preset": "tiny"}
+    model["x-kubernetes-validations"] = [MODEL_IMMUTABLE]
     return schema
+
+
+def _drop_defaults(node: dict[str, Any]) -> None:
+    node.pop("default", None)
+    for sub in (node.get("properties") or {}).values():
+        _drop_defaults(sub)
+    if isinstance(node.get("items"), dict):
+        _drop_defaults(node["items"])
 
 
 def build_crd() -> dict[str, Any]:

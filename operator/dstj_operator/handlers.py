@@ -39,6 +39,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Quiet event posting; no peering (leader election is ours, see `leader`)."""
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 60
+    # The CRD is installed before the operator (Helm's crds/), so no CRD or namespace scanning: the
+    # least-privilege RBAC grants neither, and kopf would retry the denied lists with errors.
+    settings.scanning.disabled = True
 
 
 def sync(namespace: str, name: str) -> None:

@@ -20,7 +20,7 @@ from dstj_api import Membership, format_validation_error
 from dstj_operator import children, conditions, metrics
 from dstj_operator.cluster import Cluster
 from dstj_operator.decide import EndKind, missing_indices, next_membership, observe
-from dstj_operator.spec import DeepSeekTrainingJobSpec
+from dstj_operator.spec import DeepSeekTrainingJobSpec, parse_spec
 
 log = logging.getLogger(__name__)
 COUNTED_KEEP = 200
@@ -116,11 +116,18 @@ def reconcile(cluster: Cluster, job: dict[str, Any]) -> Outcome:
     status["observedGeneration"] = meta.get("generation")
     status["selector"] = _selector(job, "worker")
     try:
-        spec = DeepSeekTrainingJobSpec.model_validate(job.get("spec") or {})
+        spec, ignored = parse_spec(job.get("spec") or {})
     except ValidationError as e:
         if status.get("phase") == "Failed":
             return out
         return _fail(cluster, job, out, None, "InvalidSpec", format_validation_error(e, "spec").replace("\n", " "))
+    if ignored and status.get("ignoredFields") != ignored:
+        cluster.event(job, "UnknownFields", f"ignored fields this operator does not know: {', '.join(ignored)}; "
+                      "upgrade the operator to the CRD's version", "Warning")
+    if ignored:
+        status["ignoredFields"] = ignored
+    else:
+        status.pop("ignoredFields", None)  # absent, not null: a null would differ from the stored status forever
     if status.get("phase") in ("Succeeded", "Failed"):
         return _finish(cluster, job, out, spec)
 
@@ -236,7 +243,7 @@ def _check_stall(cluster: Cluster, job: dict[str, Any], spec: DeepSeekTrainingJo
     report and the current generation's start)."""
     status, policy = out.status, spec.fault_policy
     membership = status.get("membership") or {}
-    if status.get("stallGeneration") != membership.get("generation"):
+    if membership and status.get("stallGeneration") != membership.get("generation"):
         status["stallGeneration"], status["generationTime"] = membership.get("generation"), conditions.now()
     progress = status.get("progress") or {}
     quiet = min(_age(progress.get("updated")) if progress.get("updated") else float("inf"),

@@ -7,6 +7,7 @@ operator never acts on a spec the API server would refuse (e.g. one created befo
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
@@ -96,3 +97,30 @@ class DeepSeekTrainingJobSpec(WireModel):
 
 
 StatusPhase = Literal["Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed"]
+
+
+def parse_spec(raw: dict[str, Any]) -> tuple[DeepSeekTrainingJobSpec, list[str]]:
+    """The spec as the operator reads it, and the fields it did not know and ignored.
+
+    The API server has already validated and pruned the object against the installed CRD, so a field
+    unknown here comes from a newer CRD than this operator: ignore it (and say so) rather than fail a
+    running job during an upgrade. Any other error still raises.
+    """
+    from pydantic import ValidationError
+
+    data = copy.deepcopy(raw)
+    ignored: list[str] = []
+    for _ in range(20):  # one pass per nesting level is plenty
+        try:
+            return DeepSeekTrainingJobSpec.model_validate(data), ignored
+        except ValidationError as e:
+            extra = [err["loc"] for err in e.errors() if err["type"] == "extra_forbidden"]
+            if not extra or len(extra) < len(e.errors()):
+                raise
+            for loc in extra:
+                parent: Any = data
+                for key in loc[:-1]:
+                    parent = parent[key]
+                parent.pop(loc[-1], None)
+                ignored.append(".".join(str(k) for k in loc))
+    return DeepSeekTrainingJobSpec.model_validate(data), ignored

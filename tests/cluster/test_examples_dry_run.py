@@ -63,9 +63,7 @@ def trainer_as_read(spec: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("path", [
     pytest.param(EXAMPLES / "moe-gpu.yaml", id="moe-gpu-spells-out-its-model"),
-    pytest.param(EXAMPLES / "moe-tiny.yaml", id="moe-tiny-uses-a-preset", marks=pytest.mark.xfail(
-        strict=True, reason="the CRD defaults every trainer.model field, and ModelConfig lets those defaults "
-                            "override the preset (tiny's expertDim 32 becomes 64)")),
+    pytest.param(EXAMPLES / "moe-tiny.yaml", id="moe-tiny-uses-a-preset"),
 ])
 def test_the_server_defaults_leave_the_trainer_the_file_describes(crd: Kubectl, ns: str,
                                                                    path: Path) -> None:

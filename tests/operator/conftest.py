@@ -20,7 +20,6 @@ import pytest
 from dstj_operator.crd import CRD_FILE, PLURAL
 from localcluster.kubectl import Kubectl
 from localcluster.waiting import wait_until
-from tests.cluster.conftest import bin_dir, kube, kube_nodes, ns, state  # noqa: F401 - shared cluster fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
 StartOperator = Callable[..., subprocess.Popen[bytes]]
@@ -34,7 +33,7 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def crd(kube_nodes: Kubectl) -> Kubectl:  # noqa: F811
+def crd(kube_nodes: Kubectl) -> Kubectl:
     """The cluster, with the DeepSeekTrainingJob CRD applied and established."""
     kube_nodes("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / CRD_FILE))
     wait_until(lambda: kube_nodes("get", f"crd/{PLURAL}.training.deepseek.dev", "-o",
@@ -74,13 +73,13 @@ def operator(start_operator: StartOperator) -> subprocess.Popen[bytes]:
     return start_operator()
 
 
-def job_status(kube: Kubectl, ns: str, name: str) -> dict[str, Any]:  # noqa: F811
+def job_status(kube: Kubectl, ns: str, name: str) -> dict[str, Any]:
     """The job's status ({} while it has none or is gone)."""
     out = kube("get", PLURAL, name, "-n", ns, "-o", "json", check=False)
     return json.loads(out.stdout).get("status", {}) if out.returncode == 0 else {}
 
 
-def worker_pods(kube: Kubectl, ns: str, name: str, *, live_only: bool = True) -> list[dict[str, Any]]:  # noqa: F811
+def worker_pods(kube: Kubectl, ns: str, name: str, *, live_only: bool = True) -> list[dict[str, Any]]:
     """The job's worker pods (without ended or terminating ones unless asked)."""
     out = kube("get", "pods", "-n", ns, "-l", f"training.deepseek.dev/job={name},training.deepseek.dev/role=worker",
                "-o", "json")
@@ -91,7 +90,7 @@ def worker_pods(kube: Kubectl, ns: str, name: str, *, live_only: bool = True) ->
     return pods
 
 
-def tiny_job(ns: str, name: str, workdir: Path, *, steps: int = 12, replicas: int = 2, interval: int = 4,  # noqa: F811
+def tiny_job(ns: str, name: str, workdir: Path, *, steps: int = 12, replicas: int = 2, interval: int = 4,
              **spec: Any) -> dict[str, Any]:
     """A tiny CPU job over the Python docs corpus, checkpointing under `workdir`."""
     from pydoc_data.topics import topics

@@ -55,3 +55,12 @@ def test_requeue_runs_each_job_once_at_the_earliest_time_asked() -> None:
     assert done.wait(5)
     time.sleep(0.1)
     assert [(n, round(t, 1) < 0.2) for _, n, t in calls] == [("a", True), ("b", False)]
+
+
+def test_fields_from_a_newer_crd_are_ignored_and_named_not_fatal() -> None:
+    from dstj_operator.spec import parse_spec
+
+    spec, ignored = parse_spec({"replicas": 2, "futureKnob": 1, "faultPolicy": {"crashBudget": 1, "newThing": True}})
+    assert spec.fault_policy.crash_budget == 1 and sorted(ignored) == ["faultPolicy.newThing", "futureKnob"]
+    with pytest.raises(ValueError, match="replicas"):
+        parse_spec({"replicas": "two", "futureKnob": 1})

@@ -1,4 +1,5 @@
-"""Fixtures for tests against the real local control plane.
+"""Fixtures for tests against the real local control plane (shared by every test directory:
+importing them elsewhere would make a second session cluster, which waits forever on the lock).
 
 The cluster starts once per session (or a running one is reused: start it yourself with
 ``python -m localcluster up`` to keep it between runs). Where the binaries cannot be built
