@@ -10,11 +10,13 @@ and kubeconfigs stay valid across restarts.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import ipaddress
 import json
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -221,3 +223,16 @@ class StateDir:
     def save_network(self, net: Network) -> None:
         """Record the pod network, so certificates and node addresses stay valid."""
         self._save("network", asdict(net))
+
+
+@contextlib.contextmanager
+def session_lock(sd: StateDir) -> Iterator[None]:
+    """Hold the machine-wide lock of whoever uses the cluster now (a test session, the demo).
+
+    One cluster per machine (fixed ports, one state directory): a second user waits here until the
+    first is done, instead of sharing the cluster or tearing it down under the other.
+    """
+    sd.root.parent.mkdir(parents=True, exist_ok=True)
+    with (sd.root.parent / "session.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

@@ -9,7 +9,7 @@ never pass by skipping them.
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import json
 import os
 import re
@@ -21,7 +21,7 @@ import pytest
 
 from localcluster import build, controlplane, nodes
 from localcluster.kubectl import Kubectl
-from localcluster.state import StateDir, default_state_dir
+from localcluster.state import StateDir, default_state_dir, session_lock
 from localcluster.waiting import wait_until
 
 #: Process nodes the session cluster keeps (tests that fail nodes add their own).
@@ -54,11 +54,8 @@ def kube(bin_dir: Path) -> Iterator[Kubectl]:
     LOCALCLUSTER_KEEP=1 to keep it); one that was already running is left alone.
     """
     sd = StateDir(default_state_dir())
-    # One cluster per machine (fixed ports, one state directory): a second test session, e.g. in
-    # another clone, waits here until the first one is done instead of sharing or breaking it.
-    sd.root.parent.mkdir(parents=True, exist_ok=True)
-    lock = (sd.root.parent / "session.lock").open("w")
-    fcntl.flock(lock, fcntl.LOCK_EX)
+    lock = contextlib.ExitStack()
+    lock.enter_context(session_lock(sd))  # another session (another clone, the demo) finishes first
     was_running = all(alive for _, _, alive, _ in controlplane.status(sd))
     # Built binaries that fail to start are a bug, not a missing prerequisite: no skip here.
     # Without root (or ip/unshare) the control plane still comes up; node tests then skip.

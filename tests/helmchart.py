@@ -107,7 +107,7 @@ CLUSTER_CALLS = {
 }
 #: What handlers.py and kopf's watches need: watch the job, its pods and ConfigMaps; read and patch the job.
 HANDLER_CALLS = [
-    *((GROUP, PLURAL, v) for v in ("list", "watch", "get")), (GROUP, f"{PLURAL}/status", "patch"),
+    *((GROUP, PLURAL, v) for v in ("list", "watch", "get", "delete")), (GROUP, f"{PLURAL}/status", "patch"),
     ("", "pods", "list"), ("", "pods", "watch"), ("", "configmaps", "list"), ("", "configmaps", "watch"),
 ]
 

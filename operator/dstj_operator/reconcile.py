@@ -219,9 +219,14 @@ def reconcile(cluster: Cluster, job: dict[str, Any]) -> Outcome:
     ready = sum(1 for w in live if w.ready)
     status["replicas"] = len(live)
     status["readyReplicas"] = ready
-    if spec.suspend:
+    if spec.suspend and workers:
+        # Suspended only once every worker is gone: until then they are writing their final checkpoint.
+        conditions.set_condition(conds, conditions.SUSPENDED, True, "Stopping",
+                                 f"spec.suspend is true; {len(workers)} workers checkpointing and stopping")
+    elif spec.suspend:
         status["phase"] = "Suspended"
-        conditions.set_condition(conds, conditions.SUSPENDED, True, "SuspendedBySpec", "spec.suspend is true")
+        conditions.set_condition(conds, conditions.SUSPENDED, True, "SuspendedBySpec",
+                                 "spec.suspend is true; all workers stopped after a checkpoint")
     else:
         conditions.set_condition(conds, conditions.SUSPENDED, False, "NotSuspended", "")
         degraded = ready < spec.replicas

@@ -110,7 +110,7 @@ def test_the_operator_account_may_run_a_job_and_no_more(kube_nodes: Kubectl, crd
         # Nothing it does not use.
         assert not can_i(kube_nodes, account, "get", "", "secrets", watched)
         assert not can_i(kube_nodes, account, "list", "", "nodes", None)
-        assert not can_i(kube_nodes, account, "delete", GROUP, PLURAL, watched)
+        assert not can_i(kube_nodes, account, "create", GROUP, PLURAL, watched)  # jobs are the users'
         assert not can_i(kube_nodes, account, "create", "coordination.k8s.io", "leases", watched)
         if mode == "namespaced":
             assert not can_i(kube_nodes, account, "list", "", "pods", other)

@@ -82,8 +82,9 @@ def test_a_job_survives_deletion_scaling_rendezvous_loss_and_suspension(
 
     # Suspend: workers checkpoint at a step boundary and go; resume continues from that very step.
     kube("patch", PLURAL, NAME, "-n", ns, "--type=merge", "-p", '{"spec":{"suspend":true}}')
-    wait_until(lambda: job_status(kube, ns, NAME).get("phase") == "Suspended" and not worker_pods(kube, ns, NAME),
-               timeout=90, what="the job to be suspended with no workers")
+    wait_until(lambda: job_status(kube, ns, NAME).get("phase") == "Suspended", timeout=90,
+               what="the job to be suspended")
+    assert not worker_pods(kube, ns, NAME, live_only=False)  # Suspended means the workers are gone
     stopped = _progress(kube, ns)
     latest = json.loads((tmp_path / "checkpoints" / "latest.json").read_text())
     assert latest["step"] == stopped["step"] == stopped["lastCheckpointStep"], (latest, stopped)

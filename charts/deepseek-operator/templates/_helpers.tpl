@@ -62,7 +62,7 @@ from the child builders and fails when a rule is missing here.
 # Watch jobs (kopf) and read each one fresh before a reconcile pass.
 - apiGroups: [training.deepseek.dev]
   resources: [deepseektrainingjobs]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, delete]  # delete: ttlSecondsAfterFinished
 - apiGroups: [training.deepseek.dev]
   resources: [deepseektrainingjobs/status]
   verbs: [patch]

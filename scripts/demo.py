@@ -1,0 +1,114 @@
+"""`make demo`: the whole product on the local cluster, start to finish, as a user would see it.
+
+Starts the local cluster (building Kubernetes from source the first time), installs the operator
+with the Helm chart, applies `examples/moe-tiny.yaml`, reclaims the node of one of its workers half
+way (as a spot provider would: SIGTERM, pods deleted, node gone), brings the capacity back, and waits
+for the job to succeed. Then prints the timeline and writes a picture of the run.
+
+The cluster is left running so you can look around (`kubectl --kubeconfig ... get dstj`); stop it
+with `python -m localcluster down`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from localcluster import build, controlplane, faults, nodes
+from localcluster.kubectl import Kubectl
+from localcluster.state import StateDir, default_state_dir, session_lock
+from localcluster.waiting import wait_until
+from scripts.timeline import JobWatcher
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "moe-tiny.yaml"
+PICTURE = ROOT / "out" / "demo" / "moe-tiny.png"
+RELEASE, OPERATOR_NS, JOB_NS = "deepseek-operator", "dstj-system", "default"
+
+
+def say(text: str) -> None:
+    """A progress line a person reads while waiting."""
+    print(f"demo: {text}", flush=True)
+
+
+def install_operator(kube: Kubectl, bins: Path) -> None:
+    """`helm upgrade --install` the chart and wait for the operator to be Ready."""
+    home = Path(tempfile.mkdtemp(prefix="dstj-helm-"))
+    env = os.environ | {f"HELM_{k}_HOME": str(home / k.lower()) for k in ("CACHE", "CONFIG", "DATA")}
+    subprocess.run([str(bins / "helm"), "upgrade", "--install", RELEASE, str(ROOT / "charts" / "deepseek-operator"),
+                    "--kubeconfig", str(kube.kubeconfig), "--namespace", OPERATOR_NS, "--create-namespace",
+                    "--wait", "--timeout", "5m"], check=True, env=env, stdout=subprocess.DEVNULL)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def worker_node(kube: Kubectl, job: str) -> str:
+    """A node that runs one of the job's workers, preferably not the operator or the store too."""
+    pods = json.loads(kube("get", "pods", "-A", "-o", "json").stdout)["items"]
+    busy = {p["spec"].get("nodeName") for p in pods
+            if p["metadata"]["namespace"] == OPERATOR_NS
+            or p["metadata"].get("labels", {}).get("training.deepseek.dev/role") == "rendezvous"}
+    workers = [p["spec"]["nodeName"] for p in pods if p["metadata"].get("labels", {}).get(
+        "training.deepseek.dev/role") == "worker" and p["metadata"]["labels"].get("training.deepseek.dev/job") == job
+        and p["spec"].get("nodeName") and not p["metadata"].get("deletionTimestamp")]
+    return next((n for n in workers if n not in busy), workers[0])
+
+
+def main() -> int:
+    """Run the demo; 0 when the job succeeded."""
+    started = time.monotonic()
+    job = yaml.safe_load(EXAMPLE.read_text())
+    name, steps = job["metadata"]["name"], job["spec"]["trainer"]["train"]["steps"]
+    say("1/5 the local cluster (the first run builds Kubernetes, etcd and helm from source: ~10 min)")
+    bins = build.bin_dir()
+    sd = StateDir(default_state_dir())
+    with session_lock(sd):
+        kube = Kubectl(controlplane.up(sd, nodes_count=3), bins)
+        say(f"2/5 installing the operator with Helm (release {RELEASE} in {OPERATOR_NS})")
+        install_operator(kube, bins)
+        say(f"3/5 applying {EXAMPLE.relative_to(ROOT)}: {job['spec']['replicas']} workers, {steps} steps")
+        kube("delete", "dstj", name, "-n", JOB_NS, "--ignore-not-found", "--wait=true", timeout=120)
+        ckpt = Path(job["spec"]["checkpoint"]["hostPath"])
+        if ckpt.exists():
+            say(f"   removing an earlier demo's checkpoints in {ckpt} (a fresh run, not a resume)")
+            shutil.rmtree(ckpt)
+        watcher = JobWatcher(kube, JOB_NS, name).start()
+        watcher.mark("kubectl apply")
+        kube("apply", "-n", JOB_NS, "-f", str(EXAMPLE))
+
+        def step() -> int:
+            last = watcher.last()
+            return last.step or 0 if last else 0
+
+        wait_until(lambda: step() >= steps // 2, timeout=900, interval=1, what=f"step {steps // 2}")
+        node = worker_node(kube, name)
+        say(f"4/5 half way (step {step()}): reclaiming node {node}, which runs a worker")
+        watcher.mark(f"node {node} reclaimed")
+        faults.reclaim(sd, node, progress=lambda m: say(f"   {m}"))
+        nodes.add(sd, node)
+        watcher.mark(f"node {node} back")
+        say("5/5 waiting for the job to finish")
+        wait_until(lambda: (w := watcher.last()) is not None and w.phase in ("Succeeded", "Failed"), timeout=900,
+                   interval=1, what="the job to finish")
+        watcher.stop()
+    last = watcher.last()
+    assert last is not None
+    print("\n== timeline ==\n" + watcher.timeline() + "\n")
+    picture = watcher.picture(PICTURE, f"{name}: loss and world size (a node reclaimed half way)")
+    print(f"== {name} {last.phase} in {time.monotonic() - started:.0f} s: step {last.step}, loss {last.loss:.3f}, "
+          f"{last.preemptions} preemption(s), {last.crashes} crash(es) ==")
+    print(f"picture of the run: {picture}")
+    print(f"the cluster is still up: kubectl --kubeconfig {sd.admin_kubeconfig} get dstj -A; "
+          "stop it with: .venv/bin/python -m localcluster down")
+    return 0 if last.phase == "Succeeded" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Watch a DeepSeekTrainingJob and tell its story: a readable timeline and a picture of the run.
+
+`JobWatcher` polls the job's status and Events through kubectl (any cluster) in a thread and keeps
+what changed: phase, membership generation and size, layout, step and loss, preemptions. `make demo`
+prints the timeline and draws the picture; the e2e suite asserts on the same record.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localcluster.kubectl import Kubectl
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One observation of the job's status."""
+
+    t: float
+    phase: str
+    generation: int | None
+    members: int | None
+    step: int | None
+    loss: float | None
+    world: int | None
+    """World size the trainer reported with `step` (the group that ran it)."""
+    trained_generation: int | None
+    """Generation of the group that reported `step`."""
+    layout: str | None
+    preemptions: int
+    crashes: int
+    checkpoint: int | None
+
+
+@dataclass
+class JobWatcher:
+    """Records a job's status and Events every `interval` seconds until `stop()`."""
+
+    kube: Kubectl
+    namespace: str
+    name: str
+    interval: float = 0.3
+    samples: list[Sample] = field(default_factory=list)
+    lines: list[tuple[float, str]] = field(default_factory=list)
+    marks: list[tuple[float, str]] = field(default_factory=list)
+    """Moments the caller wants on the timeline and the picture (e.g. "node reclaimed")."""
+    _seen_events: set[str] = field(default_factory=set)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    start_time: float = field(default_factory=time.monotonic)
+
+    def start(self) -> JobWatcher:
+        """Start polling in a daemon thread."""
+        self._thread = threading.Thread(target=self._run, name="job-watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop polling (after one last observation)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self._observe()
+
+    def mark(self, text: str) -> None:
+        """Put a moment of the caller's on the timeline."""
+        now = time.monotonic() - self.start_time
+        self.marks.append((now, text))
+        self.lines.append((now, f"** {text}"))
+
+    def last(self) -> Sample | None:
+        """The newest observation."""
+        return self.samples[-1] if self.samples else None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._observe()
+            except Exception as e:  # a slow or restarting API server must not end the record
+                self.lines.append((time.monotonic() - self.start_time, f"(could not read the job: {e})"))
+
+    def _observe(self) -> None:
+        now = time.monotonic() - self.start_time
+        out = self.kube("get", "deepseektrainingjobs", self.name, "-n", self.namespace, "-o", "json", check=False)
+        if out.returncode != 0:
+            return
+        status: dict[str, Any] = json.loads(out.stdout).get("status") or {}
+        m, p = status.get("membership") or {}, status.get("progress") or {}
+        s = Sample(t=now, phase=status.get("phase", "Pending"), generation=m.get("generation"),
+                   members=m.get("worldSize"), step=p.get("step"), loss=p.get("loss"), world=p.get("worldSize"),
+                   layout=status.get("layout"), trained_generation=p.get("generation"),
+                   preemptions=status.get("preemptions", 0),
+                   crashes=status.get("crashes", 0), checkpoint=p.get("lastCheckpointStep"))
+        prev = self.last()
+        if prev is None or s.phase != prev.phase:
+            self.lines.append((now, f"phase {s.phase}"))
+        if s.generation is not None and (prev is None or s.generation != prev.generation):
+            change = "" if prev is None or prev.members is None or s.members is None else (
+                " (shrink)" if s.members < prev.members else " (grow)" if s.members > prev.members else "")
+            self.lines.append((now, f"generation {s.generation}: {s.members} workers{change}"))
+        if s.step is not None and (prev is None or prev.trained_generation != s.trained_generation):
+            self.lines.append((now, f"training at W={s.world} layout {p.get('expertParallel')}x"
+                                    f"{p.get('dataParallel')} (EPxDP) from step {s.step}"))
+        if prev is not None and s.checkpoint is not None and s.checkpoint != prev.checkpoint:
+            self.lines.append((now, f"checkpoint committed at step {s.checkpoint}"))
+        if prev is None or s != prev:
+            self.samples.append(s)
+        self._events(now)
+
+    def _events(self, now: float) -> None:
+        out = self.kube("get", "events", "-n", self.namespace, "--field-selector",
+                        f"involvedObject.name={self.name}", "-o", "json", check=False)
+        if out.returncode != 0:
+            return
+        for e in sorted(json.loads(out.stdout)["items"], key=lambda e: e["metadata"]["creationTimestamp"]):
+            uid = e["metadata"]["uid"]
+            if uid not in self._seen_events:
+                self._seen_events.add(uid)
+                self.lines.append((now, f"event {e['reason']}: {e['message']}"))
+
+    def timeline(self) -> str:
+        """The record as text, one line per moment, with step and loss at that moment."""
+        rows = []
+        for t, text in sorted(self.lines, key=lambda x: x[0]):
+            at = max((s for s in self.samples if s.t <= t), key=lambda s: s.t, default=None)
+            where = "" if at is None or at.step is None else f"step {at.step:>4}  loss {at.loss or 0:6.3f}  "
+            rows.append(f"[{t:7.1f}s] {where}{text}")
+        return "\n".join(rows)
+
+    def picture(self, path: Path, title: str) -> Path:
+        """Loss and world size over steps, with the caller's marks (e.g. a preemption) drawn in."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        trained = [s for s in self.samples if s.step is not None and s.loss is not None]
+        fig, (ax_loss, ax_world) = plt.subplots(2, 1, sharex=True, figsize=(9, 6))
+        ax_loss.plot([s.step for s in trained], [s.loss for s in trained], color="tab:blue")
+        ax_loss.set_ylabel("training loss (nats)")
+        ax_loss.set_title(title)
+        ax_world.step([s.step for s in trained], [s.world for s in trained], where="post", color="tab:green",
+                      label="workers training")
+        ax_world.step([s.step for s in self.samples if s.step is not None],
+                      [s.members for s in self.samples if s.step is not None], where="post", color="tab:orange",
+                      linestyle="--", label="members published")
+        ax_world.set_ylabel("world size")
+        ax_world.set_xlabel("step")
+        ax_world.legend(loc="lower left")
+        for t, text in self.marks:
+            at = max((s for s in trained if s.t <= t), key=lambda s: s.t, default=None)
+            if at is not None:
+                for ax in (ax_loss, ax_world):
+                    ax.axvline(at.step, color="tab:red", linestyle=":")
+                ax_loss.annotate(text, (at.step, ax_loss.get_ylim()[1]), color="tab:red", fontsize=8,
+                                 ha="left", va="top", rotation=90)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
