@@ -13,7 +13,7 @@ from pathlib import Path
 
 from localcluster import build, controlplane, nodes
 from localcluster.nodes import NodeSize
-from localcluster.state import StateDir, default_state_dir
+from localcluster.state import StateDir, default_state_dir, session_lock
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             size = NodeSize(cpu=args.node_cpu, memory=args.node_memory, pods=args.node_pods)
             print(controlplane.up(sd, nodes_count=args.nodes, node_size=size))
         elif args.cmd == "down":
-            controlplane.down(sd, grace=args.grace)
+            with session_lock(sd):  # never pull the cluster from under a running test session or demo
+                controlplane.down(sd, grace=args.grace)
         elif args.cmd == "status":
             return _status(sd)
         elif args.cmd == "node":

@@ -2,8 +2,8 @@
 # `make e2e-kind`: the e2e suite (tests/e2e) against a kind cluster, on a machine with Docker.
 #
 # Creates (or reuses) the kind cluster from kind-config.yaml, builds both images, loads them into
-# the nodes (no registry), installs the chart, and runs pytest tests/e2e with KUBECONFIG pointing
-# at kind. Without docker (and a reachable daemon) or kind it says so in one line and exits 2: the
+# the nodes (no registry), and runs pytest tests/e2e with DSTJ_E2E_KUBECONFIG pointing at kind (the
+# suite installs the chart itself). Without docker (and a reachable daemon) or kind it says so in one line and exits 2: the
 # same suite runs on the local cluster instead, which needs neither.
 #
 # Environment: KIND_CLUSTER (default dstj-e2e), IMAGE_TAG (default e2e), KIND_NODE_IMAGE (optional),
@@ -24,8 +24,6 @@ make setup
 cluster=${KIND_CLUSTER:-dstj-e2e}
 tag=${IMAGE_TAG:-e2e}
 kubeconfig=$(mktemp -t dstj-kind-kubeconfig.XXXXXX)
-# helm: the one on PATH, else the pinned one the local cluster builds.
-helm=$(command -v helm || echo "$(.venv/bin/python -m localcluster build)/helm")
 
 cleanup() {
     rm -f "$kubeconfig"
@@ -46,14 +44,10 @@ docker build -f operator/Dockerfile -t "deepseek-operator:$tag" .
 docker build -f trainer_image/Dockerfile --build-arg VARIANT=cpu -t "moe-trainer:$tag" .
 kind load docker-image --name "$cluster" "deepseek-operator:$tag" "moe-trainer:$tag"
 
-"$helm" upgrade --install dstj charts/deepseek-operator --kubeconfig "$kubeconfig" \
-    --namespace dstj-system --create-namespace \
-    --set image.repository=deepseek-operator --set image.tag="$tag" --set image.pullPolicy=Never \
-    --wait --timeout 5m
-
-# The e2e suite takes any kubeconfig; these say what this script already put in the cluster.
-KUBECONFIG=$kubeconfig \
+# The e2e suite installs the chart itself (with these images) and takes any kubeconfig.
+DSTJ_E2E_KUBECONFIG=$kubeconfig \
+DSTJ_E2E_OPERATOR_IMAGE="deepseek-operator:$tag" \
 DSTJ_E2E_TRAINER_IMAGE="moe-trainer:$tag" \
-DSTJ_E2E_OPERATOR_RELEASE=dstj-system/dstj \
 DSTJ_E2E_SHARED_DIR=/shared \
+DSTJ_E2E_SHARED_HOST_DIR=/tmp/dstj-kind-shared \
     .venv/bin/python -m pytest -q tests/e2e "$@"

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,8 +120,14 @@ def delete(sb: Sandbox) -> None:
         ip("netns", "del", sb.netns, check=False)
     if Path(f"/sys/class/net/{sb.veth}").exists():
         ip("link", "del", sb.veth, check=False)
-    with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(sb.etc_dir)
+    # The DNS updater may be rewriting the hosts file in there at this very moment (rmtree then
+    # fails with "Directory not empty"): retry a few times, and never let a leftover stop the caller.
+    for _ in range(5):
+        with contextlib.suppress(FileNotFoundError, OSError):
+            shutil.rmtree(sb.etc_dir)
+        if not sb.etc_dir.exists():
+            return
+        time.sleep(0.05)
 
 
 def namespaces_with_prefix(prefix: str) -> list[str]:

@@ -296,7 +296,10 @@ class PodWorker:
         for s in self.slots():
             s.readiness = None
         self._report()
-        self._free_sandbox()
+        try:
+            self._free_sandbox()
+        except Exception:  # a leftover file must not leave the pod Terminating in the API forever
+            self.ctx.log.exception("pod %s/%s: freeing the sandbox failed", self.ns, self.name)
         if not self.removed:
             try:
                 self.ctx.api.delete(f"/api/v1/namespaces/{self.ns}/pods/{self.name}",

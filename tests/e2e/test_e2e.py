@@ -1,0 +1,99 @@
+"""End to end, as a user meets the product: `helm install` the chart, apply the example job, lose a
+node mid-run, watch the job shrink, resume from its checkpoint and grow back, reach Succeeded; then
+`helm uninstall` and the job's deletion leave nothing behind but the CRD and the checkpoints.
+
+Runs against any cluster (DSTJ_E2E_KUBECONFIG; `make e2e-kind` sets it) or the local cluster. The
+node is lost the portable way, `kubectl drain` (what spot termination handlers do): its workers are
+evicted and the node cordoned; then it is uncordoned, as if new capacity arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from localcluster.kubectl import Kubectl
+from localcluster.waiting import wait_until
+from scripts.timeline import JobWatcher
+from tests.helmchart import CHART, Helm
+
+ROOT = Path(__file__).resolve().parents[2]
+JOB = "moe-tiny"
+WORKERS = "training.deepseek.dev/job=moe-tiny,training.deepseek.dev/role=worker"
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+
+
+def _leftovers(kube: Kubectl, ns: str, selector: str | None = None) -> list[str]:
+    kinds = ("pods,services,configmaps,serviceaccounts,roles,rolebindings,poddisruptionbudgets,networkpolicies,"
+             "persistentvolumeclaims,leases,deployments,replicasets")
+    args = ["get", kinds, "-n", ns, "-o", "name", *(["-l", selector] if selector else [])]
+    names = kube(*args).stdout.split()
+    return [n for n in names if n not in ("configmap/kube-root-ca.crt", "serviceaccount/default")]
+
+
+def test_install_train_lose_a_node_succeed_and_uninstall_cleanly(e2e_kube: Kubectl, helm: Helm,
+                                                                 tmp_path: Path) -> None:
+    kube, suffix = e2e_kube, os.urandom(2).hex()
+    ns, op_ns, release = f"e2e-{suffix}", f"e2e-op-{suffix}", f"dstj-e2e-{suffix}"
+    shared_in_pods = os.environ.get("DSTJ_E2E_SHARED_DIR") or str(tmp_path)
+    shared_here = Path(os.environ.get("DSTJ_E2E_SHARED_HOST_DIR") or tmp_path)
+    repo, _, tag = os.environ.get("DSTJ_E2E_OPERATOR_IMAGE", "deepseek-operator:latest").rpartition(":")
+    kube("create", "namespace", ns)
+
+    helm("install", release, str(CHART), "--kubeconfig", str(kube.kubeconfig), "--namespace", op_ns,
+         "--create-namespace", "-f", str(helm.values_file({"image": {"repository": repo, "tag": tag},
+                                                             "watchNamespaces": [ns]})),
+         "--wait", "--timeout", "5m", timeout=330)
+
+    job = yaml.safe_load((ROOT / "examples" / "moe-tiny.yaml").read_text())
+    job["metadata"]["namespace"] = ns
+    job["spec"]["checkpoint"]["hostPath"] = f"{shared_in_pods}/{JOB}-{suffix}"
+    job["spec"]["image"] = os.environ.get("DSTJ_E2E_TRAINER_IMAGE", job["spec"]["image"])
+    steps, interval = job["spec"]["trainer"]["train"]["steps"], job["spec"]["trainer"]["checkpoint"]["interval"]
+    watcher = JobWatcher(kube, ns, JOB).start()
+    kube("apply", "-f", "-", stdin=json.dumps(job))
+    wait_until(lambda: (s := watcher.last()) is not None and (s.checkpoint or 0) >= interval and s.world == 3,
+               timeout=600, interval=1, what="training at W=3 with a checkpoint committed")
+
+    pods = json.loads(kube("get", "pods", "-n", ns, "-l", WORKERS, "-o", "json").stdout)["items"]
+    node = pods[0]["spec"]["nodeName"]
+    before = watcher.last()
+    assert before is not None and before.checkpoint is not None
+    watcher.mark(f"drain {node}")
+    kube("drain", node, "--pod-selector", WORKERS, "--delete-emptydir-data", "--ignore-daemonsets",
+         "--timeout=180s", timeout=200)
+    kube("uncordon", node)
+    watcher.mark(f"uncordon {node}")
+    wait_until(lambda: (s := watcher.last()) is not None and s.phase in ("Succeeded", "Failed"), timeout=900,
+               interval=1, what="the job to finish")
+    watcher.stop()
+    print(watcher.timeline())
+
+    last = watcher.last()
+    assert last is not None and last.phase == "Succeeded" and last.step == steps, watcher.timeline()
+    assert last.preemptions >= 1 and last.crashes == 0
+    after = [s for s in watcher.samples if s.t > before.t]
+    shrink = next((s for s in after if s.members is not None and s.members < 3), None)
+    assert shrink is not None, "the job never published a smaller generation:\n" + watcher.timeline()
+    # Resumed, not restarted: every step trained after the drain continues from the last checkpoint.
+    assert min(s.step for s in after if s.step is not None) >= before.checkpoint
+    assert any(s.world == 3 and s.t > shrink.t for s in after), "the job never grew back:\n" + watcher.timeline()
+    latest = shared_here / f"{JOB}-{suffix}" / "latest.json"
+    if shared_here.exists():
+        assert json.loads(latest.read_text())["step"] == steps
+
+    kube("delete", "dstj", JOB, "-n", ns, "--wait=true", timeout=120)
+    wait_until(lambda: not _leftovers(kube, ns), timeout=120, what=f"the job's children to go: {_leftovers(kube, ns)}")
+    helm("uninstall", release, "--kubeconfig", str(kube.kubeconfig), "--namespace", op_ns, "--wait", timeout=150)
+    wait_until(lambda: not _leftovers(kube, op_ns), timeout=120, what="the operator's objects to go")
+    cluster_rbac = kube("get", "clusterroles,clusterrolebindings", "-o", "name").stdout.split()
+    assert not [n for n in cluster_rbac if release in n]
+    assert kube("get", "crd", "deepseektrainingjobs.training.deepseek.dev", check=False).returncode == 0
+    if shared_here.exists():
+        assert latest.exists(), "checkpoints are the user's: kept after the job and the operator are gone"
+    kube("delete", "namespace", ns, op_ns, "--wait=false")
