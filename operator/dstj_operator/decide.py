@@ -6,8 +6,12 @@
 Membership rules: the members are the Ready workers (lowest indices first, at most `replicas`).
 A new generation is published when that set changes, and only if it holds at least `minReplicas`
 workers; otherwise the last generation stays published and the job waits (a condition says why).
-When every old member is still Ready (a planned resize), the new generation names the old one in
-`handoffFrom`, so the old group may commit the checkpoint it takes while stopping: no step lost.
+The new generation always names the old one in `handoffFrom`, so the old group may commit the
+checkpoint it takes while stopping at a step boundary: after a planned resize, and equally after a
+preemption with notice (SIGTERM: the leaving worker checkpoints with the others before it goes), no
+finished step is lost. A group that lost a member without notice cannot take that checkpoint (its
+collectives fail), and an old group can never commit over a newer generation's marker, so the
+handoff gives a stale group nothing.
 """
 
 from __future__ import annotations
@@ -87,10 +91,9 @@ def next_membership(current: Membership | None, workers: list[Worker], replicas:
     if len(members) < min_replicas:
         return None
     generation = 0 if current is None else current.generation + 1
-    planned = current is not None and set(current.members) <= {w.name for w in workers if w.ready}
     return Membership(
         generation=generation, world_size=len(members), members=members, rdzv_endpoint=endpoint,
-        handoff_from=current.generation if planned and current is not None else None,
+        handoff_from=current.generation if current is not None else None,
     )
 
 

@@ -29,10 +29,11 @@ def test_the_first_generation_is_published_once_enough_workers_are_ready() -> No
     assert m is not None and (m.generation, m.members, m.handoff_from) == (0, ["w0", "w1"], None)
 
 
-def test_a_lost_member_bumps_the_generation_without_a_handoff() -> None:
+def test_a_lost_member_bumps_the_generation_with_a_handoff_for_the_stop_checkpoint() -> None:
+    # A preempted member checkpoints with the others before it goes: that checkpoint must commit.
     current = Membership(generation=4, world_size=3, members=["w0", "w1", "w2"])
     m = next_membership(current, [worker(0), worker(1), worker(2, ready=False, terminating=True)], 3, 1, EP)
-    assert m is not None and (m.generation, m.members, m.handoff_from) == (5, ["w0", "w1"], None)
+    assert m is not None and (m.generation, m.members, m.handoff_from) == (5, ["w0", "w1"], 4)
 
 
 def test_a_new_ready_worker_grows_the_group_and_hands_off_from_the_old_one() -> None:

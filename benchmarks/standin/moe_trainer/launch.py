@@ -1,0 +1,45 @@
+"""Stand-in worker: report progress into the job's ConfigMap every PERIOD seconds until SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+
+from kubernetes import client, config
+
+PERIOD = 5.0
+
+
+def main() -> int:
+    """Report steps until stopped; exit 83 (stopped) on SIGTERM like the real supervisor."""
+    stop = False
+
+    def on_term(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    config.load_incluster_config()
+    api = client.CoreV1Api()
+    namespace, name = os.environ["DSTJ_PROGRESS"].removeprefix("k8s:").split("/")
+    step = 0
+    while not stop:
+        step += 1
+        report = {"step": step, "totalSteps": 1000000, "generation": 0, "worldSize": 1, "expertParallel": 1,
+                  "dataParallel": 1, "loss": 1.0, "state": "running", "updated": datetime.now(UTC).isoformat()}
+        try:
+            api.patch_namespaced_config_map(name, namespace, {"data": {"report": json.dumps(report)}})
+        except Exception as e:  # the API server may be busy with 50 jobs: try again next period
+            print(f"progress report failed: {e}", file=sys.stderr)
+        deadline = time.monotonic() + PERIOD
+        while not stop and time.monotonic() < deadline:
+            time.sleep(0.2)
+    return 83
+
+
+if __name__ == "__main__":
+    sys.exit(main())
