@@ -4,7 +4,7 @@ SHELL := bash
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint unit cluster-binaries bench demo docs lock clean crds manifests image-requirements e2e-kind
+.PHONY: setup test lint unit cluster-binaries bench demo demo-trainer docs lock clean crds manifests image-requirements e2e-kind
 
 setup:
 	@./scripts/setup.sh
@@ -27,7 +27,12 @@ test: lint cluster-binaries unit
 bench: setup
 	$(PY) -m benchmarks.run
 
+# The product on the local cluster: Helm install, the example job, a node reclaimed half way, a
+# timeline and a picture (out/demo/). `make demo-trainer` is the one-process training run alone.
 demo: setup
+	$(PY) -m scripts.demo
+
+demo-trainer: setup
 	$(PY) -m moe_trainer.train --config examples/trainer-tiny.json
 
 # Generated documentation: the API reference from the CRD, the Argo CD ConfigMap snippet from

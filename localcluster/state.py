@@ -232,7 +232,9 @@ def session_lock(sd: StateDir) -> Iterator[None]:
     One cluster per machine (fixed ports, one state directory): a second user waits here until the
     first is done, instead of sharing the cluster or tearing it down under the other.
     """
-    sd.root.parent.mkdir(parents=True, exist_ok=True)
-    with (sd.root.parent / "session.lock").open("w") as lock:
+    # Machine-wide, not under DSTJ_CACHE: a clone with a cache of its own still binds the same ports.
+    path = Path(os.environ.get("LOCALCLUSTER_LOCK") or Path.home() / ".cache/dstj/localcluster/session.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield

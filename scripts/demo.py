@@ -5,8 +5,9 @@ with the Helm chart, applies `examples/moe-tiny.yaml`, reclaims the node of one 
 way (as a spot provider would: SIGTERM, pods deleted, node gone), brings the capacity back, and waits
 for the job to succeed. Then prints the timeline and writes a picture of the run.
 
-The cluster is left running so you can look around (`kubectl --kubeconfig ... get dstj`); stop it
-with `python -m localcluster down`.
+The cluster is stopped at the end (its operator would otherwise keep reconciling beside the test
+suite's); `DEMO_KEEP=1 make demo` leaves it running to look around, `python -m localcluster down`
+stops it later.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ def main() -> int:
         wait_until(lambda: (w := watcher.last()) is not None and w.phase in ("Succeeded", "Failed"), timeout=900,
                    interval=1, what="the job to finish")
         watcher.stop()
+        keep = os.environ.get("DEMO_KEEP") == "1"
+        if not keep:
+            controlplane.down(sd, progress=lambda _: None)
     last = watcher.last()
     assert last is not None
     print("\n== timeline ==\n" + watcher.timeline() + "\n")
@@ -105,8 +109,11 @@ def main() -> int:
     print(f"== {name} {last.phase} in {time.monotonic() - started:.0f} s: step {last.step}, loss {last.loss:.3f}, "
           f"{last.preemptions} preemption(s), {last.crashes} crash(es) ==")
     print(f"picture of the run: {picture}")
-    print(f"the cluster is still up: kubectl --kubeconfig {sd.admin_kubeconfig} get dstj -A; "
-          "stop it with: .venv/bin/python -m localcluster down")
+    if keep:
+        print(f"the cluster is still up: kubectl --kubeconfig {sd.admin_kubeconfig} get dstj -A; "
+              "stop it with: .venv/bin/python -m localcluster down")
+    else:
+        print("the local cluster was stopped (DEMO_KEEP=1 keeps it running)")
     return 0 if last.phase == "Succeeded" else 1
 
 

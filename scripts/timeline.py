@@ -150,6 +150,9 @@ class JobWatcher:
                       [s.members for s in self.samples if s.step is not None], where="post", color="tab:orange",
                       linestyle="--", label="members published")
         ax_world.set_ylabel("world size")
+        top = max([s.members or 0 for s in self.samples] + [s.world or 0 for s in self.samples] + [1])
+        ax_world.set_ylim(0, top + 1)
+        ax_world.set_yticks(range(top + 2))
         ax_world.set_xlabel("step")
         ax_world.legend(loc="lower left")
         for t, text in self.marks:
