@@ -14,6 +14,11 @@ published generation g in which it has a seat:
     5. destroys g's groups. A collective that fails because a peer died ends g the same way, without
        a checkpoint; either way this process then waits for a newer generation, never re-joining g.
 
+A newer generation stops the running one at once, even when its new members are still starting:
+a group that trained on until they arrived (tried) idled less, but could finish a short run under
+a generation that was no longer published, and it made the arrival later by a stop and a
+checkpoint. The operator should publish a generation only when its pods are ready to join.
+
 The state after a failed step is not trusted: every generation starts from the committed checkpoint
 (or, when there is none, from a model re-initialised from the seed), never from what is in memory.
 """
