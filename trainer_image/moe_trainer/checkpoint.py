@@ -23,6 +23,7 @@ import json
 import logging
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -37,6 +38,10 @@ from moe_trainer.membership import write_json_atomically
 from moe_trainer.parallel import is_expert_param
 
 log = logging.getLogger(__name__)
+
+# DCP warns on every single-process (W=1) save and load, even with no_dist=True: noise in every log.
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized",
+                        category=UserWarning)
 
 MARKER = "latest.json"
 

@@ -20,8 +20,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import torch.distributed as dist
-
 from dstj_api import EXIT_STOPPED, ConfigError, TrainerConfig, load_trainer_config
 from moe_trainer.data import build_datasets
 from moe_trainer.distributed import init_distributed
@@ -36,6 +34,7 @@ from moe_trainer.generation import (
 from moe_trainer.membership import membership_from_env, progress_from_env
 from moe_trainer.metrics import TrainerMetrics
 from moe_trainer.parallel import LayoutError
+from moe_trainer.rendezvous import leave
 from moe_trainer.trainer import Trainer, pick_device
 
 log = logging.getLogger("moe_trainer")
@@ -51,12 +50,6 @@ def _install_stop_handler(trainer: Trainer) -> None:
 def generation() -> int:
     """The membership generation this process was started for (0 outside a managed run)."""
     return int(os.environ.get("DSTJ_GENERATION", "0"))
-
-
-def _leave_group() -> None:
-    # Exiting with a live gloo group can abort a rank in C++ teardown ("terminate called ...").
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def run(cfg: TrainerConfig) -> dict[str, Any]:
@@ -78,7 +71,7 @@ def run(cfg: TrainerConfig) -> dict[str, Any]:
                    sink=progress_from_env() if trainer.ctx.rank == 0 else None)  # rank 0 reports
     resume(g)
     outcome, summary = run_generation(g)
-    _leave_group()
+    leave()  # exiting with a live gloo group can abort a rank in C++ teardown ("terminate called ...")
     if outcome is Outcome.STOPPED or summary is None:
         sys.exit(EXIT_STOPPED)
     return summary
