@@ -114,5 +114,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown: with torch loaded it takes ~0.8 s here, and a preempted
+    worker's exit is on the path to the next generation. Everything that matters is on disk by now."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
