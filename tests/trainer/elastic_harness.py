@@ -1,5 +1,5 @@
 """Test harness for the elastic runtime: a rendezvous store, worker supervisors, and the test
-playing the operator by publishing membership generations. All real processes (torchrun, gloo)."""
+playing the operator by publishing membership generations. All real processes (gloo)."""
 
 from __future__ import annotations
 
@@ -78,12 +78,12 @@ class Cluster:
         log = (self.workdir / f"{name}.log").open("ab")
         return subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def start(self, member: str) -> None:
-        """Start a worker supervisor (a pod, in the cluster)."""
+    def start(self, member: str, nproc: int = 1) -> None:
+        """Start a worker supervisor (a pod, in the cluster) running `nproc` local processes."""
         self.agents[member] = self._spawn(member, [
             sys.executable, "-m", "moe_trainer.launch", "--config", str(self.config_path), "--member-id", member,
             "--membership", f"file:{self.membership.path}", "--rdzv-endpoint", f"127.0.0.1:{self.port}",
-            "--run-id", "test",
+            "--run-id", "test", f"--nproc-per-node={nproc}",
         ])
 
     def publish(self, members: list[str], handoff: bool = False) -> int:

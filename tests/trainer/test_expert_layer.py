@@ -99,3 +99,13 @@ def test_batched_input_is_flattened_to_tokens() -> None:
     moe = make_moe()
     x = torch.randn(2, 5, DIM)
     torch.testing.assert_close(moe(x).reshape(-1, DIM), moe(x.reshape(-1, DIM)))
+
+
+def test_experts_that_receive_no_rows_stay_in_the_backward_graph() -> None:
+    # An EP rank that receives no tokens must still run its backward all-to-all, or its peers wait forever.
+    layer = experts.GroupedExperts(4, 64, 32)
+    x_ND = torch.zeros(0, 64, requires_grad=True)
+    y_ND = layer(x_ND, torch.zeros(4, dtype=torch.int64))
+    assert y_ND.shape == (0, 64) and y_ND.grad_fn is not None
+    y_ND.sum().backward()
+    assert x_ND.grad is not None and x_ND.grad.shape == (0, 64)

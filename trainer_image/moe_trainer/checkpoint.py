@@ -23,6 +23,7 @@ import json
 import logging
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -37,6 +38,10 @@ from moe_trainer.membership import write_json_atomically
 from moe_trainer.parallel import is_expert_param
 
 log = logging.getLogger(__name__)
+
+# DCP warns on every single-process (W=1) save and load, even with no_dist=True: noise in every log.
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized",
+                        category=UserWarning)
 
 MARKER = "latest.json"
 
@@ -185,6 +190,27 @@ class Checkpointer:
         self._pending = None
         fut.result()
         self._commit(step, name, final=False)
+
+    def abandon(self) -> None:
+        """After the group failed: let an in-flight save's threads end (its collectives fail fast once a
+        peer is gone), commit nothing, and release the staging thread."""
+        staging, pending = self._staging, self._pending
+        self._staging = self._pending = None
+        waits = [f for f in (staging[0] if staging else None, pending[0] if pending else None) if f is not None]
+        for fut in waits:
+            try:
+                response = fut.result()
+                upload = getattr(response, "upload_completion", None)
+                if upload is not None:
+                    upload.result()
+            except Exception as e:  # the failure that ended the group, seen from the save's side
+                log.info("abandoned checkpoint save failed as expected: %s", e)
+        self._stager.shutdown(wait=True)
+
+    def close(self) -> None:
+        """Finish any in-flight save and release the staging thread (a generation ends)."""
+        self.wait()
+        self._stager.shutdown(wait=True)
 
     def _commit(self, step: int, name: str, final: bool) -> None:
         self.last_committed_step = step

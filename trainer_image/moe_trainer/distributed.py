@@ -1,8 +1,8 @@
 """This process's place in the run: rank, world size, layout and groups (one process: W=1).
 
-Under torchrun (RANK and WORLD_SIZE set) the default process group is created with a short
-timeout, so that when a peer dies the survivors' collectives fail fast and they wait for the next
-membership generation instead of hanging.
+Under torchrun (RANK and WORLD_SIZE set) or per membership generation (`rendezvous.py`) the default
+process group is created with a short timeout, so that when a peer dies the survivors' collectives
+fail fast and they wait for the next membership generation instead of hanging.
 """
 
 from __future__ import annotations
@@ -60,14 +60,21 @@ def init_distributed(cfg: TrainerConfig, device: torch.device) -> DistContext:
     """Join the process group torchrun prepared (if any) and build the EP x DP groups."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    policy = cfg.parallel.expert_parallel
-    layout = plan_layout(world, cfg.model.moe.n_routed, policy, cfg.parallel.ep_cap)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend_for(device), timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+    return make_context(cfg, rank, world, device)
+
+
+def backend_for(device: torch.device) -> str:
+    """nccl on GPU, gloo on CPU."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def make_context(cfg: TrainerConfig, rank: int, world: int, device: torch.device) -> DistContext:
+    """Plan the layout for `world` ranks and build its groups (collective; the default group must exist)."""
+    layout = plan_layout(world, cfg.model.moe.n_routed, cfg.parallel.expert_parallel, cfg.parallel.ep_cap)
     cpu_group = None
-    if world > 1:
-        if not dist.is_initialized():
-            backend = "nccl" if device.type == "cuda" else "gloo"
-            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
-        if device.type == "cuda":
-            group = dist.new_group(backend="gloo")
-            cpu_group = group if isinstance(group, dist.ProcessGroup) else None
+    if world > 1 and device.type == "cuda":
+        group = dist.new_group(backend="gloo")
+        cpu_group = group if isinstance(group, dist.ProcessGroup) else None
     return DistContext(rank, world, build_groups(layout, rank), cpu_group)

@@ -76,6 +76,10 @@ class GroupedExperts(nn.Module):
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x_ND.dtype
         x_ND = x_ND.to(dtype)
         w1, w3, w2 = (w.to(dtype) for w in (self.w1_EDF, self.w3_EDF, self.w2_EFD))
+        if x_ND.shape[0] == 0:
+            # No rows (an EP rank that received none): torch._grouped_mm's backward rejects empty inputs,
+            # and the output must stay in the graph so this rank's backward all-to-all still runs.
+            return (F.silu(x_ND @ w1[0]) * (x_ND @ w3[0])) @ w2[0]
         h_NF = F.silu(grouped_matmul(x_ND, w1, counts_E, counts_list))
         h_NF = h_NF * grouped_matmul(x_ND, w3, counts_E, counts_list)
         return grouped_matmul(h_NF, w2, counts_E, counts_list)

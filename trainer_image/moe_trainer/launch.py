@@ -1,16 +1,22 @@
 """The worker supervisor: `python -m moe_trainer.launch --config C --member-id ID --membership file:PATH ...`.
 
-It follows the published membership. For each generation g in which it is a member it runs
+It follows the published membership and trains every generation this worker is a member of,
+reconfiguring in place (`elastic.py`): the trainer process, its data and model survive a generation
+change; only the process groups are rebuilt, against the external rendezvous store, with the store
+keys and ranks of the new generation (`rendezvous.py`), and the state is reloaded from the
+committed checkpoint into the new layout. A newer generation stops the running one at a step
+boundary with a checkpoint; a peer's death fails the collectives within the gloo timeout (at once
+when its connections close) and the survivors wait for the next generation; SIGTERM checkpoints at
+the next step boundary and exits with `EXIT_STOPPED`, which tells the operator "preempted, not
+crashed".
 
-    torchrun --nnodes=W --nproc-per-node=P --rdzv-backend=c10d --rdzv-id=<run>-g<g>
-             --rdzv-endpoint=<store> --max-restarts=0 -m moe_trainer.train --config C
-
-against the external rendezvous store, so each generation is a fixed-size group of its own: an
-agent of an old generation can never join or fork a new one. On a newer generation it SIGTERMs
-the running group (torchrun forwards it; the trainer checkpoints at the next step boundary and
-exits) and starts the next. When its group fails (a peer died) it waits for the operator's next
-generation rather than retrying the old one. SIGTERM to the supervisor (a preemption) stops the
-group the same way and exits with `EXIT_STOPPED`, which tells the operator "preempted, not crashed".
+Decision: no torchrun. With P = 1 process per worker (CPU, one GPU) the supervisor *is* the trainer:
+no second interpreter, no torch import per generation. With P > 1 (several GPUs per worker) it
+starts P persistent processes of its own (`--local-rank`), each a member of every generation at
+rank = position x P + local rank, and forwards SIGTERM to them. torchrun would add nothing but a
+per-generation rendezvous and restart, which is what cost seconds (import torch + gloo: 4-5.5 s
+measured here, the floor that kept recovery above the 5 s goal), and its open-ended join path
+failed our probe (`probes/torchrun-elastic/`).
 """
 
 from __future__ import annotations
@@ -24,105 +30,60 @@ import sys
 import time
 from types import FrameType
 
-from dstj_api import EXIT_STOPPED
-from moe_trainer.membership import MembershipSource, membership_source
+from dstj_api import EXIT_STOPPED, ConfigError, load_trainer_config
+from moe_trainer.elastic import ElasticWorker, Identity
+from moe_trainer.membership import membership_source
 
 log = logging.getLogger("moe_trainer.launch")
 
-POLL_S = 0.1
-"""How often membership is polled; a new generation is noticed within this."""
 STOP_GRACE_S = 60.0
-"""How long a group may take to checkpoint and exit after SIGTERM before it is killed."""
+"""How long local processes may take to checkpoint and exit after SIGTERM before they are killed."""
+POLL_S = 0.1
+"""How often the supervisor of P > 1 processes checks on them."""
 
 
-class Supervisor:
-    """Runs one torchrun group per membership generation this worker belongs to."""
+def run_in_process(args: argparse.Namespace) -> int:
+    """P = 1, or one local process of P: this process trains every generation it has a seat in."""
+    worker = ElasticWorker(load_trainer_config(args.config), membership_source(args.membership), Identity(
+        member_id=args.member_id, run_id=args.run_id, rdzv_endpoint=args.rdzv_endpoint,
+        local_rank=args.local_rank, nproc=args.nproc_per_node,
+    ))
 
-    def __init__(self, args: argparse.Namespace, source: MembershipSource) -> None:
-        self.args, self.source = args, source
-        self.group: subprocess.Popen[bytes] | None = None
-        self.group_generation: int | None = None
-        self.done_generation = -1
-        """The newest generation whose group ended; it is never started again."""
-        self.terminating = False
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        worker.request_stop()
 
-    def _torchrun(self, generation: int, world_size: int, endpoint: str) -> subprocess.Popen[bytes]:
-        a = self.args
-        cmd = [
-            sys.executable, "-m", "torch.distributed.run",
-            f"--nnodes={world_size}", f"--nproc-per-node={a.nproc_per_node}",
-            "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", f"--rdzv-id={a.run_id}-g{generation}",
-            "--rdzv-conf=is_host=false,join_timeout=600", "--max-restarts=0", "--monitor-interval=0.1",
-            "-m", "moe_trainer.train", "--config", a.config,
-        ]
-        env = os.environ | {"DSTJ_GENERATION": str(generation), "DSTJ_MEMBERSHIP": a.membership,
-                            "DSTJ_MEMBER_ID": a.member_id}
-        log.info("generation %d: starting a group of %d (%s)", generation, world_size, a.member_id)
-        print(f"[{a.member_id}] generation {generation}: joining a group of {world_size}", flush=True)
-        return subprocess.Popen(cmd, env=env)
+    signal.signal(signal.SIGTERM, on_term)
+    return worker.run()
 
-    def stop_group(self) -> int | None:
-        """SIGTERM the running group and wait for it (it checkpoints first); return its exit code."""
-        if self.group is None:
-            return None
-        if self.group.poll() is None:
-            self.group.send_signal(signal.SIGTERM)
-            try:
-                self.group.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                self.group.kill()
-                self.group.wait()
-        rc = self.group.returncode
-        self._ended()
-        return rc
 
-    def _ended(self) -> None:
-        if self.group_generation is not None:
-            self.done_generation = max(self.done_generation, self.group_generation)
-        self.group, self.group_generation = None, None
+def supervise_local_processes(argv: list[str], nproc: int) -> int:
+    """P > 1: run P persistent local processes; end with them (the first failure ends all)."""
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "moe_trainer.launch", *argv, f"--local-rank={i}"],
+                         env=os.environ | {"LOCAL_RANK": str(i), "LOCAL_WORLD_SIZE": str(nproc)})
+        for i in range(nproc)
+    ]
+    terminating = False
 
-    def step(self) -> int | None:
-        """One poll: react to membership and to the group's exit; an int means exit with it."""
-        if self.terminating:
-            self.stop_group()
-            return EXIT_STOPPED
-        m = self.source.current()
-        if self.group is not None:
-            rc = self.group.poll()
-            if rc is not None:
-                gen = self.group_generation
-                self._ended()
-                if rc == 0:
-                    print(f"[{self.args.member_id}] generation {gen}: training finished", flush=True)
-                    return 0
-                print(f"[{self.args.member_id}] generation {gen}: group ended ({rc}); waiting for the next "
-                      "generation", flush=True)
-            elif m is not None and m.generation != self.group_generation:
-                print(f"[{self.args.member_id}] generation {m.generation} published: stopping generation "
-                      f"{self.group_generation} at a step boundary", flush=True)
-                self.stop_group()
-        if m is None:
-            return None
-        if m.state == "finished":
-            self.stop_group()
-            return 0
-        member = not m.members or self.args.member_id in m.members
-        if self.group is None and m.state == "running" and member and m.generation > self.done_generation:
-            endpoint = m.rdzv_endpoint or self.args.rdzv_endpoint
-            self.group, self.group_generation = self._torchrun(m.generation, m.world_size, endpoint), m.generation
-        return None
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        nonlocal terminating
+        terminating = True
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
 
-    def run(self) -> int:
-        """Poll until training finishes or this worker is told to stop."""
-        def on_term(signum: int, frame: FrameType | None) -> None:
-            self.terminating = True
-
-        signal.signal(signal.SIGTERM, on_term)
-        while True:
-            rc = self.step()
-            if rc is not None:
-                return rc
-            time.sleep(POLL_S)
+    signal.signal(signal.SIGTERM, on_term)
+    while any(p.poll() is None for p in procs):
+        failed = [p.returncode for p in procs if p.returncode not in (None, 0, EXIT_STOPPED)]
+        if failed:  # a dead local rank leaves the worker unable to serve any generation
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+            return failed[0]
+        time.sleep(POLL_S)
+    codes = [p.returncode for p in procs]
+    if terminating or EXIT_STOPPED in codes:
+        return EXIT_STOPPED
+    return next((c for c in codes if c != 0), 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,18 +93,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--member-id", default=os.environ.get("DSTJ_MEMBER_ID") or os.uname().nodename,
                    help="this worker's id as listed in the membership (the pod name)")
     p.add_argument("--membership", default=os.environ.get("DSTJ_MEMBERSHIP", ""),
-                   help="membership source, file:PATH")
+                   help="membership source, file:PATH or k8s:NAMESPACE/JOB")
     p.add_argument("--rdzv-endpoint", default=os.environ.get("DSTJ_RDZV_ENDPOINT", "localhost:29400"),
                    help="host:port of the rendezvous store when the membership names none")
-    p.add_argument("--run-id", default=os.environ.get("DSTJ_RUN_ID", "dstj"), help="rendezvous id prefix")
+    p.add_argument("--run-id", default=os.environ.get("DSTJ_RUN_ID", "dstj"), help="rendezvous key prefix")
     p.add_argument("--nproc-per-node", type=int, default=1, help="processes per worker (local devices)")
+    p.add_argument("--local-rank", type=int, default=None, help=argparse.SUPPRESS)  # set for the P > 1 children
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.membership:
         print("error: --membership file:PATH (or DSTJ_MEMBERSHIP) is required", file=sys.stderr)
         return 2
-    return Supervisor(args, membership_source(args.membership)).run()
+    if args.nproc_per_node > 1 and args.local_rank is None:
+        return supervise_local_processes(sys.argv[1:] if argv is None else argv, args.nproc_per_node)
+    args.local_rank = args.local_rank or 0
+    try:
+        return run_in_process(args)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown: with torch loaded it takes ~0.8 s here, and a preempted
+    worker's exit is on the path to the next generation. Everything that matters is on disk by now."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -201,6 +201,17 @@ class MoE(nn.Module):
                 getattr(local, name).copy_(getattr(full, name)[shard.rank * per : (shard.rank + 1) * per])
         self.experts, self.shard = local, shard
 
+    def seat_experts(self, shard: ExpertShard | None) -> None:
+        """Hold the slice `shard` names (all experts when None) for a new layout, values left to a load.
+
+        The module is reused when the slice has the same size (only its values change), else reallocated.
+        """
+        per = self.n_routed // (shard.size if shard else 1)
+        current = self.experts.w1_EDF
+        if self.experts.n_experts != per:
+            self.experts = GroupedExperts(per, self.dim, current.shape[-1]).to(current.device)
+        self.shard = shard
+
     def _account(self, routing: Routing, flat_expert: Tensor, T: int, shape: torch.Size) -> None:
         assigned_E = torch.bincount(flat_expert, minlength=self.n_routed)
         if not _RECOMPUTING.get():

@@ -1,9 +1,9 @@
 """The rendezvous store: `python -m moe_trainer.rdzv_store --port 29400` (what the rendezvous pod runs).
 
 A c10d TCPStore server that no worker hosts, so losing any worker never loses the store. Every
-generation's torchrun rendezvous uses its own run id (`<run>-g<generation>`), so keys of old
-generations never mix with new ones. The store has no authentication: the operator admits only
-the job's pods to it with a NetworkPolicy.
+generation's process group keeps its keys under its own prefix (`<run>-g<generation>`, see
+`rendezvous.py`), so keys of old generations never mix with new ones. The store has no
+authentication: the operator admits only the job's pods to it with a NetworkPolicy.
 """
 
 from __future__ import annotations

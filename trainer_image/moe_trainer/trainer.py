@@ -21,14 +21,18 @@ import torch
 import torch.nn.functional as F
 
 from dstj_api import ConfigError, TrainerConfig
-from moe_trainer.balance import RoutingStats
+from moe_trainer.balance import RoutingStats, local_counts
 from moe_trainer.checkpoint import flat_state
 from moe_trainer.data import TokenDataset, build_datasets
+from moe_trainer.data.dataset import DataInfo
 from moe_trainer.distributed import DistContext
 from moe_trainer.expert_parallel import ExpertShard
 from moe_trainer.model import Transformer
 from moe_trainer.optim import build_optimizer, lr_at, set_lr
 from moe_trainer.parallel import clip_global_norm, sync_gradients
+
+Datasets = tuple[TokenDataset, TokenDataset, DataInfo]
+"""Train and held-out data with their statistics, as `build_datasets` returns them."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -70,13 +74,14 @@ def single_process() -> DistContext:
 class Trainer:
     """Owns one rank's model shard, optimizer and data, and runs optimizer steps."""
 
-    def __init__(self, cfg: TrainerConfig, ctx: DistContext | None = None, device: torch.device | None = None) -> None:
+    def __init__(self, cfg: TrainerConfig, ctx: DistContext | None = None, device: torch.device | None = None,
+                 data: Datasets | None = None) -> None:
         self.cfg = cfg
         self.ctx = ctx or single_process()
         self.device = device or pick_device(cfg)
         # Every rank builds the full model from the same seed, then keeps its experts: identical to W=1.
         torch.manual_seed(cfg.train.seed)
-        self.train_data, self.eval_data, self.data_info = build_datasets(cfg)
+        self.train_data, self.eval_data, self.data_info = data or build_datasets(cfg)
         self.model = Transformer(cfg.model, cfg.train.activation_checkpointing)
         layout = self.ctx.layout
         for moe in self.model.moe_layers():
@@ -90,8 +95,33 @@ class Trainer:
         self._meta = {"step": torch.zeros((), dtype=torch.int64)}
         self.stop_flag = False
         """Set (e.g. by a SIGTERM handler) to stop at the next step boundary."""
+        self.should_stop: Callable[[], bool] = lambda: False
+        """Asked at each step boundary, e.g. whether a newer membership generation is published."""
         self.before_update: Callable[[], None] = lambda: None
         """Called just before the optimizer changes the parameters (an async checkpoint copies them until then)."""
+
+    @property
+    def data(self) -> Datasets:
+        """The datasets, to hand to the next generation's trainer instead of building them again."""
+        return self.train_data, self.eval_data, self.data_info
+
+    def reconfigure(self, ctx: DistContext) -> None:
+        """Adopt a new generation's groups and layout in place; the state must be loaded next.
+
+        Dense modules and the data stay; the expert slices are re-seated for the new EP position
+        (reallocated only when their count changes) and the optimizer is rebuilt over them. Their
+        values are stale until a checkpoint is loaded into `checkpoint_state()`.
+        """
+        self.ctx = ctx
+        layout = ctx.layout
+        for moe in self.model.moe_layers():
+            moe.seat_experts(ExpertShard(layout.ep_rank(ctx.rank), layout.ep, ctx.groups.ep_group)
+                             if layout.ep > 1 else None)
+            moe.load.reduce = ctx.reduce_counts if ctx.is_distributed else local_counts
+            moe.load.reset()  # a failed step may have recorded counts
+        self.model.zero_grad(set_to_none=True)  # ... and gradients, which the next backward would add to
+        self.opt = build_optimizer(self.model, self.cfg.optim)
+        self.stop_flag = False
 
     def checkpoint_state(self) -> dict[str, Any]:
         """This rank's checkpoint entries (views of the live tensors, so a load restores in place)."""
@@ -149,7 +179,7 @@ class Trainer:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         routing = self.model.finish_step()
-        ce_total, stops = self.ctx.all_sum([ce_local, float(self.stop_flag)])
+        ce_total, stops = self.ctx.all_sum([ce_local, float(self.stop_flag or self.should_stop())])
         self.step += 1
         return StepResult(
             step=self.step, loss=ce_total / global_tokens, lr=lr, grad_norm=norm, sample_ids=used,

@@ -28,7 +28,6 @@ import torch
 from torch import Tensor
 
 from dstj_api import TrainerConfig
-from moe_trainer.data.clean import clean_documents
 from moe_trainer.data.corpus import builtin_documents, path_documents
 from moe_trainer.data.tokenizer import BPETokenizer, ByteTokenizer, TextTokenizer
 
@@ -115,6 +114,10 @@ def _is_holdout(doc: str, fraction: float) -> bool:
 
 
 def _build(cfg: TrainerConfig, out: Path) -> None:
+    # Imported here: only a cold build needs datasketch, and its import (~0.3-0.5 s) would otherwise
+    # delay every worker's start, a new member's arrival included.
+    from moe_trainer.data.clean import clean_documents
+
     d = cfg.data
     raw = builtin_documents() if d.source == "builtin" else path_documents(d.path or "")
     docs, report = clean_documents(

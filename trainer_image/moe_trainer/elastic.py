@@ -1,0 +1,188 @@
+"""Reconfigure in place: one process trains every membership generation it is a member of.
+
+The process keeps its data, model and optimizer across generations (as torchft does) and for each
+published generation g in which it has a seat:
+
+    1. forms g's own process group against the external store (`rendezvous.py`), rank from the
+       member list; a newer generation or SIGTERM while peers are still missing abandons the join;
+    2. plans the EP x DP layout for W x P ranks and builds its groups, re-seats the expert slices;
+    3. loads the latest committed checkpoint into that layout (experts are stored under their global
+       index, so any layout loads any checkpoint) and continues from its step;
+    4. trains until the run finishes, or every rank agrees at a step boundary to stop: SIGTERM on
+       some rank, or a newer generation published (`Trainer.should_stop`). The stop checkpoint is
+       committed (fenced by generation, see `checkpoint.py`) before anyone leaves;
+    5. destroys g's groups. A collective that fails because a peer died ends g the same way, without
+       a checkpoint; either way this process then waits for a newer generation, never re-joining g.
+
+A newer generation stops the running one at once, even when its new members are still starting:
+a group that trained on until they arrived (tried) idled less, but could finish a short run under
+a generation that was no longer published, and it made the arrival later by a stop and a
+checkpoint. The operator should publish a generation only when its pods are ready to join.
+
+The state after a failed step is not trusted: every generation starts from the committed checkpoint
+(or, when there is none, from a model re-initialised from the seed), never from what is in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dstj_api import EXIT_STOPPED, TrainerConfig
+from moe_trainer.checkpoint import Checkpointer, read_marker
+from moe_trainer.data import build_datasets
+from moe_trainer.distributed import backend_for, make_context
+from moe_trainer.generation import Generation, Outcome, make_checkpointer, print_data_line, resume, run_generation
+from moe_trainer.membership import MembershipSource, ProgressSink, progress_from_env
+from moe_trainer.metrics import TrainerMetrics
+from moe_trainer.parallel import LayoutError
+from moe_trainer.rendezvous import Seat, is_peer_failure, join, leave, seat_in
+from moe_trainer.trainer import Datasets, Trainer, pick_device
+
+POLL_S = 0.02
+"""How often membership is read while waiting for a generation (a file read or a lock)."""
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class Identity:
+    """Who this process is in the published membership."""
+
+    member_id: str
+    """This worker's id as listed in the membership (the pod name)."""
+    run_id: str
+    """Prefix of every generation's store keys (the job's uid)."""
+    rdzv_endpoint: str
+    """host:port of the store when the membership names none."""
+    local_rank: int = 0
+    nproc: int = 1
+    """Processes per worker (P)."""
+
+
+class ElasticWorker:
+    """Follows the published membership and trains each generation it has a seat in, in this process."""
+
+    def __init__(self, cfg: TrainerConfig, source: MembershipSource, me: Identity) -> None:
+        self.cfg, self.source, self.me = cfg, source, me
+        self.device = pick_device(cfg)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(me.local_rank)
+        self.terminating = False
+        """Set by SIGTERM: stop at the next step boundary with a checkpoint, then exit EXIT_STOPPED."""
+        self.done_generation = -1
+        """The newest generation this process joined or gave up on; it is never joined again."""
+        self.trainer: Trainer | None = None
+        self._data: Datasets | None = None
+        self._metrics: TrainerMetrics | None = None
+        self._sink: ProgressSink | None = None
+        self._restarts_counted = 0
+        self._started = time.perf_counter()
+
+    def request_stop(self) -> None:
+        """SIGTERM: checkpoint at the next step boundary (or leave the wait at once) and exit."""
+        self.terminating = True
+
+    def run(self) -> int:
+        """Train generation after generation; return the exit code (0 finished, EXIT_STOPPED on SIGTERM)."""
+        # Build (or find) the data before any group: a cold build can outlast the collective timeout.
+        self._data = build_datasets(self.cfg)
+        while True:
+            seat = self._next_seat()
+            if isinstance(seat, int):
+                return seat
+            code = self._run(seat)
+            if code is not None:
+                return code
+
+    def _say(self, text: str) -> None:
+        print(f"[{self.me.member_id}] {text}", flush=True)
+
+    def _next_seat(self) -> Seat | int:
+        """Wait for a newer generation with a seat for this process; an int is the exit code instead."""
+        while not self.terminating:
+            m = self.source.current()
+            if m is not None and m.state == "finished":
+                return 0
+            if m is not None and m.generation > self.done_generation:
+                seat = seat_in(m, self.me.member_id, self.me.run_id, self.me.rdzv_endpoint,
+                               self.me.local_rank, self.me.nproc)
+                if seat is not None:
+                    return seat
+            time.sleep(POLL_S)
+        return EXIT_STOPPED
+
+    def _superseded(self, generation: int) -> bool:
+        """Whether generation `generation` should stop: SIGTERM, or the operator published another state."""
+        if self.terminating:
+            return True
+        m = self.source.current()
+        return m is not None and (m.generation != generation or m.state != "running")
+
+    def _trainer_for(self, rank: int, world: int) -> Trainer:
+        """This generation's trainer: the one in memory re-seated for the layout when a checkpoint will be
+        loaded into it, else a fresh one from the seed (nothing committed yet: the run starts over)."""
+        ctx = make_context(self.cfg, rank, world, self.device)
+        committed = self.cfg.checkpoint.dir is not None and read_marker(Path(self.cfg.checkpoint.dir)) is not None
+        if self.trainer is not None and committed:
+            self.trainer.reconfigure(ctx)
+        else:
+            self.trainer = Trainer(self.cfg, ctx, self.device, data=self._data)
+        return self.trainer
+
+    def _generation(self, number: int, trainer: Trainer, ckpt: Checkpointer | None) -> Generation:
+        if self._metrics is None:
+            self._metrics = TrainerMetrics(trainer.ctx.rank, self.cfg.train.metrics_port)
+            self._sink = progress_from_env()
+        self._metrics.count_restarts(number - self._restarts_counted)
+        self._restarts_counted = number
+        log_dir = os.environ.get("DSTJ_DATA_LOG")
+        return Generation(number=number, trainer=trainer, ckpt=ckpt, metrics=self._metrics,
+                          sink=self._sink if trainer.ctx.rank == 0 else None,
+                          data_log=Path(log_dir) if log_dir else None, started=self._started)
+
+    def _run(self, seat: Seat) -> int | None:
+        """Train generation `seat.generation`; an int is the exit code, None means wait for the next."""
+        n = seat.generation
+        self.done_generation = n
+        self._say(f"generation {n}: joining a group of {seat.nodes} (pid {os.getpid()})")
+        ckpt: Checkpointer | None = None
+        try:
+            rank = join(seat, backend_for(self.device), lambda: self._superseded(n))
+            if rank is None:
+                self._say(f"generation {n}: superseded before every member arrived")
+                leave()
+                return EXIT_STOPPED if self.terminating else None
+            trainer = self._trainer_for(rank, seat.world_size)
+            ckpt = make_checkpointer(self.cfg, trainer, n, self.source)
+            g = self._generation(n, trainer, ckpt)
+            self._say(f"generation {n}: rank {rank} of {seat.world_size} (pid {os.getpid()})")
+            print_data_line(trainer)
+            resume(g)
+            trainer.should_stop = lambda: self._superseded(n)
+            outcome, _ = run_generation(g)
+        except LayoutError as e:
+            self._say(f"generation {n}: cannot run at this size ({e}); waiting for the next generation")
+            leave()
+            return EXIT_STOPPED if self.terminating else None
+        except Exception as e:
+            if not is_peer_failure(e):
+                raise
+            self._say(f"generation {n}: group failed ({str(e).splitlines()[0][:200]}); waiting for the next "
+                      "generation")
+            if ckpt is not None:
+                ckpt.abandon()
+            leave()
+            return EXIT_STOPPED if self.terminating else None
+        if ckpt is not None:
+            ckpt.close()
+        leave()
+        if outcome is Outcome.FINISHED:
+            self._say(f"generation {n}: training finished")
+            return 0
+        if self.terminating:
+            return EXIT_STOPPED
+        self._say(f"generation {n}: stopped at step {trainer.step}; waiting for the next generation")
+        return None
