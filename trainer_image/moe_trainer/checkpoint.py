@@ -137,6 +137,9 @@ class Checkpointer:
         """The copy of the last async save, awaited before the parameters change."""
         self._stager = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-staging")
         self.last_committed_step: int | None = None
+        """The last step saved and handed to commit on every rank (the same on all: it steers collectives)."""
+        self.marker_step: int | None = None
+        """The step the marker points at as far as this rank knows (rank 0 wrote it; the truth to report)."""
         self.last_save_seconds: float = 0.0
         root.mkdir(parents=True, exist_ok=True)
 
@@ -230,6 +233,7 @@ class Checkpointer:
             kept = (name, *(old.kept if old else ()))[: self.keep]
             marker = Marker(step, self.generation, name, time.time(), kept)
             write_json_atomically(self.root / MARKER, json.dumps(asdict(marker)))
+            self.marker_step = step
         for stale in set(old.kept if old else ()) - set(kept):
             shutil.rmtree(self.root / stale, ignore_errors=True)
 

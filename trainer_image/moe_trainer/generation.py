@@ -79,7 +79,12 @@ def make_checkpointer(cfg: TrainerConfig, trainer: Trainer, generation: int,
         if source is None:
             return True
         m = source.current()
-        return m is not None and (m.generation == generation or (final and m.handoff_from == generation))
+        # A stop checkpoint commits when the published generation hands off from this one or a later one:
+        # generations can follow each other faster than a group forms (g+1 never ran, g+2 hands off from
+        # g+1), and the group that really trained must still land its last step. The marker is never
+        # moved over a newer generation's, so a stale group gains nothing.
+        return m is not None and (m.generation == generation
+                                  or (final and m.handoff_from is not None and generation <= m.handoff_from))
 
     # Async saves run collectives from a background thread: give them a group of their own.
     pg = dist.new_group(backend="gloo") if trainer.ctx.is_distributed else None
@@ -95,7 +100,7 @@ def resume(g: Generation) -> Marker | None:
     marker = g.ckpt.load_latest(g.trainer.checkpoint_state())
     if marker is not None:
         g.trainer.restored()
-        g.ckpt.last_committed_step = marker.step
+        g.ckpt.last_committed_step = g.ckpt.marker_step = marker.step
         print0(g.trainer, f"resumed from step {marker.step} (generation {marker.generation}, {marker.path}) "
                f"in {time.perf_counter() - start:.2f}s")
     return marker
@@ -120,8 +125,8 @@ def _publish(g: Generation, result: StepResult | None, state: str, tps: float | 
         world_size=layout.world_size, expert_parallel=layout.ep, data_parallel=layout.dp,
         loss=result.loss if result else None, tokens_per_second=tps,
         max_violation=result.max_violation if result else None,
-        last_checkpoint_step=ckpt.last_committed_step if ckpt else None,
-        last_checkpoint_time=datetime.now(UTC) if ckpt and ckpt.last_committed_step else None,
+        last_checkpoint_step=ckpt.marker_step if ckpt else None,
+        last_checkpoint_time=datetime.now(UTC) if ckpt and ckpt.marker_step else None,
         state=state, updated=datetime.now(UTC),
     ))
 
@@ -176,8 +181,8 @@ def run_generation(g: Generation) -> tuple[Outcome, dict[str, Any] | None]:
         if ckpt is not None and last.step % cfg.checkpoint.interval == 0 and last.step != t.steps:
             ckpt.save(trainer.checkpoint_state(), trainer.step, asynchronous=True)
             metrics.checkpoint_seconds.set(ckpt.last_save_seconds)
-        if ckpt is not None and ckpt.last_committed_step is not None:
-            metrics.last_checkpoint_step.set(ckpt.last_committed_step)
+        if ckpt is not None and ckpt.marker_step is not None:
+            metrics.last_checkpoint_step.set(ckpt.marker_step)
         if t.eval_every and last.step % t.eval_every == 0 and last.step != t.steps:
             print0(trainer, f"step {last.step}: held-out loss {trainer.evaluate():.4f}")
     if ckpt is not None:
