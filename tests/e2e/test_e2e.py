@@ -91,9 +91,12 @@ def test_install_train_lose_a_node_succeed_and_uninstall_cleanly(e2e_kube: Kubec
         assert json.loads(latest.read_text())["step"] == steps
 
     kube("delete", "dstj", JOB, "-n", ns, "--wait=true", timeout=120)
-    wait_until(lambda: not _leftovers(kube, ns), timeout=120, what=f"the job's children to go: {_leftovers(kube, ns)}")
+    children = f"training.deepseek.dev/job={JOB}"
+    wait_until(lambda: not _leftovers(kube, ns, children), timeout=120, what="the job's children to go")
     helm("uninstall", release, "--kubeconfig", str(kube.kubeconfig), "--namespace", op_ns, "--wait", timeout=150)
-    wait_until(lambda: not _leftovers(kube, op_ns), timeout=120, what="the operator's objects to go")
+    # The chart's Role and RoleBinding in the watched namespace go with the release.
+    wait_until(lambda: not _leftovers(kube, ns) and not _leftovers(kube, op_ns), timeout=120,
+               what="the job's and the operator's namespaces to be empty")
     cluster_rbac = kube("get", "clusterroles,clusterrolebindings", "-o", "name").stdout.split()
     assert not [n for n in cluster_rbac if release in n]
     assert kube("get", "crd", "deepseektrainingjobs.training.deepseek.dev", check=False).returncode == 0
