@@ -83,7 +83,7 @@ def rendezvous_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, suffix: s
 
 
 def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, suffix: str) -> dict[str, Any]:
-    """Worker `index`: the supervisor that runs one torchrun group per membership generation."""
+    """Worker `index`: the supervisor that trains every membership generation it is a member of, in place."""
     n, job_name = names(job), job["metadata"]["name"]
     o = spec.pod
     name = f"{job_name}-worker-{index}-{suffix}"
@@ -97,6 +97,7 @@ def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, s
         {"name": "DSTJ_PROGRESS", "value": f"k8s:{job['metadata']['namespace']}/{n['progress']}"},
         {"name": "DSTJ_RDZV_ENDPOINT", "value": f"{n['rdzv']}:{spec.rendezvous.port}"},
         {"name": "DSTJ_RUN_ID", "value": job["metadata"]["uid"]},
+        {"name": "DSTJ_READY_PROBE", "value": "1"},
         *(o.env or []),
     ]
     mounts = [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True}, *(o.volume_mounts or [])]
@@ -112,6 +113,10 @@ def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, s
         "command": ["python", "-m", "moe_trainer.launch", "--config", f"{CONFIG_MOUNT}/trainer.json",
                     f"--nproc-per-node={max(1, spec.devices_per_worker)}"],
         "env": env, "volumeMounts": mounts, "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
+        # Ready once the trainer can join a group (torch imported, data built): only then does the
+        # operator put the pod in a generation, so the running members never wait through a start-up.
+        "readinessProbe": {"exec": {"command": ["sh", "-c", "test -f /tmp/dstj-ready-$HOSTNAME"]},
+                           "periodSeconds": 1, "failureThreshold": 1},
     }
     resources = dict(o.resources or {})
     if spec.devices_per_worker:

@@ -62,6 +62,18 @@ class Identity:
     """Processes per worker (P)."""
 
 
+READY_DIR = Path("/tmp")
+"""Where `mark_ready` leaves `dstj-ready-<member id>` for the pod's readiness probe (see the operator's
+worker pod: `test -f /tmp/dstj-ready-$HOSTNAME`; the member id is the pod name, its hostname)."""
+
+
+def mark_ready(member_id: str) -> None:
+    """Say this worker can join a group now (torch imported, data built): the operator counts a pod in a
+    generation only once it is Ready, so running members do not stop and wait through its start-up."""
+    if os.environ.get("DSTJ_READY_PROBE") == "1":
+        (READY_DIR / f"dstj-ready-{member_id}").touch()
+
+
 class ElasticWorker:
     """Follows the published membership and trains each generation it has a seat in, in this process."""
 
@@ -89,6 +101,7 @@ class ElasticWorker:
         """Train generation after generation; return the exit code (0 finished, EXIT_STOPPED on SIGTERM)."""
         # Build (or find) the data before any group: a cold build can outlast the collective timeout.
         self._data = build_datasets(self.cfg)
+        mark_ready(self.me.member_id)
         while True:
             seat = self._next_seat()
             if isinstance(seat, int):
