@@ -39,6 +39,12 @@ def _mountpoint(src: str, dst: str, record: str) -> None:
     Mount points live on the host's file system (the mount namespace is private, the files are
     not); each one created is appended to ``record`` so ``down`` removes it once no pod runs.
     """
+    if not os.path.exists(src):
+        # The pod is going away and its volume with it: never guess a mountpoint's type (a file made
+        # here where a directory belongs would break every later pod that mounts at that path).
+        raise FileNotFoundError(2, f"mount source {src} is gone")
+    if os.path.isdir(src) and os.path.isfile(dst) and os.path.getsize(dst) == 0:
+        os.unlink(dst)  # an empty file mountpoint left by an older agent's race: a directory belongs here
     missing = []
     d = dst if os.path.isdir(src) else os.path.dirname(dst)
     while d and d != "/" and not os.path.lexists(d):
