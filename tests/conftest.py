@@ -100,3 +100,18 @@ def ns(kube_nodes: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
                timeout=30, what=f"the default ServiceAccount of {name}")
     yield name
     kube_nodes("delete", "namespace", name, "--wait=false", check=False)
+
+
+def install_crd(kube: Kubectl) -> Kubectl:
+    """Apply the DeepSeekTrainingJob CRD and wait until it is established; returns `kube`.
+
+    `--force-conflicts`: a Helm install earlier in the session owns the same fields (the chart ships
+    the same file), and server-side apply would otherwise refuse to take them back.
+    """
+    from dstj_operator.crd import CRD_FILE, GROUP, PLURAL
+
+    kube("apply", "--server-side", "--force-conflicts", "-f", str(Path(__file__).resolve().parents[1] / CRD_FILE))
+    wait_until(lambda: kube("get", f"crd/{PLURAL}.{GROUP}", "-o",
+                            "jsonpath={.status.conditions[?(@.type=='Established')].status}").stdout == "True",
+               timeout=30, what="the CRD to be established")
+    return kube

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from dstj_operator.crd import CRD_FILE, PLURAL
+from dstj_operator.crd import PLURAL
 from localcluster.kubectl import Kubectl
-from localcluster.waiting import wait_until
+from tests.conftest import install_crd
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "crd-validation"
@@ -35,10 +35,7 @@ def _set(tree: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def crd(kube: Kubectl) -> Iterator[Kubectl]:
-    kube("apply", "--server-side", "-f", str(ROOT / CRD_FILE))
-    wait_until(lambda: kube("get", f"crd/{PLURAL}.training.deepseek.dev", "-o",
-                            "jsonpath={.status.conditions[?(@.type=='Established')].status}").stdout == "True",
-               timeout=30, what="the CRD to be established")
+    install_crd(kube)
     kube("create", "namespace", NS, check=False)
     yield kube
     kube("delete", "namespace", NS, "--wait=false", check=False)

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from dstj_operator.crd import CRD_FILE, KIND, PLURAL
+from dstj_operator.crd import KIND
 from dstj_operator.spec import DeepSeekTrainingJobSpec
 from localcluster.kubectl import Kubectl
-from localcluster.waiting import wait_until
+from tests.conftest import install_crd
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -27,11 +27,7 @@ FILES = [pytest.param(p, id=p.name) for p in sorted(EXAMPLES.glob("*.yaml"))]
 
 @pytest.fixture(scope="module")
 def crd(kube: Kubectl) -> Iterator[Kubectl]:
-    kube("apply", "--server-side", "-f", str(ROOT / CRD_FILE))
-    wait_until(lambda: kube("get", f"crd/{PLURAL}.training.deepseek.dev", "-o",
-                            "jsonpath={.status.conditions[?(@.type=='Established')].status}").stdout == "True",
-               timeout=30, what="the CRD to be established")
-    yield kube
+    yield install_crd(kube)
 
 
 def dry_run(kube: Kubectl, ns: str, *source: str) -> list[dict[str, Any]]:

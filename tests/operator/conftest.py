@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from dstj_operator.crd import CRD_FILE, PLURAL
+from dstj_operator.crd import PLURAL
 from localcluster.kubectl import Kubectl
-from localcluster.waiting import wait_until
+from tests.conftest import install_crd
 
 ROOT = Path(__file__).resolve().parents[2]
 StartOperator = Callable[..., subprocess.Popen[bytes]]
@@ -35,11 +35,7 @@ def free_port() -> int:
 @pytest.fixture
 def crd(kube_nodes: Kubectl) -> Kubectl:
     """The cluster, with the DeepSeekTrainingJob CRD applied and established."""
-    kube_nodes("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / CRD_FILE))
-    wait_until(lambda: kube_nodes("get", f"crd/{PLURAL}.training.deepseek.dev", "-o",
-                                  "jsonpath={.status.conditions[?(@.type=='Established')].status}").stdout == "True",
-               timeout=30, what="the CRD to be established")
-    return kube_nodes
+    return install_crd(kube_nodes)
 
 
 @pytest.fixture
