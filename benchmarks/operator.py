@@ -202,7 +202,9 @@ def run(sections: tuple[str, ...] = ("start", "goodput", "fifty")) -> None:
         try:
             kube("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / CRD_FILE))
             work = Path(tmp)
-            with _operator(kube, work / "operator.log") as op:
+            log = ROOT / "out" / "bench" / "operator.log"  # kept: the first place to look when a number is odd
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with _operator(kube, log) as op:
                 steps: list[tuple[str, Callable[[], dict[str, float]]]] = [
                     ("start", lambda: start_and_replace(kube, work)),
                     ("goodput", lambda: goodput(kube, work)),

@@ -11,8 +11,10 @@ published generation g in which it has a seat:
     4. trains until the run finishes, or every rank agrees at a step boundary to stop: SIGTERM on
        some rank, or a newer generation published (`Trainer.should_stop`). The stop checkpoint is
        committed (fenced by generation, see `checkpoint.py`) before anyone leaves;
-    5. destroys g's groups. A collective that fails because a peer died ends g the same way, without
-       a checkpoint; either way this process then waits for a newer generation, never re-joining g.
+    5. destroys g's groups and waits for a newer generation, never re-joining g. A collective that
+       fails because a peer died ends g without a checkpoint, and the process re-executes itself
+       (same PID, fresh interpreter) before waiting: a half-failed group can leave distributed state
+       behind that breaks the next one.
 
 A newer generation stops the running one at once, even when its new members are still starting:
 a group that trained on until they arrived (tried) idled less, but could finish a short run under
@@ -26,6 +28,7 @@ The state after a failed step is not trusted: every generation starts from the c
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +65,25 @@ class Identity:
     """Processes per worker (P)."""
 
 
+DONE_GENERATION_ENV = "DSTJ_DONE_GENERATION"
+"""Set for a re-executed process: the newest generation it already ended (never joined again)."""
+
+
+def restart_process(done_generation: int) -> None:
+    """Replace this process with a fresh one after a group failed (a peer died).
+
+    A group that failed half-way (a peer lost while the group formed, or mid-collective) can leave
+    process-wide distributed state behind that a later generation then trips over: the benchmark
+    saw every later group of such a process time out while the others waited for it. A fresh
+    interpreter costs a process start (~4-5 s here) only on this path; planned changes and
+    preemptions with notice keep the process.
+    """
+    os.environ[DONE_GENERATION_ENV] = str(done_generation)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
 READY_DIR = Path("/tmp")
 """Where `mark_ready` leaves `dstj-ready-<member id>` for the pod's readiness probe (see the operator's
 worker pod: `test -f /tmp/dstj-ready-$HOSTNAME`; the member id is the pod name, its hostname)."""
@@ -84,7 +106,7 @@ class ElasticWorker:
             torch.cuda.set_device(me.local_rank)
         self.terminating = False
         """Set by SIGTERM: stop at the next step boundary with a checkpoint, then exit EXIT_STOPPED."""
-        self.done_generation = -1
+        self.done_generation = int(os.environ.get(DONE_GENERATION_ENV, "-1"))
         """The newest generation this process joined or gave up on; it is never joined again."""
         self.trainer: Trainer | None = None
         self._data: Datasets | None = None
@@ -188,7 +210,10 @@ class ElasticWorker:
             if ckpt is not None:
                 ckpt.abandon()
             leave()
-            return EXIT_STOPPED if self.terminating else None
+            if self.terminating:
+                return EXIT_STOPPED
+            restart_process(n)
+            return None  # not reached
         if ckpt is not None:
             ckpt.close()
         leave()
