@@ -155,10 +155,15 @@ def test_helm_install_runs_the_operator_and_uninstall_leaves_only_the_crd(
         _helm_kube(helm, kube_nodes, "uninstall", release, "--namespace", ns, "--wait", "--timeout=90s")
 
     kinds = "all,serviceaccounts,roles,rolebindings,configmaps,secrets,leases,poddisruptionbudgets"
-    left = kube_nodes("get", kinds, "-n", ns, "-l", selector, "-o", "name").stdout.split()
-    left += kube_nodes("get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name").stdout.split()
-    left += kube_nodes("get", "secrets", "-n", ns, "-l", f"owner=helm,name={release}", "-o", "name").stdout.split()
-    assert not left, f"helm uninstall left {left}"
+
+    def leftovers() -> list[str]:
+        left = kube_nodes("get", kinds, "-n", ns, "-l", selector, "-o", "name").stdout.split()
+        left += kube_nodes("get", "clusterroles,clusterrolebindings", "-l", selector, "-o", "name").stdout.split()
+        return left + kube_nodes("get", "secrets", "-n", ns, "-l", f"owner=helm,name={release}", "-o",
+                                 "name").stdout.split()
+
+    # The operator pod may still be in its termination grace period right after `uninstall --wait`.
+    wait_until(lambda: not leftovers(), timeout=90, what="helm uninstall to leave nothing behind")
     assert kube_nodes("get", "crd", f"{PLURAL}.{GROUP}", check=False).returncode == 0, "the CRD must stay"
     if ready_error is not None:
         if not _operator_health_implemented():
