@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as e:
         print(f"dstj-operator: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}')
+    # kopf installs the one JSON handler on the root logger; a second handler here printed every line twice.
     kopf.configure(verbose=settings.log_level == "debug", log_format=kopf.LogFormat.JSON)
+    logging.getLogger().setLevel(settings.log_level.upper())
     load_kube_config()
     if settings.health_port:
         serve_health(settings.health_port)
