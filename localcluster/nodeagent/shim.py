@@ -71,7 +71,16 @@ def main(spec_path: str) -> None:
             os.close(spec["cgroup_fd"])
         socket.sethostname(spec["hostname"])
         libc = ctypes.CDLL(None, use_errno=True)
+        # The "image" is the host's project environment: a volume over one of its ancestors (an
+        # emptyDir at /tmp, with the clone under /tmp) would hide Python itself. Such a mount is
+        # skipped: the container then shares that host directory, as every other path here.
+        image = os.path.realpath(os.environ.get("VIRTUAL_ENV") or sys.prefix)
         for m in spec["mounts"]:  # parents first: the agent sorts them by depth
+            target = os.path.realpath(m["target"])
+            if image == target or image.startswith(target.rstrip("/") + "/"):
+                print(f"localcluster: not mounting {m['target']}: it would hide the image at {image}",
+                      file=sys.stderr, flush=True)
+                continue
             _mountpoint(m["source"], m["target"], spec["mountpointRecord"])
             _mount(libc, m["source"], m["target"], MS_BIND | MS_REC)
             if m.get("readOnly"):
