@@ -171,6 +171,10 @@ class CheckpointConfig(WireModel):
     dir: str | None = Field(None, description="Shared directory or fsspec URL for checkpoints (null = none).")
     interval: int = Field(50, ge=1, description="Save every this many optimizer steps.")
     keep: int = Field(3, ge=1, description="Completed checkpoints kept; older ones are deleted.")
+    resume_from: str | None = Field(
+        None, description="Until this run has committed a checkpoint of its own, start from this one: a checkpoint "
+        "directory or URL, or another run's checkpoint root (its latest). Its step, data position and state carry on.",
+    )
 
 
 class ParallelConfig(WireModel):

@@ -50,6 +50,10 @@ def trainer_config_map(job: dict[str, Any], spec: DeepSeekTrainingJobSpec) -> di
     """The trainer config the workers read, with the checkpoint directory pointed at the mount."""
     trainer = spec.trainer.model_copy(deep=True)
     trainer.checkpoint.dir = spec.checkpoint.url or CHECKPOINT_MOUNT
+    start = spec.checkpoint.resume_from
+    if start:  # relative: a checkpoint under this job's own storage (e.g. one of its kept ones)
+        absolute = "://" in start or start.startswith("/")
+        trainer.checkpoint.resume_from = start if absolute else f"{trainer.checkpoint.dir.rstrip('/')}/{start}"
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(job, names(job)["config"], "config"),
             "data": {"trainer.json": trainer.model_dump_json(by_alias=True, indent=2)}}
 

@@ -42,9 +42,16 @@ class CheckpointStorage(WireModel):
     storage_class: str | None = Field(None, description="Create a PVC of this class (when pvc is unset).")
     size: str = Field("10Gi", description="Size of a PVC the operator creates.")
     host_path: str | None = Field(None, description="A directory every node shares (local clusters).")
-    url: str | None = Field(None, description="An fsspec URL (s3://, gs://, ...), not yet supported by the trainer.")
+    url: str | None = Field(
+        None, description="An fsspec URL (s3://, gs://, ...); the backend package (s3fs, gcsfs) and its credentials "
+        "must be in the trainer image and the pod's env.",
+    )
     delete_with_job: bool = Field(False, description="Delete an operator-created PVC with the job (default: keep).")
-    resume_from: str | None = Field(None, description="Start from this checkpoint directory instead of the latest.")
+    resume_from: str | None = Field(
+        None, description="Until the job has committed a checkpoint of its own, start from this one: a URL, an "
+        "absolute path in the workers, or a path relative to the job's checkpoint storage; a checkpoint directory or "
+        "another run's checkpoint root (its latest).",
+    )
 
 
 class FaultPolicy(WireModel):

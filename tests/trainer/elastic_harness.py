@@ -147,7 +147,7 @@ def trajectory_errors(trajectory: dict[int, list[int]], expected: Callable[[int]
 def final_params(cfg: TrainerConfig) -> dict[str, torch.Tensor]:
     """The full model state of the committed checkpoint, loaded at W=1."""
     trainer = Trainer(cfg)
-    ckpt = Checkpointer(Path(cfg.checkpoint.dir or ""), 1, 0, lambda final: False, rank=0, process_group=None)
+    ckpt = Checkpointer(cfg.checkpoint.dir or "", 1, 0, lambda final: False, rank=0, process_group=None)
     assert ckpt.load_latest(trainer.checkpoint_state()) is not None, "no committed checkpoint"
     trainer.restored()
     return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}

@@ -64,7 +64,7 @@ def last_step(log_dir: Path, generation: int) -> int:
 
 
 def marker_at(cfg: TrainerConfig, generation: int, step: int) -> bool:
-    m = read_marker(Path(cfg.checkpoint.dir or ""))
+    m = read_marker(cfg.checkpoint.dir or "")
     return m is not None and m.generation >= generation and m.step >= step
 
 
@@ -127,18 +127,23 @@ def test_the_equivalence_measure_catches_one_planted_skipped_sample(
     assert relative_distance(planted, reference, start) > 1e-3
 
 
-def _with(cfg: TrainerConfig, steps: int, interval: int) -> TrainerConfig:
+def _with(cfg: TrainerConfig, steps: int, interval: int, as_url: bool = False) -> TrainerConfig:
     data = cfg.model_dump()
     data["train"]["steps"] = steps
     data["checkpoint"]["interval"] = interval
+    if as_url:  # the same directory through fsspec, the path object stores take
+        data["checkpoint"]["dir"] = f"file://{data['checkpoint']['dir']}"
     return TrainerConfig.model_validate(data)
 
 
 @pytest.mark.slow
-def test_a_graceful_preemption_loses_no_finished_step(elastic_config: TrainerConfig, tmp_path: Path) -> None:
+@pytest.mark.parametrize("storage", ["dir", "fsspec-url"])
+def test_a_graceful_preemption_loses_no_finished_step(elastic_config: TrainerConfig, tmp_path: Path,
+                                                      storage: str) -> None:
     import os
 
-    cfg = _with(elastic_config, steps=16, interval=50)  # no periodic save would rescue the steps
+    # No periodic save would rescue the steps.
+    cfg = _with(elastic_config, steps=16, interval=50, as_url=storage == "fsspec-url")
     cluster = Cluster(tmp_path, cfg, {"DSTJ_CACHE": os.environ["DSTJ_CACHE"]})
     try:
         cluster.start("a")

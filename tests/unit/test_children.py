@@ -59,6 +59,18 @@ def test_the_trainer_config_points_at_the_checkpoint_mount() -> None:
     assert claim["persistentVolumeClaim"]["claimName"] == "ckpt"
 
 
+def test_a_url_is_the_trainers_checkpoint_location_and_resume_from_is_resolved_against_it() -> None:
+    job, spec = a_job(checkpoint={"url": "s3://bucket/runs/moe/", "resumeFrom": "step-00000040-g2"})
+    config = json.loads(children.trainer_config_map(job, spec)["data"]["trainer.json"])
+    assert config["checkpoint"]["dir"] == "s3://bucket/runs/moe/"
+    assert config["checkpoint"]["resumeFrom"] == "s3://bucket/runs/moe/step-00000040-g2"
+    assert all(v["name"] != "checkpoints" for v in children.worker_pod(job, spec, 0, "a")["spec"].get("volumes", []))
+    for absolute in ("/data/pretrained", "gs://other/run"):
+        job, spec = a_job(checkpoint={"pvc": "ckpt", "resumeFrom": absolute})
+        config = json.loads(children.trainer_config_map(job, spec)["data"]["trainer.json"])
+        assert config["checkpoint"]["resumeFrom"] == absolute
+
+
 def test_workers_may_read_only_their_job_and_write_only_their_progress() -> None:
     job, _ = a_job()
     role = children.worker_rbac(job)[1]

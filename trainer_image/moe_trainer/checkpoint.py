@@ -6,10 +6,11 @@
   at any other. DCP writes replicated keys once.
 - Atomic: each save goes to its own directory; `latest.json` is replaced (write + rename) only
   after DCP has finished every rank's files and the metadata. A torn save is never pointed at.
+- Stored in a shared directory or at an fsspec URL (`storage.py`).
 - Fenced: rank 0 commits the marker only while its generation is the published one (or, for the
   checkpoint a group takes when stopping, the generation a planned resize hands off from), and
   never over a marker of a newer generation, whatever the steps say; a lock file serialises
-  committers.
+  committers in a directory.
 - Periodic saves are asynchronous: a background thread copies the state while the next step's
   forward and backward run (they never change it), the optimizer waits for that copy only before
   it updates the parameters (`before_update`), and DCP writes the copy in the background. At most
@@ -18,10 +19,8 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -34,8 +33,8 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
-from moe_trainer.membership import write_json_atomically
 from moe_trainer.parallel import is_expert_param
+from moe_trainer.storage import CheckpointStorage
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +58,17 @@ class Marker:
     """Committed directories still on disk, newest first (this one included)."""
 
 
-def read_marker(root: Path) -> Marker | None:
+def as_storage(root: CheckpointStorage | str | Path) -> CheckpointStorage:
+    """`root` as a storage (a directory path or an fsspec URL)."""
+    return root if isinstance(root, CheckpointStorage) else CheckpointStorage(root)
+
+
+def read_marker(root: CheckpointStorage | str | Path) -> Marker | None:
     """The committed checkpoint under `root`, or None."""
-    try:
-        data = json.loads((root / MARKER).read_text())
-    except FileNotFoundError:
+    text = as_storage(root).read_text(MARKER)
+    if text is None:
         return None
+    data = json.loads(text)
     data["kept"] = tuple(data.get("kept", ()))
     return Marker(**data)
 
@@ -126,9 +130,13 @@ def _private_copy(state: dict[str, Any]) -> dict[str, Any]:
 class Checkpointer:
     """Saves and loads one rank's share of the run's state under a shared root directory."""
 
-    def __init__(self, root: Path, keep: int, generation: int, may_commit: Callable[[bool], bool],
-                 rank: int, process_group: dist.ProcessGroup | None) -> None:
-        self.root, self.keep, self.generation = root, keep, generation
+    def __init__(self, root: CheckpointStorage | str | Path, keep: int, generation: int,
+                 may_commit: Callable[[bool], bool], rank: int, process_group: dist.ProcessGroup | None,
+                 resume_from: str | None = None) -> None:
+        self.storage, self.keep, self.generation = as_storage(root), keep, generation
+        self.storage.create()
+        self.resume_from = resume_from
+        """Loaded by `load_latest` while the root holds no committed checkpoint."""
         self.may_commit, self.rank, self.pg = may_commit, rank, process_group
         """may_commit(final): whether this generation may move the marker now (final: a stop checkpoint)."""
         self._pending: tuple[Future[Any], int, str] | None = None
@@ -141,7 +149,6 @@ class Checkpointer:
         self.marker_step: int | None = None
         """The step the marker points at as far as this rank knows (rank 0 wrote it; the truth to report)."""
         self.last_save_seconds: float = 0.0
-        root.mkdir(parents=True, exist_ok=True)
 
     @property
     def _no_dist(self) -> bool:
@@ -157,19 +164,18 @@ class Checkpointer:
         """
         self.wait()
         name = self._dir_name(step)
-        target = self.root / name
         start = time.perf_counter()
         if asynchronous:
             def stage_and_write() -> Any:
                 return dcp.async_save(
-                    _private_copy(state), checkpoint_id=str(target), process_group=self.pg,
+                    _private_copy(state), storage_writer=self.storage.writer(name), process_group=self.pg,
                     no_dist=self._no_dist, async_stager=_AlreadyStaged(),  # type: ignore[arg-type]
                 )
 
             self._staging = (self._stager.submit(stage_and_write), step, name)
             self.last_save_seconds = time.perf_counter() - start  # grows by what before_update waits
         else:
-            dcp.save(state, checkpoint_id=str(target), process_group=self.pg, no_dist=self._no_dist)
+            dcp.save(state, storage_writer=self.storage.writer(name), process_group=self.pg, no_dist=self._no_dist)
             self.last_save_seconds = time.perf_counter() - start
             self._commit(step, name, final)
 
@@ -219,28 +225,46 @@ class Checkpointer:
         self.last_committed_step = step
         if self.rank != 0:
             return
-        with (self.root / ".marker.lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with self.storage.commit_lock():
             if not self.may_commit(final):
                 log.warning("not committing step %d: generation %d is no longer published", step, self.generation)
-                shutil.rmtree(self.root / name, ignore_errors=True)  # never to be pointed at
+                self.storage.remove(name)  # never to be pointed at
                 return
-            old = read_marker(self.root)
+            old = read_marker(self.storage)
             if old is not None and (old.generation > self.generation or
                                     (old.generation == self.generation and old.step >= step)):
                 log.warning("not committing step %d of generation %d over %s", step, self.generation, old)
                 return
             kept = (name, *(old.kept if old else ()))[: self.keep]
             marker = Marker(step, self.generation, name, time.time(), kept)
-            write_json_atomically(self.root / MARKER, json.dumps(asdict(marker)))
+            self.storage.write_text(MARKER, json.dumps(asdict(marker)))
             self.marker_step = step
         for stale in set(old.kept if old else ()) - set(kept):
-            shutil.rmtree(self.root / stale, ignore_errors=True)
+            self.storage.remove(stale)
 
     def load_latest(self, state: dict[str, Any]) -> Marker | None:
-        """Fill `state` in place from the committed checkpoint; None when there is none."""
-        marker = read_marker(self.root)
+        """Fill `state` in place from the committed checkpoint (else from `resume_from`); None when there is none."""
+        marker = read_marker(self.storage)
         if marker is None:
-            return None
-        dcp.load(state, checkpoint_id=str(self.root / marker.path), process_group=self.pg, no_dist=self._no_dist)
+            return self._load_resume_from(state) if self.resume_from else None
+        dcp.load(state, storage_reader=self.storage.reader(marker.path), process_group=self.pg,
+                 no_dist=self._no_dist)
         return marker
+
+    def _load_resume_from(self, state: dict[str, Any]) -> Marker:
+        """Load the checkpoint `resume_from` names: a run's root (its committed one) or a checkpoint itself.
+
+        The returned marker has generation -1: it belongs to another run and fences nothing here.
+        """
+        assert self.resume_from is not None
+        source = CheckpointStorage(self.resume_from)
+        committed = read_marker(source)
+        name = committed.path if committed else None
+        if not source.holds_checkpoint(name):
+            raise FileNotFoundError(
+                f"checkpoint.resumeFrom {self.resume_from!r} holds no checkpoint: name a checkpoint directory "
+                "(with a .metadata file) or a run's checkpoint root (with latest.json), or unset it to start afresh"
+            )
+        dcp.load(state, storage_reader=source.reader(name), process_group=self.pg, no_dist=self._no_dist)
+        step = int(state["meta.step"]) if "meta.step" in state else 0
+        return Marker(step, -1, self.resume_from, time.time())

@@ -160,7 +160,7 @@ class ElasticWorker:
         """This generation's trainer: the one in memory re-seated for the layout when a checkpoint will be
         loaded into it, else a fresh one from the seed (nothing committed yet: the run starts over)."""
         ctx = make_context(self.cfg, rank, world, self.device)
-        committed = self.cfg.checkpoint.dir is not None and read_marker(Path(self.cfg.checkpoint.dir)) is not None
+        committed = self.cfg.checkpoint.dir is not None and read_marker(self.cfg.checkpoint.dir) is not None
         if self.trainer is not None and committed:
             self.trainer.reconfigure(ctx)
         else:

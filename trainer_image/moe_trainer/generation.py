@@ -88,8 +88,8 @@ def make_checkpointer(cfg: TrainerConfig, trainer: Trainer, generation: int,
 
     # Async saves run collectives from a background thread: give them a group of their own.
     pg = dist.new_group(backend="gloo") if trainer.ctx.is_distributed else None
-    return Checkpointer(Path(cfg.checkpoint.dir), cfg.checkpoint.keep, generation, may_commit, trainer.ctx.rank,
-                        pg if isinstance(pg, dist.ProcessGroup) else None)
+    return Checkpointer(cfg.checkpoint.dir, cfg.checkpoint.keep, generation, may_commit, trainer.ctx.rank,
+                        pg if isinstance(pg, dist.ProcessGroup) else None, resume_from=cfg.checkpoint.resume_from)
 
 
 def resume(g: Generation) -> Marker | None:
@@ -137,7 +137,7 @@ def run_generation(g: Generation) -> tuple[Outcome, dict[str, Any] | None]:
     t = cfg.train
     metrics.bind(trainer.ctx.rank)
     metrics.generation.set(g.number)
-    ckpt_root = Path(cfg.checkpoint.dir) if cfg.checkpoint.dir else None
+    ckpt_root = ckpt.storage if ckpt is not None else None
     previous_end = previous_step_time(ckpt_root, g.number)
     if ckpt is not None:
         trainer.before_update = ckpt.before_update

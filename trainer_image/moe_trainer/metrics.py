@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from moe_trainer.membership import write_json_atomically
+from moe_trainer.storage import CheckpointStorage
 
 LAST_STEP_FILE = "last-step.json"
 
@@ -78,19 +77,17 @@ class TrainerMetrics:
         self._restart_series.inc(n)
 
 
-def record_last_step(root: Path | None, generation: int, step: int) -> None:
+def record_last_step(root: CheckpointStorage | None, generation: int, step: int) -> None:
     """Rank 0 notes when its last step finished, for the next generation's recovery time."""
     if root is not None:
-        write_json_atomically(root / LAST_STEP_FILE, json.dumps({"generation": generation, "step": step,
-                                                                 "time": time.time()}))
+        root.write_text(LAST_STEP_FILE, json.dumps({"generation": generation, "step": step, "time": time.time()}))
 
 
-def previous_step_time(root: Path | None, generation: int) -> float | None:
+def previous_step_time(root: CheckpointStorage | None, generation: int) -> float | None:
     """When the last step of an earlier generation finished (None for a first start)."""
-    if root is None:
-        return None
+    text = root.read_text(LAST_STEP_FILE) if root is not None else None
     try:
-        data = json.loads((root / LAST_STEP_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        data = json.loads(text or "")
+    except json.JSONDecodeError:
         return None
     return float(data["time"]) if int(data["generation"]) < generation else None
