@@ -119,8 +119,10 @@ def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, s
         "env": env, "volumeMounts": mounts, "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
         # Ready once the trainer can join a group (torch imported, data built): only then does the
         # operator put the pod in a generation, so the running members never wait through a start-up.
+        # A member's later probe failures do not unseat it (decide.seated): a slow exec on a loaded
+        # node must not restart the group.
         "readinessProbe": {"exec": {"command": ["sh", "-c", "test -f /tmp/dstj-ready-$HOSTNAME"]},
-                           "periodSeconds": 1, "failureThreshold": 1},
+                           "periodSeconds": 1, "timeoutSeconds": 5, "failureThreshold": 3},
     }
     resources = dict(o.resources or {})
     if spec.devices_per_worker:

@@ -3,9 +3,15 @@
 `observe` turns worker pods into `Worker` facts; `classify_end` tells a preemption from a crash;
 `next_membership` decides whether to publish a new generation. The reconciler applies the result.
 
-Membership rules: the members are the Ready workers (lowest indices first, at most `replicas`).
-A new generation is published when that set changes, and only if it holds at least `minReplicas`
-workers; otherwise the last generation stays published and the job waits (a condition says why).
+Membership rules: the members are the seated workers (lowest indices first, at most `replicas`).
+Readiness admits: a worker takes a seat once its pod is Ready (it can join a group). A member keeps
+its seat while its pod lives, even if its readiness probe later fails: a probe that times out on a
+loaded node must not stop the whole group twice (out, then back in). It loses the seat when its pod
+ends or is deleted, or when its node is lost (the node controller sets the pod's Ready to False and
+leaves ContainersReady as the kubelet last reported it, True; a probe failure sets both to False).
+A new generation is published when the seated set changes, and only if it holds at least
+`minReplicas` workers; otherwise the last generation stays published and the job waits (a
+condition says why).
 The new generation always names the old one in `handoffFrom`, so the old group may commit the
 checkpoint it takes while stopping at a step boundary: after a planned resize, and equally after a
 preemption with notice (SIGTERM: the leaving worker checkpoints with the others before it goes), no
@@ -38,10 +44,18 @@ class Worker:
     name: str
     index: int
     ready: bool
+    """Alive and Ready: it may take a seat."""
     terminating: bool
     phase: str
     end: EndKind | None = None
     reason: str = ""
+    node_lost: bool = False
+    """Its node stopped reporting (Ready False, ContainersReady still True)."""
+
+    @property
+    def may_stay(self) -> bool:
+        """Whether a member keeps its seat: its pod lives on a reachable node (readiness aside)."""
+        return self.end is None and not self.terminating and not self.node_lost
 
 
 def classify_end(pod: dict[str, Any]) -> tuple[EndKind | None, str]:
@@ -74,18 +88,25 @@ def classify_end(pod: dict[str, Any]) -> tuple[EndKind | None, str]:
 def observe(pod: dict[str, Any], index_label: str) -> Worker:
     """A worker pod as facts."""
     meta, status = pod["metadata"], pod.get("status") or {}
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    ready = conditions.get("Ready") == "True"
     end, reason = classify_end(pod)
     terminating = bool(meta.get("deletionTimestamp"))
     return Worker(name=meta["name"], index=int(meta["labels"][index_label]), phase=status.get("phase", "Pending"),
-                  ready=ready and not terminating and end is None, terminating=terminating, end=end, reason=reason)
+                  ready=ready and not terminating and end is None, terminating=terminating, end=end, reason=reason,
+                  node_lost=conditions.get("Ready") == "False" and conditions.get("ContainersReady") == "True")
+
+
+def seated(current: Membership | None, workers: list[Worker]) -> list[Worker]:
+    """Workers that may hold a seat: Ready ones, and current members that may stay."""
+    members = set(current.members) if current is not None and current.state == "running" else set()
+    return [w for w in workers if w.ready or (w.name in members and w.may_stay)]
 
 
 def next_membership(current: Membership | None, workers: list[Worker], replicas: int, min_replicas: int,
                     endpoint: str) -> Membership | None:
     """The membership to publish now, or None when the current one stands."""
-    ready = sorted((w for w in workers if w.ready), key=lambda w: w.index)[:replicas]
-    members = [w.name for w in ready]
+    members = [w.name for w in sorted(seated(current, workers), key=lambda w: w.index)[:replicas]]
     if current is not None and current.members == members:
         return None
     if len(members) < min_replicas:

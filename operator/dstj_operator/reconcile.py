@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from dstj_api import Membership, format_validation_error
 from dstj_operator import children, conditions, metrics
 from dstj_operator.cluster import Cluster
-from dstj_operator.decide import EndKind, missing_indices, next_membership, observe
+from dstj_operator.decide import EndKind, missing_indices, next_membership, observe, seated
 from dstj_operator.spec import DeepSeekTrainingJobSpec, parse_spec
 
 log = logging.getLogger(__name__)
@@ -216,7 +216,8 @@ def reconcile(cluster: Cluster, job: dict[str, Any]) -> Outcome:
     if status.get("desiredReplicas") not in (None, spec.replicas):
         cluster.event(job, "Scaled", f"replicas {status['desiredReplicas']} -> {spec.replicas}")
     status["desiredReplicas"] = spec.replicas
-    ready = sum(1 for w in live if w.ready)
+    # Ready, or a member still training whose probe failed (a loaded node): see decide.seated.
+    ready = len(seated(current if new is None else new, live))
     status["replicas"] = len(live)
     status["readyReplicas"] = ready
     if spec.suspend and workers:

@@ -13,6 +13,7 @@ from dstj_operator.decide import (
     classify_end,
     missing_indices,
     next_membership,
+    observe,
 )
 
 EP = "job-rdzv:29400"
@@ -56,6 +57,37 @@ def test_scaling_down_keeps_the_lowest_indices_and_hands_off() -> None:
     current = Membership(generation=1, world_size=3, members=["w0", "w1", "w2"])
     m = next_membership(current, [worker(0), worker(1), worker(2)], 2, 1, EP)
     assert m is not None and (m.members, m.handoff_from) == (["w0", "w1"], 1)
+
+
+def test_a_member_whose_readiness_probe_fails_keeps_its_seat() -> None:
+    # A probe timing out on a loaded node must not stop the group, nor start it again when it passes.
+    current = Membership(generation=3, world_size=2, members=["w0", "w1"])
+    assert next_membership(current, [worker(0), worker(1, ready=False)], 2, 2, EP) is None
+
+
+def test_a_member_on_a_lost_node_loses_its_seat_at_once() -> None:
+    current = Membership(generation=3, world_size=3, members=["w0", "w1", "w2"])
+    m = next_membership(current, [worker(0), worker(1), worker(2, ready=False, node_lost=True)], 3, 1, EP)
+    assert m is not None and m.members == ["w0", "w1"]
+
+
+def test_readiness_admits_newcomers_only() -> None:
+    current = Membership(generation=3, world_size=1, members=["w0"])
+    assert next_membership(current, [worker(0), worker(1, ready=False)], 2, 1, EP) is None
+
+
+def _pod(ready: str, containers_ready: str) -> dict[str, Any]:
+    return {"metadata": {"name": "w0", "labels": {"i": "0"}},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": ready},
+                                                          {"type": "ContainersReady", "status": containers_ready}]}}
+
+
+@pytest.mark.parametrize(("ready", "containers_ready", "node_lost"), [
+    ("True", "True", False), ("False", "False", False), ("False", "True", True)])
+def test_a_lost_node_is_told_from_a_failed_probe(ready: str, containers_ready: str, node_lost: bool) -> None:
+    # The node controller sets only the pod's Ready to False; a failed probe sets ContainersReady too.
+    w = observe(_pod(ready, containers_ready), "i")
+    assert (w.ready, w.node_lost) == (ready == "True", node_lost)
 
 
 def failed(code: int, reason: str = "Error") -> dict[str, Any]:
