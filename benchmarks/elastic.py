@@ -121,6 +121,10 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+STALL_INTERVAL = 20
+"""Steps per checkpoint in the whole-interval measure."""
+
+
 def checkpoint_stall() -> dict[str, float]:
     """Step time, and the training-thread time of an async vs a sync save (small preset, 1 process); and
     the CPU a save costs against the CPU a step leaves idle, which says whether the save can hide."""
@@ -153,10 +157,28 @@ def checkpoint_stall() -> dict[str, float]:
             ckpt.save(trainer.checkpoint_state(), 12 + 3 * i, asynchronous=True)
             ckpt.wait()
             save_cpus.append(_cpu_s() - cpu)
+        # The whole cost of a periodic checkpoint: a checkpoint interval of steps with one save at its start
+        # (finished by its end) against the same steps with none, taken in turn so drift hits all alike.
+        intervals: dict[str, list[float]] = {"none": [], "async": [], "sync": []}
+        step = 100
+        for _ in range(3):
+            for mode, seconds in intervals.items():
+                step += 1
+                start = time.perf_counter()
+                if mode != "none":
+                    ckpt.save(trainer.checkpoint_state(), step, asynchronous=mode == "async")
+                for _ in range(STALL_INTERVAL):
+                    trainer.train_step()
+                ckpt.wait()
+                seconds.append(time.perf_counter() - start)
+        plain = statistics.median(intervals["none"])
         n_params = sum(p.numel() for p in trainer.model.parameters())
     return {"step_s": step_s, "async_stall_s": statistics.median(asyncs), "sync_save_s": statistics.median(syncs),
             "step_with_async_save_s": statistics.median(with_save), "params_m": n_params / 1e6,
-            "step_cores_busy": statistics.median(step_cpus) / step_s, "save_cpu_s": statistics.median(save_cpus)}
+            "step_cores_busy": statistics.median(step_cpus) / step_s, "save_cpu_s": statistics.median(save_cpus),
+            "interval_plain_s": plain,
+            "interval_lost_async_s": statistics.median(intervals["async"]) - plain,
+            "interval_lost_sync_s": statistics.median(intervals["sync"]) - plain}
 
 
 def throughput() -> dict[int, float]:
@@ -179,10 +201,8 @@ def throughput() -> dict[int, float]:
     return out
 
 
-def run() -> dict[str, Any]:
-    """Print and return the elastic-runtime benchmark."""
-    print("\n## Elastic runtime (tiny preset, CPU, gloo; local supervisors, this script plays the operator)")
-    print(f"machine load before: {os.getloadavg()[0]:.1f} (1-min load average, {os.cpu_count()} cores)")
+def recovery_section() -> dict[str, Any]:
+    """Print and return the recovery figures beside the restart floor and torchrun's native ones."""
     rec = recovery_seconds()
     floor = restart_floor_seconds()
     newcomer = newcomer_start_seconds()
@@ -198,6 +218,11 @@ def run() -> dict[str, Any]:
           "(no longer paid by members that stay)")
     for name, secs in PROBE_NATIVE.items():
         print(f"{name} (probe, torch 2.13): {secs:.1f} s")
+    return {"recovery": rec, "restart_floor_s": floor, "newcomer_start_s": newcomer}
+
+
+def checkpoint_section() -> dict[str, float]:
+    """Print and return the checkpoint stall: the training thread's wait, and the whole cost over an interval."""
     stall = checkpoint_stall()
     extra = stall["step_with_async_save_s"] / stall["step_s"] - 1
     print(f"checkpoint stall, small preset ({stall['params_m']:.1f} M params, step {stall['step_s']:.3f} s): "
@@ -208,11 +233,30 @@ def run() -> dict[str, Any]:
     print(f"  why: a save costs {stall['save_cpu_s']:.3f} CPU-s (copy + DCP's per-tensor serialization + write) "
           f"while a step keeps {stall['step_cores_busy']:.2f} of 2 cores busy, leaving {idle:.3f} CPU-s idle per "
           "step: the rest comes out of the steps it overlaps")
-    tps = throughput()
-    print("tokens/s, tiny preset: " + ", ".join(f"W={w}: {v:,.0f}" for w, v in tps.items()))
-    return {"recovery": rec, "restart_floor_s": floor, "newcomer_start_s": newcomer, "checkpoint": stall,
-            "tokens_per_s": tps}
+    plain = stall["interval_plain_s"]
+    for mode in ("async", "sync"):
+        lost = stall[f"interval_lost_{mode}_s"]
+        print(f"  whole cost of one {mode} save over a {STALL_INTERVAL}-step interval ({plain:.2f} s without): "
+              f"{lost:+.3f} s = {100 * lost / stall['step_s']:+.0f}% of a step, "
+              f"{100 * lost / plain:+.1f}% of the interval")
+    return stall
+
+
+def run(sections: tuple[str, ...] = ("recovery", "checkpoint", "throughput")) -> dict[str, Any]:
+    """Print and return the elastic-runtime benchmark (all sections, or those named)."""
+    print("\n## Elastic runtime (tiny preset, CPU, gloo; local supervisors, this script plays the operator)")
+    print(f"machine load before: {os.getloadavg()[0]:.1f} (1-min load average, {os.cpu_count()} cores)")
+    out: dict[str, Any] = {}
+    if "recovery" in sections:
+        out |= recovery_section()
+    if "checkpoint" in sections:
+        out["checkpoint"] = checkpoint_section()
+    if "throughput" in sections:
+        tps = throughput()
+        print("tokens/s, tiny preset: " + ", ".join(f"W={w}: {v:,.0f}" for w, v in tps.items()))
+        out["tokens_per_s"] = tps
+    return out
 
 
 if __name__ == "__main__":
-    run()
+    run(tuple(sys.argv[1:]) or ("recovery", "checkpoint", "throughput"))

@@ -146,14 +146,25 @@ def _run_to_end(kube: Kubectl, ns: str, name: str, workdir: Path, steps: int,
     return time.monotonic() - t0, kills
 
 
-def goodput(kube: Kubectl, workdir: Path, steps: int = 200) -> dict[str, float]:
-    """Useful steps per second of a run preempted every 60 s, relative to an unpreempted run."""
+def goodput(kube: Kubectl, workdir: Path, steps: int = 400, rounds: int = 2) -> dict[str, float]:
+    """Useful steps per second of a run preempted every 60 s, relative to an unpreempted run of the same steps.
+
+    Runs alternate (plain, preempted, plain, preempted) so drift on the shared machine hits both alike; 400
+    steps last several preemption periods, so the figure is not one preemption's luck.
+    """
     ns = _namespace(kube, f"bench-goodput-{os.urandom(2).hex()}")
-    plain, _ = _run_to_end(kube, ns, "plain", workdir, steps, None)
-    preempted, kills = _run_to_end(kube, ns, "preempted", workdir, steps, PREEMPT_EVERY_S)
+    plain, preempted, kills = [], [], []
+    for r in range(rounds):
+        plain.append(_run_to_end(kube, ns, f"plain-{r}", workdir, steps, None)[0])
+        wall, k = _run_to_end(kube, ns, f"preempted-{r}", workdir, steps, PREEMPT_EVERY_S)
+        preempted.append(wall)
+        kills.append(k)
     kube("delete", "namespace", ns, "--wait=false")
-    return {"steps": steps, "unpreempted_wall_s": plain, "preempted_wall_s": preempted, "preemptions": kills,
-            "goodput_vs_unpreempted": plain / preempted}
+    ratios = [p / q for p, q in zip(plain, preempted, strict=True)]
+    return {"steps": steps, "unpreempted_wall_s": statistics.median(plain),
+            "preempted_wall_s": statistics.median(preempted), "preemptions_per_run": statistics.median(kills),
+            **{f"goodput_round_{r}": v for r, v in enumerate(ratios)},
+            "goodput_vs_unpreempted": statistics.median(ratios)}
 
 
 def fifty_jobs(kube: Kubectl, operator_pid: int, workdir: Path, jobs: int = 50) -> dict[str, float]:

@@ -23,6 +23,9 @@ def main() -> int:
         stop = True
 
     signal.signal(signal.SIGTERM, on_term)
+    # Ready at once, as the real worker is once torch is imported (the readiness probe reads this file).
+    if os.environ.get("DSTJ_READY_PROBE") == "1":
+        open(f"/tmp/dstj-ready-{os.environ['HOSTNAME']}", "w").close()
     config.load_incluster_config()
     api = client.CoreV1Api()
     namespace, name = os.environ["DSTJ_PROGRESS"].removeprefix("k8s:").split("/")
