@@ -101,7 +101,7 @@ RESOURCES = {
 }
 #: What each Cluster method needs, besides create_if_absent (recorded per object below).
 CLUSTER_CALLS = {
-    "connect": [], "create_if_absent": [],
+    "connect": [], "create_if_absent": [], "ensure": [],
     "pods": [("", "pods", "list")], "delete_pod": [("", "pods", "delete")],
     "progress": [("", "configmaps", "get")], "event": [("", "events", "create")],
 }
@@ -123,6 +123,9 @@ class RecordingCluster:
         assert group != "?", f"the operator creates a {obj['kind']}: add it to RESOURCES and the chart's RBAC"
         self.needs.add((group, resource, "create"))
         return True
+
+    def ensure(self, obj: dict[str, Any]) -> bool:
+        return self.create_if_absent(obj)
 
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         return []

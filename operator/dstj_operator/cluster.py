@@ -1,13 +1,17 @@
 """The operator's only door to the API server: a few typed calls over the official client.
 
 Everything the reconciler needs is read back from the cluster on every pass (the operator keeps
-no state of its own); writes are create-if-absent, so running a pass twice changes nothing.
+no state of its own); writes are create-if-absent, so running a pass twice changes nothing. The
+one thing remembered is a hint: which static children were seen to exist in the last
+`RECHECK_SECONDS`, so a busy job's passes do not re-POST each of them (one 409 apiece) on every
+progress report. A child deleted behind the operator's back is re-created within that time.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -17,6 +21,11 @@ from kubernetes.client.rest import ApiException
 from dstj_operator.crd import GROUP, VERSION
 
 log = logging.getLogger(__name__)
+
+RECHECK_SECONDS = 30.0
+"""How long a child seen to exist is taken to still exist by `ensure`."""
+_seen: dict[tuple[str, str, str, str], float] = {}
+"""(owner uid, kind, namespace, name) -> when the child was last created or found existing."""
 
 
 @dataclass(slots=True)
@@ -41,6 +50,21 @@ class Cluster:
             if all(getattr(x, "status", None) == 409 for x in e.api_exceptions):
                 return False
             raise
+
+    def ensure(self, obj: dict[str, Any]) -> bool:
+        """`create_if_absent`, skipped when the same owner's child was seen in the last `RECHECK_SECONDS`."""
+        meta = obj["metadata"]
+        owner = next((r["uid"] for r in meta.get("ownerReferences") or []), "")
+        key = (owner, obj["kind"], meta.get("namespace", ""), meta["name"])
+        now = time.monotonic()
+        if now - _seen.get(key, -RECHECK_SECONDS) < RECHECK_SECONDS:
+            return False
+        created = self.create_if_absent(obj)
+        _seen[key] = now
+        if len(_seen) > 10_000:  # jobs come and go: drop hints that have expired
+            for k in [k for k, t in _seen.items() if now - t >= RECHECK_SECONDS]:
+                del _seen[k]
+        return created
 
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         """Pods matching a label selector, as plain dicts."""

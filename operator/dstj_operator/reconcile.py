@@ -85,7 +85,7 @@ def _ensure_children(cluster: Cluster, job: dict[str, Any], spec: DeepSeekTraini
             children.disruption_budget(job, spec), children.rendezvous_network_policy(job, spec)]
     pvc = children.checkpoint_pvc(job, spec)
     for obj in [*objs, *([pvc] if pvc else [])]:
-        if cluster.create_if_absent(obj):
+        if cluster.ensure(obj):
             log.info("created %s/%s", obj["kind"], obj["metadata"]["name"])
 
 
