@@ -30,7 +30,7 @@ from kubernetes.client.rest import ApiException
 
 from dstj_operator import metrics
 from dstj_operator.children import JOB_LABEL
-from dstj_operator.cluster import Cluster
+from dstj_operator.cluster import Cluster, shared_api_client
 from dstj_operator.crd import GROUP, PLURAL, VERSION
 from dstj_operator.reconcile import reconcile
 from dstj_operator.requeue import Requeue
@@ -71,7 +71,7 @@ def sync(namespace: str, name: str) -> None:
 
 def _sync_locked(namespace: str, name: str) -> None:
     """The pass itself; the caller holds the job's lock."""
-    api = client.CustomObjectsApi()
+    api = client.CustomObjectsApi(shared_api_client())
     try:
         job = cast(dict[str, Any], api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
     except ApiException as e:
