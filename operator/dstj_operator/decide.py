@@ -118,6 +118,18 @@ def next_membership(current: Membership | None, workers: list[Worker], replicas:
     )
 
 
+def join_overdue(current: Membership | None, report_generation: int | None, generation_age_s: float,
+                 join_timeout_s: float) -> bool:
+    """Whether the published generation has had `join_timeout_s` to form and train, and no report of it came.
+
+    A group that never forms (a member hung before joining, a store that lost its keys) sends no
+    progress report of its generation; the operator then publishes the same members again, a fresh
+    rendezvous under a new key prefix.
+    """
+    return (current is not None and current.state == "running" and current.world_size > 0
+            and report_generation != current.generation and generation_age_s >= join_timeout_s)
+
+
 def missing_indices(workers: list[Worker], replicas: int) -> list[int]:
     """Indices below `replicas` with no live worker pod (ended or terminating pods do not count)."""
     live = {w.index for w in workers if w.end is None and not w.terminating}

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from dstj_api import Membership, format_validation_error
 from dstj_operator import children, conditions, metrics
 from dstj_operator.cluster import Cluster
-from dstj_operator.decide import EndKind, missing_indices, next_membership, observe, seated
+from dstj_operator.decide import EndKind, join_overdue, missing_indices, next_membership, observe, seated
 from dstj_operator.spec import DeepSeekTrainingJobSpec, parse_spec
 
 log = logging.getLogger(__name__)
@@ -271,3 +271,26 @@ def _check_stall(cluster: Cluster, job: dict[str, Any], spec: DeepSeekTrainingJo
             cluster.event(job, "GenerationBumped", f"generation {bumped.generation}: restarted after a stall")
     if running:
         out.later(max(1.0, policy.stall_seconds - quiet))
+    _check_join(cluster, job, spec, out, running)
+
+
+def _check_join(cluster: Cluster, job: dict[str, Any], spec: DeepSeekTrainingJobSpec, out: Outcome,
+                running: bool) -> None:
+    """A generation that sent no report within rendezvous.joinTimeoutSeconds is published again (fresh keys)."""
+    status, timeout = out.status, spec.rendezvous.join_timeout_seconds
+    if not running or not status.get("membership"):
+        return
+    current = Membership.model_validate(status["membership"])
+    if status.get("stallGeneration") != current.generation:
+        return  # published in this very pass (a stall restart): its clock starts with the next pass
+    age = _age(status.get("generationTime"))
+    report = (status.get("progress") or {}).get("generation")
+    if join_overdue(current, report, age, timeout):
+        again = current.model_copy(update={"generation": current.generation + 1, "handoff_from": None})
+        status["membership"] = again.model_dump(by_alias=True, mode="json")
+        metrics.GENERATION_BUMPS.inc()
+        cluster.event(job, "JoinTimeout", f"generation {current.generation} sent no progress in "
+                      f"rendezvous.joinTimeoutSeconds ({timeout}s); generation {again.generation}: same members, "
+                      "fresh rendezvous", "Warning")
+    elif report != current.generation:
+        out.later(max(1.0, timeout - age))

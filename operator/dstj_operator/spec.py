@@ -70,7 +70,10 @@ class RendezvousSpec(WireModel):
     """The rendezvous store the operator runs for the job."""
 
     port: int = Field(29400, ge=1, le=65535, description="Port of the store and its headless Service.")
-    join_timeout_seconds: int = Field(600, ge=10, description="How long a generation waits for all members.")
+    join_timeout_seconds: int = Field(
+        600, ge=10, description="A generation that sends no progress report this long after it is published (its "
+        "group never formed) is published again with the same members and fresh rendezvous keys.",
+    )
 
 
 class DeepSeekTrainingJobSpec(WireModel):

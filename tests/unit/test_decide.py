@@ -11,6 +11,7 @@ from dstj_operator.decide import (
     EndKind,
     Worker,
     classify_end,
+    join_overdue,
     missing_indices,
     next_membership,
     observe,
@@ -88,6 +89,16 @@ def test_a_lost_node_is_told_from_a_failed_probe(ready: str, containers_ready: s
     # The node controller sets only the pod's Ready to False; a failed probe sets ContainersReady too.
     w = observe(_pod(ready, containers_ready), "i")
     assert (w.ready, w.node_lost) == (ready == "True", node_lost)
+
+
+def test_a_generation_that_never_reports_is_published_again_after_the_join_timeout() -> None:
+    current = Membership(generation=5, world_size=2, members=["w0", "w1"])
+    assert join_overdue(current, report_generation=4, generation_age_s=600, join_timeout_s=600)
+    assert not join_overdue(current, report_generation=4, generation_age_s=599, join_timeout_s=600)
+    assert not join_overdue(current, report_generation=5, generation_age_s=6000, join_timeout_s=600)  # it formed
+    assert not join_overdue(current, report_generation=None, generation_age_s=599, join_timeout_s=600)
+    suspended = Membership(generation=6, world_size=0, state="suspended")
+    assert not join_overdue(suspended, report_generation=5, generation_age_s=6000, join_timeout_s=600)
 
 
 def failed(code: int, reason: str = "Error") -> dict[str, Any]:
