@@ -83,8 +83,10 @@ class Cluster:
         created = self.create_if_absent(obj)
         _seen[key] = now
         if len(_seen) > 10_000:  # jobs come and go: drop hints that have expired
-            for k in [k for k, t in _seen.items() if now - t >= RECHECK_SECONDS]:
-                del _seen[k]
+            # list() copies under the GIL: other passes' threads may add hints meanwhile.
+            for k, t in list(_seen.items()):
+                if now - t >= RECHECK_SECONDS:
+                    _seen.pop(k, None)
         return created
 
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:

@@ -67,3 +67,11 @@ def test_a_child_seen_recently_is_not_posted_again_until_the_recheck(monkeypatch
     other_owner = {**obj, "metadata": {**obj["metadata"], "ownerReferences": [{"uid": "u-2"}]}}
     c.ensure(other_owner)  # a re-created job of the same name is a different owner
     assert c.calls == 3
+
+
+def test_expired_hints_are_dropped_once_there_are_many(monkeypatch: pytest.MonkeyPatch) -> None:
+    old = {("gone", "Service", "ns", f"s{i}"): 0.0 for i in range(10_001)}
+    monkeypatch.setattr(cluster, "_seen", old)
+    monkeypatch.setattr(cluster.time, "monotonic", lambda: 1000.0)
+    CountingCluster().ensure({"kind": "Service", "metadata": {"name": "new", "namespace": "ns"}})
+    assert list(cluster._seen) == [("", "Service", "ns", "new")]
