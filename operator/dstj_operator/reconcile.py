@@ -240,7 +240,17 @@ def reconcile(cluster: Cluster, job: dict[str, Any]) -> Outcome:
                                  else f"waiting for {spec.min_replicas} ready workers")
         status["phase"] = "Running" if running else "Pending"
         _check_stall(cluster, job, spec, out, running)
+        _check_join(cluster, job, spec, out, running)
     return out
+
+
+def _republish(status: dict[str, Any]) -> Membership:
+    """Publish the current members again as the next generation: fresh rendezvous keys, no handoff."""
+    current = Membership.model_validate(status["membership"])
+    again = current.model_copy(update={"generation": current.generation + 1, "handoff_from": None})
+    status["membership"] = again.model_dump(by_alias=True, mode="json")
+    metrics.GENERATION_BUMPS.inc()
+    return again
 
 
 def _check_stall(cluster: Cluster, job: dict[str, Any], spec: DeepSeekTrainingJobSpec, out: Outcome,
@@ -264,14 +274,10 @@ def _check_stall(cluster: Cluster, job: dict[str, Any], spec: DeepSeekTrainingJo
     if stalled and not was:
         cluster.event(job, "Stalled", f"no progress for {int(quiet)}s", "Warning")
         if policy.restart_on_stall and membership:
-            bumped = Membership.model_validate(membership).model_copy(
-                update={"generation": membership["generation"] + 1, "handoff_from": None})
-            status["membership"] = bumped.model_dump(by_alias=True, mode="json")
-            metrics.GENERATION_BUMPS.inc()
+            bumped = _republish(status)
             cluster.event(job, "GenerationBumped", f"generation {bumped.generation}: restarted after a stall")
     if running:
         out.later(max(1.0, policy.stall_seconds - quiet))
-    _check_join(cluster, job, spec, out, running)
 
 
 def _check_join(cluster: Cluster, job: dict[str, Any], spec: DeepSeekTrainingJobSpec, out: Outcome,
@@ -286,9 +292,7 @@ def _check_join(cluster: Cluster, job: dict[str, Any], spec: DeepSeekTrainingJob
     age = _age(status.get("generationTime"))
     report = (status.get("progress") or {}).get("generation")
     if join_overdue(current, report, age, timeout):
-        again = current.model_copy(update={"generation": current.generation + 1, "handoff_from": None})
-        status["membership"] = again.model_dump(by_alias=True, mode="json")
-        metrics.GENERATION_BUMPS.inc()
+        again = _republish(status)
         cluster.event(job, "JoinTimeout", f"generation {current.generation} sent no progress in "
                       f"rendezvous.joinTimeoutSeconds ({timeout}s); generation {again.generation}: same members, "
                       "fresh rendezvous", "Warning")

@@ -86,8 +86,10 @@ def record_last_step(root: CheckpointStorage | None, generation: int, step: int)
 def previous_step_time(root: CheckpointStorage | None, generation: int) -> float | None:
     """When the last step of an earlier generation finished (None for a first start)."""
     text = root.read_text(LAST_STEP_FILE) if root is not None else None
+    if not text:
+        return None
     try:
-        data = json.loads(text or "")
+        data = json.loads(text)
     except json.JSONDecodeError:
         return None
     return float(data["time"]) if int(data["generation"]) < generation else None
