@@ -5,8 +5,9 @@ writes back all live here, so the two sides meet only through validated data. Th
 never import torch, kopf, kubernetes, `dstj_operator` or `moe_trainer`.
 """
 
+from dstj_api.contract import EXIT_CONFIG, EXIT_STOPPED
 from dstj_api.errors import ConfigError, format_validation_error
-from dstj_api.membership import EXIT_STOPPED, Membership, ProgressReport
+from dstj_api.membership import Membership, ProgressReport
 from dstj_api.trainer_config import (
     CheckpointConfig,
     DataConfig,
@@ -21,6 +22,7 @@ from dstj_api.trainer_config import (
 )
 
 __all__ = [
+    "EXIT_CONFIG",
     "EXIT_STOPPED",
     "CheckpointConfig",
     "ConfigError",

@@ -14,11 +14,6 @@ from pydantic import Field, model_validator
 
 from dstj_api.wire import WireModel
 
-EXIT_STOPPED = 83
-"""Exit code of a worker stopped on request (preemption or a new generation) after checkpointing:
-the operator counts it as a preemption, never as a crash."""
-
-
 class Membership(WireModel):
     """The published generation: which workers form the training group now."""
 
