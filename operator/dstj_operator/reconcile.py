@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from dstj_api import Membership, format_validation_error
-from dstj_operator import children, conditions, metrics
+from dstj_operator import children, conditions, metrics, naming
 from dstj_operator.cluster import Cluster
 from dstj_operator.decide import EndKind, join_overdue, missing_indices, next_membership, observe, seated
 from dstj_operator.spec import DeepSeekTrainingJobSpec, parse_spec
@@ -41,7 +40,7 @@ class Outcome:
 
 
 def _suffix() -> str:
-    return secrets.token_hex(3)
+    return naming.new_suffix()
 
 
 def _age(stamp: str | None) -> float:
