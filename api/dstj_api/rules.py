@@ -352,7 +352,7 @@ class HasRules(Protocol):
     RULES: ClassVar[tuple[Rule, ...]]
 
 
-M = TypeVar("M")
+M = TypeVar("M", bound=HasRules)
 
 
 def violations(rules: tuple[Rule, ...], obj: Any) -> list[str]:
@@ -363,7 +363,7 @@ def violations(rules: tuple[Rule, ...], obj: Any) -> list[str]:
 
 def enforce(model: M) -> M:
     """Raise ValueError with the first broken rule's message, else return the model (for validators)."""
-    broken = violations(type(model).RULES, model)  # type: ignore[attr-defined]
+    broken = violations(type(model).RULES, model)
     if broken:
         raise ValueError(broken[0])
     return model
