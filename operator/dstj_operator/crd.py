@@ -91,9 +91,11 @@ def spec_schema() -> dict[str, Any]:
     return schema
 
 
-def name_rules() -> list[dict[str, Any]]:
+def add_name_rules(root: dict[str, Any]) -> None:
     """CEL on the object's root: the job's name must leave room for every child's name."""
-    return [validation(rule, DirectScope(("metadata",))) for rule in JOB_NAME_RULES]
+    # Declared so that the rule's fieldPath is valid (the API server allows `name` and `generateName` here).
+    root["properties"]["metadata"] = {"type": "object", "properties": {"name": {"type": "string"}}}
+    root["x-kubernetes-validations"] = [validation(rule, DirectScope(("metadata",))) for rule in JOB_NAME_RULES]
 
 
 def _drop_defaults(node: dict[str, Any]) -> None:
@@ -113,7 +115,7 @@ def build_crd() -> dict[str, Any]:
         ("Loss", "number", ".status.progress.loss"), ("Checkpoint", "integer", ".status.progress.lastCheckpointStep"),
         ("Age", "date", ".metadata.creationTimestamp"),
     ]
-    return {
+    crd: dict[str, Any] = {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": f"{PLURAL}.{GROUP}"},
@@ -125,12 +127,10 @@ def build_crd() -> dict[str, Any]:
             "versions": [{
                 "name": VERSION, "served": True, "storage": True,
                 "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                    "apiVersion": {"type": "string"}, "kind": {"type": "string"},
-                    # Declared so that the name rule's fieldPath is valid (the API server allows name here).
-                    "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
+                    "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"},
                     "spec": spec_schema(),
                     "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-                }, "x-kubernetes-validations": name_rules()}},
+                }}},
                 "subresources": {"status": {}, "scale": {
                     "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
                     "labelSelectorPath": ".status.selector"}},
@@ -138,6 +138,8 @@ def build_crd() -> dict[str, Any]:
             }],
         },
     }
+    add_name_rules(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    return crd
 
 
 def render() -> str:
