@@ -18,7 +18,9 @@ from typing import Any, cast
 
 from kubernetes import client, utils
 from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
 
+from dstj_api import ProgressReport
 from dstj_operator.crd import GROUP, VERSION
 
 log = logging.getLogger(__name__)
@@ -102,8 +104,8 @@ class Cluster:
             if e.status != 404:
                 raise
 
-    def progress(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The trainer's last progress report, if any."""
+    def progress(self, namespace: str, name: str) -> ProgressReport | None:
+        """The trainer's last progress report, if any (one that does not parse: None, with a warning)."""
         try:
             cm = _json(self.core.read_namespaced_config_map(name, namespace, _preload_content=False))
         except ApiException as e:
@@ -112,7 +114,13 @@ class Cluster:
             raise
         raw = (cm.get("data") or {}).get("report")
         report = json.loads(raw) if raw else None
-        return report if isinstance(report, dict) else None
+        if not isinstance(report, dict):
+            return None
+        try:
+            return ProgressReport.model_validate(report)
+        except ValidationError as e:
+            log.warning("ignoring a progress report in %s/%s that does not parse: %s", namespace, name, e)
+            return None
 
     def event(self, job: dict[str, Any], reason: str, message: str, kind: str = "Normal") -> None:
         """Record a Kubernetes Event on the job."""
