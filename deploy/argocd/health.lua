@@ -17,7 +17,6 @@
 --   Synced=False, other reasons            -> Progressing (conflicts, throttling: retried with backoff)
 --   Stalled=True (any non-final phase)     -> Degraded, the Stalled condition's message
 --   Pending                                -> Progressing "waiting for workers"
---   Restarting                             -> Progressing
 --   Running, Degraded=True                 -> Progressing (see below)
 --   Running                                -> Healthy
 --   anything else                          -> Unknown
@@ -147,12 +146,6 @@ if phase == "Pending" then
   else
     hs.message = "waiting for workers"
   end
-  return hs
-end
-
-if phase == "Restarting" then
-  hs.status = "Progressing"
-  hs.message = explain(condition(status, "Restarting"), "restarting")
   return hs
 end
 
