@@ -57,6 +57,9 @@ class Bookkeeping(_StatusModel):
     sync_failures: int = Field(0, description="Passes in a row that failed on an API error (retry backoff).")
 
 
+_TOP_LEVEL_BOOKKEEPING = ("countedPods", "lastCrashTime", "generationTime", "stallGeneration")
+
+
 class JobStatus(_StatusModel):
     """`.status` of a DeepSeekTrainingJob."""
 
@@ -88,6 +91,8 @@ class JobStatus(_StatusModel):
         """The stored status; one that does not parse (hand-edited, or from an incompatible operator) is read
         without its progress report, or else starts afresh, with a warning, rather than failing every pass."""
         raw = dict(raw or {})
+        if "bookkeeping" not in raw:  # written by an operator that kept its bookkeeping at the top level
+            raw["bookkeeping"] = {k: raw.pop(k) for k in _TOP_LEVEL_BOOKKEEPING if k in raw}
         try:
             return cls.model_validate(raw)
         except ValidationError as e:

@@ -17,3 +17,4 @@ def test_only_a_finished_report_at_the_last_step_is_success() -> None:
     assert not success.finished(report(2, 60, 0, total=100, state="finished"))
     assert not success.finished(report(2, 100, 0, total=100, state="stopped"))
     assert not success.finished(None)
+
