@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dstj_api.contract import PLURAL
 from localcluster.kubectl import Kubectl
 
 
@@ -86,7 +87,7 @@ class JobWatcher:
 
     def _observe(self) -> None:
         now = time.monotonic() - self.start_time
-        out = self.kube("get", "deepseektrainingjobs", self.name, "-n", self.namespace, "-o", "json", check=False)
+        out = self.kube("get", PLURAL, self.name, "-n", self.namespace, "-o", "json", check=False)
         if out.returncode != 0:
             return
         status: dict[str, Any] = json.loads(out.stdout).get("status") or {}

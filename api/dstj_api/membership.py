@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 
 from dstj_api.wire import WireModel
 
+
 class Membership(WireModel):
     """The published generation: which workers form the training group now."""
 

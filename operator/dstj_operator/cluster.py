@@ -19,7 +19,7 @@ from typing import Any, cast
 from kubernetes import client, utils
 from kubernetes.client.rest import ApiException
 
-from dstj_operator.crd import GROUP, VERSION
+from dstj_api.contract import GROUP, KIND, PROGRESS_KEY, VERSION
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class Cluster:
             if e.status == 404:
                 return None
             raise
-        raw = (cm.get("data") or {}).get("report")
+        raw = (cm.get("data") or {}).get(PROGRESS_KEY)
         report = json.loads(raw) if raw else None
         return report if isinstance(report, dict) else None
 
@@ -119,7 +119,7 @@ class Cluster:
         meta = job["metadata"]
         body = {
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DeepSeekTrainingJob",
+            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
                                "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
             "reason": reason, "message": message, "type": kind, "source": {"component": "dstj-operator"},
         }

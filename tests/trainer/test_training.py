@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dstj_api import TrainerConfig
+from dstj_api.contract import ENV_PROGRESS
 from moe_trainer.trainer import Trainer
 from tests.trainer.elastic_harness import relative_distance
 
@@ -91,7 +92,7 @@ def test_a_run_serves_prometheus_metrics_and_writes_its_progress_report(
     from tests.trainer.elastic_harness import free_port
 
     port = free_port()
-    monkeypatch.setenv("DSTJ_PROGRESS", f"file:{tmp_path / 'progress.json'}")
+    monkeypatch.setenv(ENV_PROGRESS, f"file:{tmp_path / 'progress.json'}")
     cfg = with_train(tiny_config, steps=4, log_every=2, metrics_port=port)
     summary = run(cfg)
     assert summary["steps"] == 4

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from dstj_api.contract import GROUP, KIND, VERSION
 from dstj_operator import children
 from dstj_operator.spec import DeepSeekTrainingJobSpec
 
 
 def a_job(**spec: Any) -> tuple[dict[str, Any], DeepSeekTrainingJobSpec]:
-    job = {"apiVersion": "training.deepseek.dev/v1alpha1", "kind": "DeepSeekTrainingJob",
+    job = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
            "metadata": {"name": "moe", "namespace": "team", "uid": "uid-1"}, "spec": spec}
     return job, DeepSeekTrainingJobSpec.model_validate(spec)
 

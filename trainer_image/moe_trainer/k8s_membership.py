@@ -18,10 +18,9 @@ from typing import Any, cast
 from pydantic import ValidationError
 
 from dstj_api import Membership, ProgressReport
+from dstj_api.contract import GROUP, PLURAL, PROGRESS_KEY, VERSION
 
 log = logging.getLogger(__name__)
-
-GROUP, VERSION, PLURAL = "training.deepseek.dev", "v1alpha1", "deepseektrainingjobs"
 
 
 def _load_config() -> None:
@@ -114,7 +113,7 @@ class ConfigMapProgressSink:
 
     def publish(self, report: ProgressReport) -> None:
         """Replace the report; a failed write is logged, never fatal to training."""
-        body = {"data": {"report": json.dumps(report.model_dump(mode="json", by_alias=True))}}
+        body = {"data": {PROGRESS_KEY: json.dumps(report.model_dump(mode="json", by_alias=True))}}
         try:
             self._api.patch_namespaced_config_map(self.name, self.namespace, body)
         except Exception as e:  # progress is best effort; training goes on

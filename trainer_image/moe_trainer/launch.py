@@ -31,6 +31,7 @@ import time
 from types import FrameType
 
 from dstj_api import EXIT_STOPPED, ConfigError, load_trainer_config
+from dstj_api.contract import ENV_MEMBER_ID, ENV_MEMBERSHIP, ENV_RDZV_ENDPOINT, ENV_RUN_ID
 from moe_trainer.elastic import ElasticWorker, Identity
 from moe_trainer.membership import membership_source
 
@@ -90,19 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     p = argparse.ArgumentParser(prog="python -m moe_trainer.launch", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="trainer config JSON")
-    p.add_argument("--member-id", default=os.environ.get("DSTJ_MEMBER_ID") or os.uname().nodename,
+    p.add_argument("--member-id", default=os.environ.get(ENV_MEMBER_ID) or os.uname().nodename,
                    help="this worker's id as listed in the membership (the pod name)")
-    p.add_argument("--membership", default=os.environ.get("DSTJ_MEMBERSHIP", ""),
+    p.add_argument("--membership", default=os.environ.get(ENV_MEMBERSHIP, ""),
                    help="membership source, file:PATH or k8s:NAMESPACE/JOB")
-    p.add_argument("--rdzv-endpoint", default=os.environ.get("DSTJ_RDZV_ENDPOINT", "localhost:29400"),
+    p.add_argument("--rdzv-endpoint", default=os.environ.get(ENV_RDZV_ENDPOINT, "localhost:29400"),
                    help="host:port of the rendezvous store when the membership names none")
-    p.add_argument("--run-id", default=os.environ.get("DSTJ_RUN_ID", "dstj"), help="rendezvous key prefix")
+    p.add_argument("--run-id", default=os.environ.get(ENV_RUN_ID, "dstj"), help="rendezvous key prefix")
     p.add_argument("--nproc-per-node", type=int, default=1, help="processes per worker (local devices)")
     p.add_argument("--local-rank", type=int, default=None, help=argparse.SUPPRESS)  # set for the P > 1 children
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.membership:
-        print("error: --membership file:PATH (or DSTJ_MEMBERSHIP) is required", file=sys.stderr)
+        print(f"error: --membership file:PATH (or {ENV_MEMBERSHIP}) is required", file=sys.stderr)
         return 2
     if args.nproc_per_node > 1 and args.local_rank is None:
         return supervise_local_processes(sys.argv[1:] if argv is None else argv, args.nproc_per_node)

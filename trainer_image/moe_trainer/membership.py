@@ -16,6 +16,7 @@ from typing import Protocol
 from pydantic import ValidationError
 
 from dstj_api import Membership, ProgressReport
+from dstj_api.contract import ENV_MEMBERSHIP, ENV_PROGRESS
 
 
 class MembershipSource(Protocol):
@@ -83,13 +84,13 @@ def membership_source(spec: str) -> MembershipSource:
 
 def membership_from_env() -> MembershipSource | None:
     """The source named by DSTJ_MEMBERSHIP, or None for a run with no membership (plain local run)."""
-    spec = os.environ.get("DSTJ_MEMBERSHIP")
+    spec = os.environ.get(ENV_MEMBERSHIP)
     return membership_source(spec) if spec else None
 
 
 def progress_from_env() -> ProgressSink | None:
     """The sink named by DSTJ_PROGRESS, or None."""
-    spec = os.environ.get("DSTJ_PROGRESS")
+    spec = os.environ.get(ENV_PROGRESS)
     if not spec:
         return None
     if spec.startswith("k8s:"):

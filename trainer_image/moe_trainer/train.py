@@ -21,6 +21,7 @@ from types import FrameType
 from typing import Any
 
 from dstj_api import EXIT_STOPPED, ConfigError, TrainerConfig, load_trainer_config
+from dstj_api.layout import LayoutError
 from moe_trainer.data import build_datasets
 from moe_trainer.distributed import init_distributed
 from moe_trainer.generation import (
@@ -33,7 +34,6 @@ from moe_trainer.generation import (
 )
 from moe_trainer.membership import membership_from_env, progress_from_env
 from moe_trainer.metrics import TrainerMetrics
-from moe_trainer.parallel import LayoutError
 from moe_trainer.rendezvous import leave
 from moe_trainer.trainer import Trainer, pick_device
 
