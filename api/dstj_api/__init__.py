@@ -9,6 +9,7 @@ never import torch, kopf, kubernetes, `dstj_operator` or `moe_trainer`.
 from dstj_api.contract import EXIT_CONFIG, EXIT_STOPPED
 from dstj_api.errors import ConfigError, format_validation_error
 from dstj_api.layout import Layout, LayoutError, plan_layout
+from dstj_api.lenient import read_lenient
 from dstj_api.membership import Membership, ProgressReport
 from dstj_api.trainer_config import (
     CheckpointConfig,
@@ -43,4 +44,5 @@ __all__ = [
     "load_trainer_config",
     "model_preset",
     "plan_layout",
+    "read_lenient",
 ]

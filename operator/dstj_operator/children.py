@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from dstj_api.contract import (
+    ENV_LENIENT_CONFIG,
     ENV_MEMBER_ID,
     ENV_MEMBERSHIP,
     ENV_PROGRESS,
@@ -115,6 +116,7 @@ def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, s
         {"name": ENV_RDZV_ENDPOINT, "value": f"{n['rdzv']}:{spec.rendezvous.port}"},
         {"name": ENV_RUN_ID, "value": job["metadata"]["uid"]},
         {"name": ENV_READY_PROBE, "value": "1"},
+        {"name": ENV_LENIENT_CONFIG, "value": "1"},  # the config is ours: a newer operator's field must not crash-loop
         *(o.env or []),
     ]
     mounts = [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True}, *(o.volume_mounts or [])]

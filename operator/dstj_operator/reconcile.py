@@ -165,7 +165,8 @@ def reconcile(cluster: Cluster, job: dict[str, Any]) -> Outcome:
         return _fail(cluster, job, out, spec, "CrashBudgetExceeded",
                      f"{status['crashes']} crashes exceed faultPolicy.crashBudget ({spec.fault_policy.crash_budget})")
 
-    progress = cluster.progress(ns, children.names(job)["progress"])
+    report = cluster.progress(ns, children.names(job)["progress"])
+    progress = report.model_dump(by_alias=True, mode="json") if report else None
     if progress:
         status["progress"] = progress
         status["layout"] = f"{progress.get('expertParallel')}x{progress.get('dataParallel')}"

@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from pydantic import ValidationError
 
-from dstj_api import Membership, ProgressReport
+from dstj_api import Membership, ProgressReport, read_lenient
 from dstj_api.contract import GROUP, PLURAL, PROGRESS_KEY, VERSION
 
 log = logging.getLogger(__name__)
@@ -43,12 +43,14 @@ def parse_ref(spec: str) -> tuple[str, str]:
 
 
 def membership_of(job: dict[str, Any]) -> Membership | None:
-    """The membership a job object publishes, or None while it has none (or an invalid one)."""
+    """The membership a job object publishes, or None while it has none (or an invalid one).
+
+    Read leniently: a newer operator's extra field must not unseat this worker."""
     raw = (job.get("status") or {}).get("membership")
     if not raw:
         return None
     try:
-        return Membership.model_validate(raw)
+        return read_lenient(Membership, raw, "the job's membership")
     except ValidationError as e:
         log.warning("ignoring an invalid membership in the job status: %s", e)
         return None

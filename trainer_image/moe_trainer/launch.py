@@ -31,7 +31,7 @@ import time
 from types import FrameType
 
 from dstj_api import EXIT_STOPPED, ConfigError, load_trainer_config
-from dstj_api.contract import ENV_MEMBER_ID, ENV_MEMBERSHIP, ENV_RDZV_ENDPOINT, ENV_RUN_ID
+from dstj_api.contract import ENV_LENIENT_CONFIG, ENV_MEMBER_ID, ENV_MEMBERSHIP, ENV_RDZV_ENDPOINT, ENV_RUN_ID
 from moe_trainer.elastic import ElasticWorker, Identity
 from moe_trainer.membership import membership_source
 
@@ -45,7 +45,9 @@ POLL_S = 0.1
 
 def run_in_process(args: argparse.Namespace) -> int:
     """P = 1, or one local process of P: this process trains every generation it has a seat in."""
-    worker = ElasticWorker(load_trainer_config(args.config), membership_source(args.membership), Identity(
+    # The operator's rendering of the config is read leniently (a newer operator may add a field); a user's strictly.
+    cfg = load_trainer_config(args.config, lenient=os.environ.get(ENV_LENIENT_CONFIG) == "1")
+    worker = ElasticWorker(cfg, membership_source(args.membership), Identity(
         member_id=args.member_id, run_id=args.run_id, rdzv_endpoint=args.rdzv_endpoint,
         local_rank=args.local_rank, nproc=args.nproc_per_node,
     ))

@@ -8,6 +8,7 @@ or `file:/path` (or a bare path).
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from dstj_api import Membership, ProgressReport
+from dstj_api import Membership, ProgressReport, read_lenient
 from dstj_api.contract import ENV_MEMBERSHIP, ENV_PROGRESS
 
 
@@ -47,9 +48,9 @@ class FileMembershipSource:
         self.path = path
 
     def current(self) -> Membership | None:
-        """The file's membership, or None while it is absent or not (yet) valid."""
+        """The file's membership, or None while it is absent or not (yet) valid (unknown fields are ignored)."""
         try:
-            return Membership.model_validate_json(self.path.read_text())
+            return read_lenient(Membership, json.loads(self.path.read_text()), str(self.path))
         except (FileNotFoundError, ValidationError, ValueError):
             return None
 
