@@ -39,6 +39,9 @@ ENV_READY_PROBE: Final = "DSTJ_READY_PROBE"
 ENV_LENIENT_CONFIG: Final = "DSTJ_LENIENT_CONFIG"
 """`1`: the `--config` file was rendered by the operator (validated against its model, which may be newer):
 the worker ignores fields it does not know instead of refusing the config. Unset: a user's file, read strictly."""
+ENV_TERMINATION_LOG: Final = "DSTJ_TERMINATION_LOG"
+"""Where the worker writes its termination message when this is set (the local cluster's process nodes set it:
+their containers share one file system); else `/dev/termination-log` when writable (a kubelet's default path)."""
 
 # The progress report.
 PROGRESS_KEY: Final = "report"
