@@ -132,6 +132,9 @@ def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, s
         "command": ["python", "-m", "moe_trainer.launch", "--config", f"{CONFIG_MOUNT}/trainer.json",
                     f"--nproc-per-node={max(1, spec.devices_per_worker)}"],
         "env": env, "volumeMounts": mounts, "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
+        # The trainer writes what to change into the message file on a config error (exit EXIT_CONFIG); any
+        # other failure with an empty file still leaves the log's tail in the pod's status.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         # Ready once the trainer can join a group (torch imported, data built): only then does the
         # operator put the pod in a generation, so the running members never wait through a start-up.
         # A member's later probe failures do not unseat it (decide.seated): a slow exec on a loaded

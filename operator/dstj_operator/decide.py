@@ -1,6 +1,7 @@
 """What the operator should do about a job's workers and membership: pure decisions, no API calls.
 
-`observe` turns worker pods into `Worker` facts; `classify_end` tells a preemption from a crash;
+`observe` turns worker pods into `Worker` facts; `classify_end` tells a preemption from a crash (and
+both from a misconfiguration the trainer found at run time);
 `next_membership` decides whether to publish a new generation. The reconciler applies the result.
 
 Membership rules: the members are the seated workers (lowest indices first, at most `replicas`).
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from dstj_api import EXIT_STOPPED, Membership
+from dstj_api import EXIT_CONFIG, EXIT_STOPPED, Membership
 
 
 class EndKind(StrEnum):
@@ -35,6 +36,12 @@ class EndKind(StrEnum):
     PREEMPTED = "Preempted"
     CRASHED = "Crashed"
     SUCCEEDED = "Succeeded"
+    MISCONFIGURED = "Misconfigured"
+    """Exit EXIT_CONFIG: a setting only run time could check is wrong; the reason is the worker's message."""
+
+
+MESSAGE_CHARS = 1000
+"""How much of a worker's termination message becomes the reason (conditions and events stay readable)."""
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -60,7 +67,8 @@ class Worker:
 
 def classify_end(pod: dict[str, Any]) -> tuple[EndKind | None, str]:
     """How a pod ended, or (None, "") while it has not: evictions, disruptions, node loss and the
-    trainer's stop code are preemptions; other non-zero exits and OOM kills are crashes."""
+    trainer's stop code are preemptions; its config code is a misconfiguration, whose reason is the
+    container's termination message (what to change); other non-zero exits and OOM kills are crashes."""
     status = pod.get("status") or {}
     phase = status.get("phase", "Pending")
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
@@ -76,6 +84,11 @@ def classify_end(pod: dict[str, Any]) -> tuple[EndKind | None, str]:
     for cs in status.get("containerStatuses") or []:
         term = (cs.get("state") or {}).get("terminated") or {}
         code, why = term.get("exitCode"), term.get("reason", "")
+        if code == EXIT_CONFIG:
+            message = " ".join(str(term.get("message") or "").split())  # one line, as conditions show it
+            if len(message) > MESSAGE_CHARS:
+                message = message[: MESSAGE_CHARS - 3] + "..."
+            return EndKind.MISCONFIGURED, message or f"exit code {code} (a setting only run time could check)"
         if code in (EXIT_STOPPED, 143):  # checkpointed and stopped on request / SIGTERM
             return EndKind.PREEMPTED, f"stopped (exit {code})"
         if why == "OOMKilled":

@@ -150,7 +150,8 @@ def reconcile(cluster: Cluster, job: dict[str, Any]) -> Outcome:
         if end is None and w.terminating and w.index < spec.replicas and not spec.suspend:
             # Deleted by someone else (a user, a drain, a spot controller) while wanted: a preemption.
             end, reason = EndKind.PREEMPTED, "deleted"
-        if end in (EndKind.PREEMPTED, EndKind.CRASHED) and w.name not in counted:
+        # MISCONFIGURED counts as a crash (its message in the event) until the job fails on it directly.
+        if end in (EndKind.PREEMPTED, EndKind.CRASHED, EndKind.MISCONFIGURED) and w.name not in counted:
             key = "preemptions" if end is EndKind.PREEMPTED else "crashes"
             status[key] = status.get(key, 0) + 1
             counted.append(w.name)

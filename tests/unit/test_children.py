@@ -99,3 +99,9 @@ def test_workers_are_told_the_config_is_the_operators_so_they_read_it_leniently(
     container = children.worker_pod(job, spec, 0, "a")["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env[ENV_LENIENT_CONFIG] == "1"  # a newer operator's extra config field must not crash-loop the worker
+
+
+def test_a_workers_termination_message_or_its_logs_tail_reaches_the_pod_status() -> None:
+    job, spec = a_job()
+    container = children.worker_pod(job, spec, 0, "a")["spec"]["containers"][0]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"

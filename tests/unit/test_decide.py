@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from dstj_api import EXIT_STOPPED, Membership
+from dstj_api import EXIT_CONFIG, EXIT_STOPPED, Membership
 from dstj_operator.decide import (
+    MESSAGE_CHARS,
     EndKind,
     Worker,
     classify_end,
@@ -101,9 +102,9 @@ def test_a_generation_that_never_reports_is_published_again_after_the_join_timeo
     assert not join_overdue(suspended, report_generation=5, generation_age_s=6000, join_timeout_s=600)
 
 
-def failed(code: int, reason: str = "Error") -> dict[str, Any]:
-    return {"status": {"phase": "Failed", "containerStatuses": [
-        {"state": {"terminated": {"exitCode": code, "reason": reason}}}]}}
+def failed(code: int, reason: str = "Error", message: str | None = None) -> dict[str, Any]:
+    terminated = {"exitCode": code, "reason": reason} | ({"message": message} if message is not None else {})
+    return {"status": {"phase": "Failed", "containerStatuses": [{"state": {"terminated": terminated}}]}}
 
 
 @pytest.mark.parametrize(("pod", "kind"), [
@@ -115,6 +116,7 @@ def failed(code: int, reason: str = "Error") -> dict[str, Any]:
     pytest.param(failed(143), EndKind.PREEMPTED, id="sigterm"),
     pytest.param(failed(1), EndKind.CRASHED, id="non-zero-exit"),
     pytest.param(failed(137, "OOMKilled"), EndKind.CRASHED, id="oom-killed"),
+    pytest.param(failed(EXIT_CONFIG, message="fix it"), EndKind.MISCONFIGURED, id="config-error"),
     pytest.param({"status": {"phase": "Succeeded"}}, EndKind.SUCCEEDED, id="succeeded"),
     pytest.param({"status": {"phase": "Running"}}, None, id="still-running"),
 ])
@@ -125,3 +127,19 @@ def test_preemptions_are_told_from_crashes(pod: dict[str, Any], kind: EndKind | 
 def test_ended_and_terminating_workers_are_replaced_at_once() -> None:
     workers = [worker(0), worker(1, ready=False, terminating=True), worker(2, ready=False, end=EndKind.PREEMPTED)]
     assert missing_indices(workers, 4) == [1, 2, 3]
+
+
+def test_a_config_error_is_a_misconfiguration_whose_reason_is_the_workers_message() -> None:
+    message = ("checkpoint.resumeFrom '/ckpt/none' (checkpoint.resumeFrom, or the job's spec.checkpoint.resumeFrom) "
+               "holds no checkpoint: name a checkpoint directory ...\n")
+    assert classify_end(failed(EXIT_CONFIG, message=message)) == (EndKind.MISCONFIGURED, message.strip())
+
+
+def test_a_long_termination_message_is_trimmed_to_stay_readable_in_conditions() -> None:
+    kind, reason = classify_end(failed(EXIT_CONFIG, message="x" * 5000))
+    assert kind is EndKind.MISCONFIGURED and len(reason) == MESSAGE_CHARS and reason.endswith("...")
+
+
+def test_a_config_error_without_a_message_still_says_what_kind_of_end_it_was() -> None:
+    assert classify_end(failed(EXIT_CONFIG)) == (EndKind.MISCONFIGURED,
+                                                 "exit code 78 (a setting only run time could check)")

@@ -38,7 +38,7 @@ import torch
 from dstj_api import EXIT_STOPPED, TrainerConfig
 from dstj_api.contract import ENV_READY_PROBE
 from dstj_api.layout import LayoutError
-from moe_trainer.checkpoint import Checkpointer, read_marker
+from moe_trainer.checkpoint import Checkpointer, check_locations, read_marker
 from moe_trainer.data import build_datasets
 from moe_trainer.distributed import backend_for, make_context
 from moe_trainer.generation import Generation, Outcome, make_checkpointer, print_data_line, resume, run_generation
@@ -121,7 +121,12 @@ class ElasticWorker:
         self.terminating = True
 
     def run(self) -> int:
-        """Train generation after generation; return the exit code (0 finished, EXIT_STOPPED on SIGTERM)."""
+        """Train generation after generation; return the exit code (0 finished, EXIT_STOPPED on SIGTERM).
+
+        Raises RunConfigError for a setting that only run time could check (see `misconfig.py`).
+        """
+        # Before the pod turns Ready: a checkpoint location that cannot work ends the worker, not a generation.
+        check_locations(self.cfg.checkpoint.dir, self.cfg.checkpoint.resume_from)
         # Build (or find) the data before any group: a cold build can outlast the collective timeout.
         self._data = build_datasets(self.cfg)
         mark_ready(self.me.member_id)

@@ -19,7 +19,7 @@ from typing import Any
 import torch.distributed as dist
 
 from dstj_api import ProgressReport, TrainerConfig
-from moe_trainer.checkpoint import Checkpointer, Marker
+from moe_trainer.checkpoint import Checkpointer, Marker, check_shared
 from moe_trainer.membership import MembershipSource, ProgressSink
 from moe_trainer.metrics import TrainerMetrics, previous_step_time, record_last_step
 from moe_trainer.trainer import StepResult, Trainer
@@ -90,8 +90,10 @@ def make_checkpointer(cfg: TrainerConfig, trainer: Trainer, generation: int,
 
     # Async saves run collectives from a background thread: give them a group of their own.
     pg = dist.new_group(backend="gloo") if trainer.ctx.is_distributed else None
-    return Checkpointer(cfg.checkpoint.dir, cfg.checkpoint.keep, generation, may_commit, trainer.ctx.rank,
+    ckpt = Checkpointer(cfg.checkpoint.dir, cfg.checkpoint.keep, generation, may_commit, trainer.ctx.rank,
                         pg if isinstance(pg, dist.ProcessGroup) else None, resume_from=cfg.checkpoint.resume_from)
+    check_shared(ckpt.storage, generation, trainer.ctx.rank, ckpt.pg)  # before anything is saved or loaded there
+    return ckpt
 
 
 def resume(g: Generation) -> Marker | None:

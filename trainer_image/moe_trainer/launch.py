@@ -8,7 +8,8 @@ committed checkpoint into the new layout. A newer generation stops the running o
 boundary with a checkpoint; a peer's death fails the collectives within the gloo timeout (at once
 when its connections close) and the survivors wait for the next generation; SIGTERM checkpoints at
 the next step boundary and exits with `EXIT_STOPPED`, which tells the operator "preempted, not
-crashed".
+crashed". A config that cannot work (refused when read, or a setting only run time could check:
+`misconfig.py`) exits with `EXIT_CONFIG` after writing what to change into the termination message.
 
 Decision: no torchrun. With P = 1 process per worker (CPU, one GPU) the supervisor *is* the trainer:
 no second interpreter, no torch import per generation. With P > 1 (several GPUs per worker) it
@@ -30,10 +31,11 @@ import sys
 import time
 from types import FrameType
 
-from dstj_api import EXIT_STOPPED, ConfigError, load_trainer_config
+from dstj_api import EXIT_CONFIG, EXIT_STOPPED, ConfigError, load_trainer_config
 from dstj_api.contract import ENV_LENIENT_CONFIG, ENV_MEMBER_ID, ENV_MEMBERSHIP, ENV_RDZV_ENDPOINT, ENV_RUN_ID
 from moe_trainer.elastic import ElasticWorker, Identity
 from moe_trainer.membership import membership_source
+from moe_trainer.misconfig import exit_misconfigured
 
 log = logging.getLogger("moe_trainer.launch")
 
@@ -81,9 +83,12 @@ def supervise_local_processes(argv: list[str], nproc: int) -> int:
             for p in procs:
                 if p.poll() is None:
                     p.kill()
-            return failed[0]
+            # A config error passes through unchanged: it fails the job with its message, never as a crash.
+            return EXIT_CONFIG if EXIT_CONFIG in failed else failed[0]
         time.sleep(POLL_S)
     codes = [p.returncode for p in procs]
+    if EXIT_CONFIG in codes:
+        return EXIT_CONFIG
     if terminating or EXIT_STOPPED in codes:
         return EXIT_STOPPED
     return next((c for c in codes if c != 0), 0)
@@ -112,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     args.local_rank = args.local_rank or 0
     try:
         return run_in_process(args)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+    except ConfigError as e:  # the config as given, or a setting only run time could check: retrying cannot help
+        return exit_misconfigured(str(e))
+    except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
