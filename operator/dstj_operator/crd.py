@@ -13,12 +13,13 @@ from typing import Any
 
 import yaml
 
+from dstj_api.contract import GROUP, KIND, PLURAL, SHORT_NAME, VERSION
 from dstj_operator.spec import DeepSeekTrainingJobSpec
 from dstj_operator.status import JobStatus
 
-GROUP, VERSION, KIND = "training.deepseek.dev", "v1alpha1", "DeepSeekTrainingJob"
-PLURAL, SHORT = "deepseektrainingjobs", "dstj"
-CRD_FILE = "crds/training.deepseek.dev_deepseektrainingjobs.yaml"
+SHORT = SHORT_NAME
+"""The old name of `dstj_api.contract.SHORT_NAME`, kept for code that imports it from here."""
+CRD_FILE = f"crds/{GROUP}_{PLURAL}.yaml"
 
 _DROP = {"title", "additionalProperties", "$defs"}
 

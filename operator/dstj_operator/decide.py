@@ -18,7 +18,11 @@ class EndKind(StrEnum):
     CRASHED = "Crashed"
     SUCCEEDED = "Succeeded"
     MISCONFIGURED = "Misconfigured"
-    """Exited with EXIT_CONFIG: a setting only run time could check is wrong; the reason is the worker's message."""
+    """Exit EXIT_CONFIG: a setting only run time could check is wrong; the reason is the worker's message."""
+
+
+MESSAGE_CHARS = 1000
+"""How much of a worker's termination message becomes the reason (conditions and events stay readable)."""
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -44,7 +48,8 @@ class Worker:
 
 def classify_end(pod: dict[str, Any]) -> tuple[EndKind | None, str]:
     """How a pod ended, or (None, "") while it has not: evictions, disruptions, node loss and the
-    trainer's stop code are preemptions; other non-zero exits and OOM kills are crashes."""
+    trainer's stop code are preemptions; its config code is a misconfiguration, whose reason is the
+    container's termination message (what to change); other non-zero exits and OOM kills are crashes."""
     status = pod.get("status") or {}
     phase = status.get("phase", "Pending")
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
@@ -61,7 +66,10 @@ def classify_end(pod: dict[str, Any]) -> tuple[EndKind | None, str]:
         term = (cs.get("state") or {}).get("terminated") or {}
         code, why = term.get("exitCode"), term.get("reason", "")
         if code == EXIT_CONFIG:
-            return EndKind.MISCONFIGURED, (term.get("message") or "").strip()[-1000:] or f"exit code {code}"
+            message = " ".join(str(term.get("message") or "").split())  # one line, as conditions show it
+            if len(message) > MESSAGE_CHARS:
+                message = message[: MESSAGE_CHARS - 3] + "..."
+            return EndKind.MISCONFIGURED, message or f"exit code {code} (a setting only run time could check)"
         if code in (EXIT_STOPPED, 143):  # checkpointed and stopped on request / SIGTERM
             return EndKind.PREEMPTED, f"stopped (exit {code})"
         if why == "OOMKilled":

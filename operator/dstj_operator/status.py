@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from dstj_api import Membership, ProgressReport
+from dstj_api import Membership, ProgressReport, read_lenient
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class JobStatus(_StatusModel):
         if "bookkeeping" not in raw:  # written by an operator that kept its bookkeeping at the top level
             raw["bookkeeping"] = {k: raw.pop(k) for k in _TOP_LEVEL_BOOKKEEPING if k in raw}
         try:
-            return cls.model_validate(raw)
+            return read_lenient(cls, raw, "job status")
         except ValidationError as e:
             log.warning("a stored status does not parse (%s); reading it without its progress report", e)
         raw.pop("progress", None)  # mirrored afresh from the trainer's report on every pass

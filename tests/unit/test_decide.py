@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from dstj_api import EXIT_CONFIG, EXIT_STOPPED
-from dstj_operator.decide import EndKind, classify_end, observe
+from dstj_operator.decide import MESSAGE_CHARS, EndKind, classify_end, observe
 
 
 def _pod(ready: str, containers_ready: str) -> dict[str, Any]:
@@ -24,9 +24,9 @@ def test_a_lost_node_is_told_from_a_failed_probe(ready: str, containers_ready: s
     assert (w.ready, w.node_lost) == (ready == "True", node_lost)
 
 
-def failed(code: int, reason: str = "Error") -> dict[str, Any]:
-    return {"status": {"phase": "Failed", "containerStatuses": [
-        {"state": {"terminated": {"exitCode": code, "reason": reason}}}]}}
+def failed(code: int, reason: str = "Error", message: str | None = None) -> dict[str, Any]:
+    terminated = {"exitCode": code, "reason": reason} | ({"message": message} if message is not None else {})
+    return {"status": {"phase": "Failed", "containerStatuses": [{"state": {"terminated": terminated}}]}}
 
 
 @pytest.mark.parametrize(("pod", "kind"), [
@@ -46,7 +46,17 @@ def test_preemptions_are_told_from_crashes(pod: dict[str, Any], kind: EndKind | 
     assert classify_end(pod)[0] == kind
 
 
-def test_a_config_error_carries_the_workers_termination_message() -> None:
-    pod = {"status": {"phase": "Failed", "containerStatuses": [{"state": {"terminated": {
-        "exitCode": EXIT_CONFIG, "message": "checkpoint.resumeFrom: /ckpt/none holds no checkpoint\n"}}}]}}
-    assert classify_end(pod) == (EndKind.MISCONFIGURED, "checkpoint.resumeFrom: /ckpt/none holds no checkpoint")
+def test_a_config_error_is_a_misconfiguration_whose_reason_is_the_workers_message() -> None:
+    message = ("checkpoint.resumeFrom '/ckpt/none' (checkpoint.resumeFrom, or the job's spec.checkpoint.resumeFrom) "
+               "holds no checkpoint: name a checkpoint directory ...\n")
+    assert classify_end(failed(EXIT_CONFIG, message=message)) == (EndKind.MISCONFIGURED, message.strip())
+
+
+def test_a_long_termination_message_is_trimmed_to_stay_readable_in_conditions() -> None:
+    kind, reason = classify_end(failed(EXIT_CONFIG, message="x" * 5000))
+    assert kind is EndKind.MISCONFIGURED and len(reason) == MESSAGE_CHARS and reason.endswith("...")
+
+
+def test_a_config_error_without_a_message_still_says_what_kind_of_end_it_was() -> None:
+    assert classify_end(failed(EXIT_CONFIG)) == (EndKind.MISCONFIGURED,
+                                                 "exit code 78 (a setting only run time could check)")

@@ -34,3 +34,10 @@ def test_a_merge_patch_sets_changes_removes_with_null_and_replaces_lists() -> No
            "conditions": [{"type": "Synced"}]}
     assert merge_patch(old, new) == {"phase": "Running", "layout": None, "bookkeeping": {"countedPods": ["a", "b"]}}
     assert merge_patch(new, new) == {}
+
+
+def test_a_field_a_newer_trainer_added_to_the_report_keeps_the_report() -> None:
+    report = {"step": 3, "totalSteps": 9, "generation": 1, "worldSize": 2, "expertParallel": 2, "dataParallel": 1,
+              "updated": "2026-12-01T12:00:00Z", "tokensPerSecondSteady": 10.0}
+    status = JobStatus.read({"phase": "Running", "progress": report})
+    assert status.progress is not None and status.progress.step == 3
