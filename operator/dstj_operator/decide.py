@@ -39,11 +39,22 @@ class Worker:
     reason: str = ""
     node_lost: bool = False
     """Its node stopped reporting (Ready False, ContainersReady still True)."""
+    created: str = ""
+    """metadata.creationTimestamp (RFC 3339: sorts in time order)."""
 
     @property
     def may_stay(self) -> bool:
         """Whether a member keeps its seat: its pod lives on a reachable node (readiness aside)."""
         return self.end is None and not self.terminating and not self.node_lost
+
+
+def _one_line(text: Any, *, keep_end: bool) -> str:
+    """A termination message as conditions and events show it: one line, at most MESSAGE_CHARS characters,
+    its start (a config error says what to change first) or its end (a log tail's error is last)."""
+    message = " ".join(str(text or "").split())
+    if len(message) <= MESSAGE_CHARS:
+        return message
+    return "..." + message[3 - MESSAGE_CHARS:] if keep_end else message[: MESSAGE_CHARS - 3] + "..."
 
 
 def classify_end(pod: dict[str, Any]) -> tuple[EndKind | None, str]:
@@ -66,16 +77,17 @@ def classify_end(pod: dict[str, Any]) -> tuple[EndKind | None, str]:
         term = (cs.get("state") or {}).get("terminated") or {}
         code, why = term.get("exitCode"), term.get("reason", "")
         if code == EXIT_CONFIG:
-            message = " ".join(str(term.get("message") or "").split())  # one line, as conditions show it
-            if len(message) > MESSAGE_CHARS:
-                message = message[: MESSAGE_CHARS - 3] + "..."
+            message = _one_line(term.get("message"), keep_end=False)
             return EndKind.MISCONFIGURED, message or f"exit code {code} (a setting only run time could check)"
         if code in (EXIT_STOPPED, 143):  # checkpointed and stopped on request / SIGTERM
             return EndKind.PREEMPTED, f"stopped (exit {code})"
+        # The termination message is the trainer's own (or, FallbackToLogsOnError, its log's tail): the error.
+        message = _one_line(term.get("message"), keep_end=True)
+        tail = f": {message}" if message else ""
         if why == "OOMKilled":
-            return EndKind.CRASHED, "OOMKilled"
+            return EndKind.CRASHED, f"OOMKilled{tail}"
         if code not in (None, 0):
-            return EndKind.CRASHED, f"exit code {code} ({why or 'Error'})"
+            return EndKind.CRASHED, f"exit code {code} ({why or 'Error'}){tail}"
     return EndKind.CRASHED, status.get("reason") or "Failed"
 
 
@@ -88,4 +100,5 @@ def observe(pod: dict[str, Any], index_label: str) -> Worker:
     terminating = bool(meta.get("deletionTimestamp"))
     return Worker(name=meta["name"], index=int(meta["labels"][index_label]), phase=status.get("phase", "Pending"),
                   ready=ready and not terminating and end is None, terminating=terminating, end=end, reason=reason,
-                  node_lost=conditions.get("Ready") == "False" and conditions.get("ContainersReady") == "True")
+                  node_lost=conditions.get("Ready") == "False" and conditions.get("ContainersReady") == "True",
+                  created=meta.get("creationTimestamp", ""))

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from dstj_api import format_validation_error
 from dstj_operator import children, conditions, metrics
 from dstj_operator.cluster import Cluster
-from dstj_operator.decide import EndKind, observe
+from dstj_operator.decide import EndKind, classify_end, observe
 from dstj_operator.policies import crash_budget, deadline, join_timeout, scale, stall, start_gang, success, suspend, ttl
 from dstj_operator.policies.clock import stamp
 from dstj_operator.spec import DeepSeekTrainingJobSpec, parse_spec
@@ -68,10 +68,12 @@ def _selector(job: dict[str, Any], role: str) -> str:
 
 def _finish(cluster: Cluster, job: dict[str, Any], out: Outcome, spec: DeepSeekTrainingJobSpec | None,
             now: datetime) -> Outcome:
-    """A finished job: workers removed, and deleted itself once its TTL has passed."""
+    """A finished job: its pods removed (a failed job keeps its ended ones, so `kubectl logs` shows why), and
+    the job deleted once its TTL has passed."""
     ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
+    keep_ended = out.status.phase == "Failed"
     for p in cluster.pods(ns, f"{children.JOB_LABEL}={name}"):
-        if not p["metadata"].get("deletionTimestamp"):
+        if not p["metadata"].get("deletionTimestamp") and not (keep_ended and classify_end(p)[0] is not None):
             cluster.delete_pod(ns, p["metadata"]["name"])
     book = out.status.bookkeeping
     book.running_seconds, book.running_since = deadline.tick(book, False, now)
@@ -168,6 +170,7 @@ def reconcile(cluster: Cluster, job: dict[str, Any], now: datetime | None = None
         status.crashes += 1
         book.consecutive_crashes += 1
         book.last_crash_time = at
+        book.last_crash = f"{end.worker}: {end.reason}"
         metrics.WORKER_ENDS.labels(reason="crashed").inc()
         out.event("WorkerCrashed", f"{end.worker} ended: {end.reason}; replacing it", "Warning")
         if end.kind is EndKind.MISCONFIGURED:
@@ -181,7 +184,7 @@ def reconcile(cluster: Cluster, job: dict[str, Any], now: datetime | None = None
         return _end(cluster, job, out, spec, now, False, conditions.CRASH_BUDGET,
                     f"{book.consecutive_crashes} crashes in a row (no run of faultPolicy.stableRunSeconds "
                     f"= {policy.stable_run_seconds}s between them) exceed faultPolicy.crashBudget "
-                    f"({policy.crash_budget})")
+                    f"({policy.crash_budget}); the last: {book.last_crash}")
 
     progress = cluster.progress(ns, children.names(job)["progress"])
     if progress is not None:
@@ -206,7 +209,8 @@ def _converge_workers(cluster: Cluster, job: dict[str, Any], spec: DeepSeekTrain
     if wait > 0:
         conditions.set_condition(status.conditions, conditions.RESTARTING, True, conditions.CRASH_BACKOFF,
                                  f"{status.bookkeeping.consecutive_crashes} crashes in a row: replacements wait "
-                                 "out the backoff (faultPolicy.backoffSeconds, doubling per crash)", stamp(now))
+                                 "out the backoff (faultPolicy.backoffSeconds, doubling per crash); the last: "
+                                 f"{status.bookkeeping.last_crash}", stamp(now))
         out.later(wait)
         return
     conditions.set_condition(status.conditions, conditions.RESTARTING, False, conditions.NO_BACKOFF, "", stamp(now))

@@ -46,6 +46,7 @@ class Bookkeeping(_StatusModel):
     counted_pods: list[str] = Field(default_factory=list, description="Ended worker pods already counted "
                                     f"as preemptions or crashes (the last {COUNTED_KEEP}).")
     last_crash_time: str | None = Field(None, description="When the last crash was counted (backoff, stable run).")
+    last_crash: str | None = Field(None, description="The last crashed worker and why (its log's last lines).")
     consecutive_crashes: int = Field(0, description="Crashes since the last stable run (backoff, crash budget).")
     generation_time: str | None = Field(None, description="When the current membership generation was seen first.")
     stall_generation: int | None = Field(None, description="The generation `generationTime` belongs to.")

@@ -60,3 +60,14 @@ def test_a_long_termination_message_is_trimmed_to_stay_readable_in_conditions() 
 def test_a_config_error_without_a_message_still_says_what_kind_of_end_it_was() -> None:
     assert classify_end(failed(EXIT_CONFIG)) == (EndKind.MISCONFIGURED,
                                                  "exit code 78 (a setting only run time could check)")
+
+
+def test_a_crash_carries_the_end_of_the_workers_log_from_its_termination_message() -> None:
+    log_tail = "Traceback (most recent call last):\n" + "  frame\n" * 400 + "ValueError: lr must be positive\n"
+    kind, reason = classify_end(failed(1, message=log_tail))
+    assert kind is EndKind.CRASHED and reason.startswith("exit code 1 (Error): ...")
+    assert reason.endswith("ValueError: lr must be positive") and len(reason) < MESSAGE_CHARS + 30
+
+
+def test_an_oom_kill_is_a_crash_that_says_so() -> None:
+    assert classify_end(failed(137, "OOMKilled")) == (EndKind.CRASHED, "OOMKilled")

@@ -20,7 +20,7 @@ handoff gives a stale group nothing.
 from __future__ import annotations
 
 from dstj_api import Membership
-from dstj_operator.decide import Worker
+from dstj_operator.decide import EndKind, Worker
 from dstj_operator.spec import DeepSeekTrainingJobSpec
 
 
@@ -57,9 +57,24 @@ def republished(current: Membership) -> Membership:
 
 def to_delete(spec: DeepSeekTrainingJobSpec, workers: list[Worker]) -> list[Worker]:
     """Worker pods to delete: ended ones (replaced under new names), those above replicas, all when suspended.
-    A pod already terminating is left to finish: never wait for one stuck on a lost node."""
+
+    The last crashed pod of an index stays until its replacement runs, so `kubectl logs` still shows
+    why it crashed. A pod already terminating is left to finish: never wait for one stuck on a lost node.
+    """
+    kept = _crash_evidence(workers)
     return [w for w in workers if (w.end is not None or w.index >= spec.replicas or spec.suspend)
-            and not w.terminating]
+            and not w.terminating and not (w.name in kept and w.index < spec.replicas and not spec.suspend)]
+
+
+def _crash_evidence(workers: list[Worker]) -> set[str]:
+    """The newest crashed pod of each index whose replacement does not run yet."""
+    running = {w.index for w in workers if w.end is None and not w.terminating and w.phase == "Running"}
+    newest: dict[int, Worker] = {}
+    for w in workers:
+        crashed = w.end in (EndKind.CRASHED, EndKind.MISCONFIGURED) and w.index not in running
+        if crashed and (w.index not in newest or w.created > newest[w.index].created):
+            newest[w.index] = w
+    return {w.name for w in newest.values()}
 
 
 def missing_indices(workers: list[Worker], replicas: int) -> list[int]:

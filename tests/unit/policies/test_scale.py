@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from dstj_api import Membership
 from dstj_operator.decide import EndKind
 from dstj_operator.policies.scale import missing_indices, next_membership, republished, to_delete
@@ -68,8 +70,18 @@ def test_ended_and_terminating_workers_are_replaced_at_once() -> None:
 
 
 def test_ended_workers_and_those_above_replicas_are_deleted_but_terminating_ones_are_left_alone() -> None:
-    workers = [worker(0), worker(1, ready=False, end=EndKind.CRASHED), worker(2), worker(3, terminating=True)]
+    workers = [worker(0), worker(1, ready=False, end=EndKind.PREEMPTED), worker(2), worker(3, terminating=True)]
     assert [w.name for w in to_delete(job_spec(replicas=2, minReplicas=1), workers)] == ["w1", "w2"]
+
+
+def test_the_last_crashed_pod_of_an_index_stays_until_its_replacement_runs() -> None:
+    old = replace(worker(1, ready=False, end=EndKind.CRASHED, created="2026-12-01T10:00:00Z"), name="w1-old")
+    last = worker(1, ready=False, end=EndKind.CRASHED, created="2026-12-01T10:05:00Z")
+    starting = worker(1, ready=False, phase="Pending")
+    spec = job_spec(replicas=2, minReplicas=1)
+    assert [w.name for w in to_delete(spec, [worker(0), old, last, starting])] == ["w1-old"]
+    running = worker(1, ready=False, phase="Running")
+    assert [w.name for w in to_delete(spec, [worker(0), old, last, running])] == ["w1-old", "w1"]
 
 
 def test_a_suspended_job_deletes_every_worker() -> None:
