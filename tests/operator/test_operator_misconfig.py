@@ -35,3 +35,9 @@ def test_a_resume_from_that_holds_no_checkpoint_reaches_the_job_as_the_workers_m
                       timeout=120, what="the worker's termination message on the job")
 
     assert f"checkpoint.resumeFrom {str(empty)!r}" in said[0] and "unset it to start afresh" in said[0]
+    # Retrying cannot help: the job fails at once on the worker's word, with no crash budget spent on retries.
+    status = wait_until(lambda: (s := job_status(kube_nodes, ns, "noresume")).get("phase") == "Failed" and s,
+                        timeout=60, what="the job to fail on the config error")
+    failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+    assert failed["reason"] == "WorkerConfigError" and "holds no checkpoint" in failed["message"]
+    assert status["crashes"] == 1
