@@ -16,7 +16,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
-from dstj_operator.crd import GROUP, PLURAL, VERSION
+from dstj_api.contract import GROUP, KIND, PLURAL, VERSION
 from dstj_operator.naming import job_name_problem
 from dstj_operator.spec import DeepSeekTrainingJobSpec
 from localcluster.kubectl import Kubectl
@@ -49,7 +49,7 @@ def python_verdict(name: str, spec: dict[str, Any]) -> list[str] | None:
 
 def server_verdict(api: client.CustomObjectsApi, name: str, spec: dict[str, Any]) -> str | None:
     """None when the API server admits the job, else its message."""
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DeepSeekTrainingJob",
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
             "metadata": {"name": name, "namespace": NS}, "spec": spec}
     try:
         api.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body, dry_run="All")

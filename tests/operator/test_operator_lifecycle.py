@@ -48,7 +48,12 @@ def test_a_crash_looping_worker_fails_the_job_after_the_budget_and_ttl_deletes_i
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "CrashBudgetExceeded" and "crashBudget" in failed["message"]
     assert status["crashes"] > 2 and status.get("preemptions", 0) == 0
-    reasons = kube_nodes("get", "events", "-n", ns, "-o", "jsonpath={.items[*].reason}").stdout.split()
+    events = json.loads(kube_nodes("get", "events", "-n", ns, "-o", "json").stdout)["items"]
+    reasons = {e["reason"] for e in events}
     assert "WorkerCrashed" in reasons and "Failed" in reasons
+    # The worker's own error (its log's last lines, FallbackToLogsOnError) is in the event: no kubectl logs needed.
+    crashed = [e["message"] for e in events if e["reason"] == "WorkerCrashed"]
+    assert any("PYTHONHASHSEED" in m for m in crashed), crashed
+    assert "PYTHONHASHSEED" in failed["message"]
     wait_until(lambda: kube_nodes("get", PLURAL, "crashy", "-n", ns, check=False).returncode != 0, timeout=30,
                what="ttlSecondsAfterFinished to delete the job")
