@@ -58,7 +58,8 @@ class Tree:
         cls = self.root
         for key in path:
             sub = _model_class(_field(cls, key).annotation)
-            assert sub is not None, f"{'.'.join(path)} is not a model"
+            if sub is None:
+                raise ValueError(f"{'.'.join(path)} is not a model: a rule reads a field below a leaf")
             cls = sub
         return cls
 
