@@ -32,17 +32,17 @@ BOUNDARY_VALUES: dict[str, list[Any]] = {
     "trainer.train.seqLen": [64, 128, 129, 256, 257],
     "trainer.data.tokenizer": ["bpe", "bytes"],
     "trainer.data.source": ["builtin", "path"],
-    "trainer.data.path": ["", "/data/corpus"],
+    "trainer.data.path": ["", None, "/data/corpus"],
     "trainer.parallel.expertParallel": ["auto", "all", 0, 1, 2, 3, 4, 8],
     "replicas": [1, 2, 3, 4, 8],  # with the bounds: EP fits at 1, 2, 3 or 4 workers (x devices) or none
     "minReplicas": [1, 2, 3, 4, 5],
     "maxReplicas": [1, 2, 3, 4, 7, 8],
     "devicesPerWorker": [0, 1, 2, 3, 4],
-    "checkpoint.pvc": ["", "ckpt"],
-    "checkpoint.hostPath": ["", "/srv/ckpt"],
-    "checkpoint.url": ["", "s3://bucket/run"],
+    "checkpoint.pvc": ["", None, "ckpt"],
+    "checkpoint.hostPath": ["", None, "/srv/ckpt"],
+    "checkpoint.url": ["", None, "s3://bucket/run"],
 }
-PRESETS = [ABSENT, "tiny", "small", "base", "large"]
+PRESETS = [ABSENT, None, "tiny", "small", "base", "large"]  # None: written as null (no preset)
 #: The fields each rule reads (a case writes most of one group).
 FOCUS = [
     ["trainer.model.moe.nRouted", "trainer.model.moe.topK", "trainer.model.moe.nGroups",
