@@ -136,6 +136,9 @@ def reconcile(cluster: Cluster, job: dict[str, Any], now: datetime | None = None
             return out
         message = format_validation_error(e, "spec").replace("\n", " ")
         return _end(cluster, job, out, None, now, False, conditions.INVALID_SPEC, message)
+    bad_name = naming.job_name_problem(meta["name"])
+    if bad_name is not None and status.phase != "Failed":  # admitted by an older CRD: no child name would fit
+        return _end(cluster, job, out, spec, now, False, conditions.INVALID_SPEC, f"metadata.name: {bad_name}")
     if ignored and status.ignored_fields != ignored:
         out.event("UnknownFields", f"ignored fields this operator does not know: {', '.join(ignored)}; "
                   "upgrade the operator to the CRD's version", "Warning")
