@@ -12,8 +12,8 @@ from typing import Any
 import torch
 
 from benchmarks.timing import median_seconds
-from moe_trainer.experts import SwiGLU, grouped_mm_works
-from moe_trainer.moe import MoE
+from moe_trainer.model.experts import SwiGLU, grouped_mm_works
+from moe_trainer.model.moe import MoE
 from tests.trainer.reference_moe import naive_moe_forward
 
 DIM, EXPERT_DIM, TOP_K, TOKENS = 256, 128, 6, 4096

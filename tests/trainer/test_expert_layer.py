@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from moe_trainer import experts
-from moe_trainer.moe import MoE
+from moe_trainer.model import experts
+from moe_trainer.model.moe import MoE
 from tests.trainer.reference_moe import naive_moe_forward
 
 DIM, HIDDEN, E, K = 32, 16, 8, 2

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from moe_trainer.balance import capacity
-from moe_trainer.moe import MoE
+from moe_trainer.model.balance import capacity
+from moe_trainer.model.moe import MoE
 
 
 def test_capacity_keeps_exactly_the_capacity_of_highest_gated_assignments_per_expert() -> None:

@@ -1,7 +1,7 @@
 """The training entry point: `python -m moe_trainer.train --config CONFIG.json` (alone or under torchrun).
 
 One run in one process group; the elastic path (`launch.py`) instead runs one generation after
-another in the same process (`elastic.py`). Both share the step loop in `generation.py`.
+another in the same process (`runtime/elastic.py`). Both share the step loop in `runtime/generation.py`.
 
 Prints (on rank 0) the data statistics, a progress line every `train.logEvery` steps and a final
 JSON summary line (`{"event": "summary", ...}`). SIGTERM on any rank stops every rank together at
@@ -22,10 +22,11 @@ from typing import Any
 
 from dstj_api import EXIT_STOPPED, ConfigError, TrainerConfig, load_trainer_config
 from dstj_api.layout import LayoutError
-from moe_trainer.checkpoint import check_locations
+from moe_trainer.checkpoint.checkpointer import check_locations
 from moe_trainer.data import build_datasets
-from moe_trainer.distributed import init_distributed
-from moe_trainer.generation import (
+from moe_trainer.misconfig import RunConfigError, exit_misconfigured
+from moe_trainer.parallel.context import init_distributed
+from moe_trainer.runtime.generation import (
     Generation,
     Outcome,
     make_checkpointer,
@@ -33,11 +34,10 @@ from moe_trainer.generation import (
     resume,
     run_generation,
 )
-from moe_trainer.membership import membership_from_env, progress_from_env
-from moe_trainer.metrics import TrainerMetrics
-from moe_trainer.misconfig import RunConfigError, exit_misconfigured
-from moe_trainer.rendezvous import leave
-from moe_trainer.trainer import Trainer, pick_device
+from moe_trainer.runtime.membership import membership_from_env, progress_from_env
+from moe_trainer.runtime.metrics import TrainerMetrics
+from moe_trainer.runtime.rendezvous import leave
+from moe_trainer.training.trainer import Trainer, pick_device
 
 log = logging.getLogger("moe_trainer")
 

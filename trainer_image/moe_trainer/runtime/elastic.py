@@ -10,7 +10,7 @@ published generation g in which it has a seat:
        index, so any layout loads any checkpoint) and continues from its step;
     4. trains until the run finishes, or every rank agrees at a step boundary to stop: SIGTERM on
        some rank, or a newer generation published (`Trainer.should_stop`). The stop checkpoint is
-       committed (fenced by generation, see `checkpoint.py`) before anyone leaves;
+       committed (fenced by generation, see `checkpoint/checkpointer.py`) before anyone leaves;
     5. destroys g's groups and waits for a newer generation, never re-joining g. A collective that
        fails because a peer died ends g without a checkpoint, and the process re-executes itself
        (same PID, fresh interpreter) before waiting: a half-failed group can leave distributed state
@@ -38,14 +38,21 @@ import torch
 from dstj_api import EXIT_STOPPED, TrainerConfig
 from dstj_api.contract import ENV_READY_PROBE
 from dstj_api.layout import LayoutError
-from moe_trainer.checkpoint import Checkpointer, check_locations, read_marker
+from moe_trainer.checkpoint.checkpointer import Checkpointer, check_locations, read_marker
 from moe_trainer.data import build_datasets
-from moe_trainer.distributed import backend_for, make_context
-from moe_trainer.generation import Generation, Outcome, make_checkpointer, print_data_line, resume, run_generation
-from moe_trainer.membership import MembershipSource, ProgressSink, progress_from_env
-from moe_trainer.metrics import TrainerMetrics
-from moe_trainer.rendezvous import Seat, is_peer_failure, join, leave, seat_in
-from moe_trainer.trainer import Datasets, Trainer, pick_device
+from moe_trainer.parallel.context import backend_for, make_context
+from moe_trainer.runtime.generation import (
+    Generation,
+    Outcome,
+    make_checkpointer,
+    print_data_line,
+    resume,
+    run_generation,
+)
+from moe_trainer.runtime.membership import MembershipSource, ProgressSink, progress_from_env
+from moe_trainer.runtime.metrics import TrainerMetrics
+from moe_trainer.runtime.rendezvous import Seat, is_peer_failure, join, leave, seat_in
+from moe_trainer.training.trainer import Datasets, Trainer, pick_device
 
 POLL_S = 0.02
 """How often membership is read while waiting for a generation (a file read or a lock)."""
@@ -123,7 +130,7 @@ class ElasticWorker:
     def run(self) -> int:
         """Train generation after generation; return the exit code (0 finished, EXIT_STOPPED on SIGTERM).
 
-        Raises RunConfigError for a setting that only run time could check (see `misconfig.py`).
+        Raises RunConfigError for a setting that only run time could check (see `moe_trainer/misconfig.py`).
         """
         # Before the pod turns Ready: a checkpoint location that cannot work ends the worker, not a generation.
         check_locations(self.cfg.checkpoint.dir, self.cfg.checkpoint.resume_from)

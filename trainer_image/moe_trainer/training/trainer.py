@@ -21,15 +21,15 @@ import torch
 import torch.nn.functional as F
 
 from dstj_api import ConfigError, TrainerConfig
-from moe_trainer.balance import RoutingStats, local_counts
-from moe_trainer.checkpoint import flat_state
+from moe_trainer.checkpoint.checkpointer import flat_state
 from moe_trainer.data import TokenDataset, build_datasets
 from moe_trainer.data.dataset import DataInfo
-from moe_trainer.distributed import DistContext
-from moe_trainer.expert_parallel import ExpertShard
-from moe_trainer.model import Transformer
-from moe_trainer.optim import build_optimizer, lr_at, set_lr
-from moe_trainer.parallel import clip_global_norm, sync_gradients
+from moe_trainer.model.balance import RoutingStats, local_counts
+from moe_trainer.model.expert_parallel import ExpertShard
+from moe_trainer.model.transformer import Transformer
+from moe_trainer.parallel.context import DistContext
+from moe_trainer.parallel.groups import clip_global_norm, sync_gradients
+from moe_trainer.training.optim import build_optimizer, lr_at, set_lr
 
 Datasets = tuple[TokenDataset, TokenDataset, DataInfo]
 """Train and held-out data with their statistics, as `build_datasets` returns them."""
@@ -67,7 +67,7 @@ def pick_device(cfg: TrainerConfig) -> torch.device:
 def single_process() -> DistContext:
     """The context of a run in one process (W=1)."""
     from dstj_api.layout import plan_layout
-    from moe_trainer.parallel import build_groups
+    from moe_trainer.parallel.groups import build_groups
 
     return DistContext(0, 1, build_groups(plan_layout(1, 1), 0))
 

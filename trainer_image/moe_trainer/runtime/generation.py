@@ -1,6 +1,6 @@
 """One generation of training in this process: resume, run steps, then stop or finish.
 
-Shared by `train.py` (one run in one process, alone or under torchrun) and `elastic.py` (one call
+Shared by `moe_trainer/train.py` (one run in one process, alone or under torchrun) and `elastic.py` (one call
 per membership generation, in the same process). It owns what happens at step boundaries: the data
 log, the progress report, metrics, periodic asynchronous checkpoints, the recovery time, and the
 stop every rank agreed to, with its checkpoint. It neither forms groups nor follows membership.
@@ -19,10 +19,10 @@ from typing import Any
 import torch.distributed as dist
 
 from dstj_api import ProgressReport, TrainerConfig
-from moe_trainer.checkpoint import Checkpointer, Marker, check_shared
-from moe_trainer.membership import MembershipSource, ProgressSink
-from moe_trainer.metrics import TrainerMetrics, previous_step_time, record_last_step
-from moe_trainer.trainer import StepResult, Trainer
+from moe_trainer.checkpoint.checkpointer import Checkpointer, Marker, check_shared
+from moe_trainer.runtime.membership import MembershipSource, ProgressSink
+from moe_trainer.runtime.metrics import TrainerMetrics, previous_step_time, record_last_step
+from moe_trainer.training.trainer import StepResult, Trainer
 
 
 class Outcome(StrEnum):

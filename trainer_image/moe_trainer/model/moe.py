@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from moe_trainer.balance import ExpertLoad, RoutingStats, capacity
-from moe_trainer.expert_parallel import ExpertShard, run_sharded_experts
-from moe_trainer.experts import GroupedExperts, SwiGLU
+from moe_trainer.model.balance import ExpertLoad, RoutingStats, capacity
+from moe_trainer.model.expert_parallel import ExpertShard, run_sharded_experts
+from moe_trainer.model.experts import GroupedExperts, SwiGLU
 
 _RECOMPUTING: contextvars.ContextVar[bool] = contextvars.ContextVar("moe_recomputing", default=False)
 

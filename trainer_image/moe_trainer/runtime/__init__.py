@@ -1,0 +1,5 @@
+"""Running generations of training in this process: follow the published membership (`membership.py`,
+`k8s_membership.py`), form each generation's group (`rendezvous.py`), reconfigure in place
+(`elastic.py`), and run one generation's steps with their checkpoints, progress and metrics
+(`generation.py`, `metrics.py`).
+"""
