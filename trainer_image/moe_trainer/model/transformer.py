@@ -31,17 +31,7 @@ class Block(nn.Module):
         self.attn_norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.attn = Attention(cfg)
         self.ffn_norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
-        m = cfg.moe
-        self.ffn: nn.Module = (
-            MoE(
-                cfg.dim, m.expert_dim, m.n_routed, m.n_shared, m.top_k, score_func=m.score_func,
-                temperature=m.temperature, n_groups=m.n_groups, topk_groups=m.topk_groups,
-                route_scale=m.route_scale, capacity_factor=m.capacity_factor,
-                bias_update_rate=m.bias_update_rate, aux_loss_weight=m.aux_loss_weight,
-            )
-            if use_moe
-            else SwiGLU(cfg.dim, cfg.dense_dim)
-        )
+        self.ffn: nn.Module = MoE(cfg.dim, cfg.moe) if use_moe else SwiGLU(cfg.dim, cfg.dense_dim)
 
     def forward(self, x_BSD: Tensor, cos_SF: Tensor, sin_SF: Tensor) -> Tensor:
         """Residual attention then residual feed-forward."""
