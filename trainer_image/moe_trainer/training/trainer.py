@@ -72,6 +72,12 @@ def single_process() -> DistContext:
     return DistContext(0, 1, build_groups(plan_layout(1, 1), 0))
 
 
+def expert_shard(ctx: DistContext) -> ExpertShard | None:
+    """This rank's slice of the experts under its layout, with the EP group holding the rest (None: all of them)."""
+    layout = ctx.layout
+    return ExpertShard(layout.ep_rank(ctx.rank), layout.ep, ctx.groups.ep_group) if layout.ep > 1 else None
+
+
 class Trainer:
     """Owns one rank's model shard, optimizer and data, and runs optimizer steps."""
 
@@ -84,10 +90,10 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         self.train_data, self.eval_data, self.data_info = data or build_datasets(cfg)
         self.model = Transformer(cfg.model, cfg.train.activation_checkpointing)
-        layout = self.ctx.layout
+        shard = expert_shard(self.ctx)
         for moe in self.model.moe_layers():
-            if layout.ep > 1:
-                moe.shard_experts(ExpertShard(layout.ep_rank(self.ctx.rank), layout.ep, self.ctx.groups.ep_group))
+            if shard is not None:
+                moe.shard_experts(shard)
             if self.ctx.is_distributed:
                 moe.load.reduce = self.ctx.reduce_counts
         self.model.to(self.device)
@@ -114,10 +120,9 @@ class Trainer:
         values are stale until a checkpoint is loaded into `checkpoint_state()`.
         """
         self.ctx = ctx
-        layout = ctx.layout
+        shard = expert_shard(ctx)
         for moe in self.model.moe_layers():
-            moe.seat_experts(ExpertShard(layout.ep_rank(ctx.rank), layout.ep, ctx.groups.ep_group)
-                             if layout.ep > 1 else None)
+            moe.seat_experts(shard)
             moe.load.reduce = ctx.reduce_counts if ctx.is_distributed else local_counts
             moe.load.reset()  # a failed step may have recorded counts
         self.model.zero_grad(set_to_none=True)  # ... and gradients, which the next backward would add to
