@@ -29,6 +29,14 @@ def _world(kube: Kubectl, ns: str, world: int) -> bool:
             and p.get("generation") == (status.get("membership") or {}).get("generation"))
 
 
+def _metrics(port: int) -> str:
+    """The operator's /metrics page ("" while it does not answer yet)."""
+    try:
+        return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return ""
+
+
 def _one_pod_per_index(kube: Kubectl, ns: str, replicas: int) -> None:
     pods = worker_pods(kube, ns, NAME)
     indices = sorted(int(p["metadata"]["labels"]["training.deepseek.dev/index"]) for p in pods)
@@ -49,8 +57,8 @@ def test_a_standby_takes_over_and_killed_operators_leave_no_duplicates(
     kube("apply", "-f", "-", stdin=json.dumps(tiny_job(ns, NAME, tmp_path, steps=100000, interval=5)))
     wait_until(lambda: _world(kube, ns, 2), timeout=180, what="training at W=2")
     assert _holder(kube, ns) == "op-a"
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    assert "dstj_operator_leader 0.0" in metrics  # the standby waits and does not reconcile
+    # The standby waits and does not reconcile (read once it serves metrics: it may start later than op-a).
+    wait_until(lambda: "dstj_operator_leader 0.0" in _metrics(port), timeout=30, what="the standby's metrics")
 
     # kill -9 the leader in the middle of a scale-up: the standby takes over and finishes it.
     kube("scale", PLURAL, NAME, "-n", ns, "--replicas=3")
@@ -58,9 +66,11 @@ def test_a_standby_takes_over_and_killed_operators_leave_no_duplicates(
     wait_until(lambda: _holder(kube, ns) == "op-b", timeout=30, what="the standby to take the lease")
     wait_until(lambda: _world(kube, ns, 3), timeout=120, what="training at W=3 under the new leader")
     _one_pod_per_index(kube, ns, 3)
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    # The gauge is refreshed after the status write the test saw: wait for it, never read it at once.
+    wait_until(lambda: 'dstj_operator_jobs{phase="Running"} 1.0' in _metrics(port), timeout=30,
+               what="the new leader's jobs gauge to count the job as Running")
+    metrics = _metrics(port)
     assert "dstj_operator_leader 1.0" in metrics and "dstj_operator_reconcile_seconds_count" in metrics
-    assert 'dstj_operator_jobs{phase="Running"} 1.0' in metrics
 
     # And again with the only operator killed during a scale-up and a fresh one started later.
     kube("scale", PLURAL, NAME, "-n", ns, "--replicas=4")

@@ -48,7 +48,9 @@ def test_a_crash_looping_worker_fails_the_job_after_the_budget_and_ttl_deletes_i
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "CrashBudgetExceeded" and "crashBudget" in failed["message"]
     assert status["crashes"] > 2 and status.get("preemptions", 0) == 0
-    reasons = kube_nodes("get", "events", "-n", ns, "-o", "jsonpath={.items[*].reason}").stdout.split()
-    assert "WorkerCrashed" in reasons and "Failed" in reasons
+    # Events are sent after the status write they describe: wait for them rather than read them at once.
+    wait_until(lambda: {"WorkerCrashed", "Failed"} <= set(
+        kube_nodes("get", "events", "-n", ns, "-o", "jsonpath={.items[*].reason}").stdout.split()),
+        timeout=30, what="the WorkerCrashed and Failed events")
     wait_until(lambda: kube_nodes("get", PLURAL, "crashy", "-n", ns, check=False).returncode != 0, timeout=30,
                what="ttlSecondsAfterFinished to delete the job")
