@@ -12,10 +12,12 @@ from kubernetes import config
 from prometheus_client import start_http_server
 
 import dstj_operator.handlers  # noqa: F401 - registers the handlers
-from dstj_operator.health import serve_health
+from dstj_operator.health import Probes, serve_health
 from dstj_operator.leader import LeaseElector
 from dstj_operator.metrics import LEADER
+from dstj_operator.passes import PASSES
 from dstj_operator.settings import OperatorSettings, SettingsError
+from dstj_operator.watches import WatchTracker, expected_streams
 
 EXIT_LEASE_LOST = 3
 """Exit code of a leader that lost its lease: the pod restarts and waits as a standby."""
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m dstj_operator", description="The DeepSeekTrainingJob operator.",
         epilog="Configured by environment: DSTJ_WATCH_NAMESPACES, DSTJ_LEADER_ELECTION, DSTJ_LEADER_LEASE, "
                "DSTJ_LEADER_LEASE_SECONDS, POD_NAME, POD_NAMESPACE, DSTJ_METRICS_PORT, DSTJ_HEALTH_PORT, "
-               "DSTJ_LOG_LEVEL (see docs/operations.md).").parse_args(argv)
+               "DSTJ_STUCK_SECONDS, DSTJ_LOG_LEVEL (see docs/operations.md).").parse_args(argv)
     try:
         settings = OperatorSettings.from_env()
     except SettingsError as e:
@@ -47,14 +49,20 @@ def main(argv: list[str] | None = None) -> int:
     kopf.configure(verbose=settings.log_level == "debug", log_format=kopf.LogFormat.JSON)
     logging.getLogger().setLevel(settings.log_level.upper())
     load_kube_config()
-    if settings.health_port:
-        serve_health(settings.health_port)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port)
+    watches = WatchTracker(expected_streams(settings.watch_namespaces))
+    watches.install()
     elector = None
     if settings.leader_election:
         elector = LeaseElector(settings.lease_name, settings.lease_namespace, settings.identity,
                                settings.lease_seconds)
+    if settings.health_port:
+        serve_health(settings.health_port, Probes(
+            passes=PASSES, stuck_seconds=settings.stuck_seconds, watches=watches.state,
+            leading=lambda: elector is None or elector.leading,
+            lease_read_at=lambda: elector.last_read if elector else None, lease_seconds=settings.lease_seconds))
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    if elector is not None:
         elector.acquire()
         elector.keep(on_lost=lambda: os._exit(EXIT_LEASE_LOST))  # never two writers: stop at once
     else:

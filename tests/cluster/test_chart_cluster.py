@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,12 +14,11 @@ import yaml
 from dstj_operator import children
 from dstj_operator.crd import GROUP, PLURAL
 from localcluster.kubectl import Kubectl
-from localcluster.waiting import WaitTimeout, wait_until
+from localcluster.waiting import wait_until
 from scripts.manifests import CHART, CHART_CRD
 from tests.helmchart import VALUE_SETS, Helm, by_kind, helm, operator_needs  # noqa: F401 - the helm fixture
 
 pytestmark = pytest.mark.cluster
-ROOT = Path(__file__).resolve().parents[2]
 #: Kinds whose CRDs (Prometheus Operator) the local cluster does not have.
 NOT_INSTALLED = {"ServiceMonitor", "PodMonitor"}
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
@@ -125,32 +123,28 @@ def _helm_kube(helm: Helm, kube: Kubectl, *args: str, check: bool = True) -> str
     return helm(*args, f"--kubeconfig={kube.kubeconfig}", check=check).stdout
 
 
-def _operator_health_implemented() -> bool:
-    """Whether the operator serves /healthz yet (DSTJ_HEALTH_PORT is the chart's contract with it)."""
-    return any("DSTJ_HEALTH_PORT" in p.read_text() for p in (ROOT / "operator" / "dstj_operator").glob("*.py"))
-
-
 @pytest.mark.slow
-def test_helm_install_runs_the_operator_and_uninstall_leaves_only_the_crd(
+def test_a_two_replica_helm_install_waits_for_both_ready_and_uninstall_leaves_only_the_crd(
         kube_nodes: Kubectl, ns: str, helm: Helm) -> None:  # noqa: F811
     release = ns
     selector = f"app.kubernetes.io/instance={release}"
-    # Namespaced, so this operator never touches jobs of other tests.
-    values = helm.values_file({"watchNamespaces": [ns], "image": {"repository": "deepseek-operator"}})
-    _helm_kube(helm, kube_nodes, "install", release, str(CHART), "--namespace", ns, "-f", str(values))
+    # Namespaced, so this operator never touches jobs of other tests. Two replicas: `--wait` returns
+    # only when the leader's watches are connected (/readyz) and the standby reads the Lease.
+    values = helm.values_file({"watchNamespaces": [ns], "replicas": 2, "image": {"repository": "deepseek-operator"}})
+    res = helm("install", release, str(CHART), "--namespace", ns, "-f", str(values),
+               f"--kubeconfig={kube_nodes.kubeconfig}", "--wait", "--timeout=150s", check=False, timeout=170)
     try:
-        wait_until(lambda: kube_nodes("get", "pods", "-n", ns, "-l", selector, "-o",
-                                      "jsonpath={.items[*].status.phase}").stdout == "Running",
-                   timeout=60, what="the operator pod to run")
-        try:
-            wait_until(lambda: kube_nodes("get", "pods", "-n", ns, "-l", selector, "-o",
-                                          "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}"
-                                          ).stdout == "True",
-                       timeout=60, what="the operator pod to be Ready (its /healthz probe)")
-            ready_error = None
-        except WaitTimeout as e:
-            logs = kube_nodes("logs", "-n", ns, "-l", selector, "--tail=30", check=False)
-            ready_error = f"{e}; operator log tail:\n{logs.stdout}{logs.stderr}"
+        ready = kube_nodes("get", "pods", "-n", ns, "-l", selector, "-o",
+                           "jsonpath={.items[*].status.conditions[?(@.type=='Ready')].status}").stdout.split()
+        if res.returncode != 0 or ready != ["True", "True"]:
+            logs = kube_nodes("logs", "-n", ns, "-l", selector, "--tail=30", "--prefix", check=False)
+            events = kube_nodes("get", "events", "-n", ns, "--field-selector", "reason=Unhealthy", "-o",
+                                "jsonpath={.items[*].message}", check=False)
+            pytest.fail(f"helm install --wait: {res.stderr.strip()} (Ready: {ready}); probe failures: "
+                        f"{events.stdout[:1500]}; operator log tail:\n{logs.stdout}{logs.stderr}", pytrace=False)
+        holder = kube_nodes("get", "lease", "-n", ns, "-o", "jsonpath={.items[*].spec.holderIdentity}").stdout
+        pods = kube_nodes("get", "pods", "-n", ns, "-l", selector, "-o", "jsonpath={.items[*].metadata.name}").stdout
+        assert holder in pods.split(), (holder, pods)  # one leads, the other stands by, both Ready
     finally:
         _helm_kube(helm, kube_nodes, "uninstall", release, "--namespace", ns, "--wait", "--timeout=90s")
 
@@ -165,7 +159,3 @@ def test_helm_install_runs_the_operator_and_uninstall_leaves_only_the_crd(
     # The operator pod may still be in its termination grace period right after `uninstall --wait`.
     wait_until(lambda: not leftovers(), timeout=90, what="helm uninstall to leave nothing behind")
     assert kube_nodes("get", "crd", f"{PLURAL}.{GROUP}", check=False).returncode == 0, "the CRD must stay"
-    if ready_error is not None:
-        if not _operator_health_implemented():
-            pytest.xfail("the operator does not serve /healthz on DSTJ_HEALTH_PORT yet: " + ready_error[:1500])
-        pytest.fail(ready_error, pytrace=False)

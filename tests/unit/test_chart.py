@@ -98,6 +98,7 @@ BAD_VALUES = [
     pytest.param({"metrics": {"serviceMonitor": {"interval": "often"}}}, "/metrics/serviceMonitor/interval",
                  id="interval-not-a-duration"),
     pytest.param({"health": {"port": 8080}}, "metrics.port and health.port must differ", id="ports-collide"),
+    pytest.param({"health": {"stuckSeconds": 1}}, "/health/stuckSeconds", id="stuck-seconds-too-short"),
 ]
 
 
@@ -157,12 +158,12 @@ def test_the_deployment_sets_the_operator_runtime_interface(helm: Helm) -> None:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert env(deployment) == {"DSTJ_WATCH_NAMESPACES": "", "DSTJ_LEADER_ELECTION": "false",
                                "DSTJ_LEADER_LEASE": "dstj-deepseek-operator", "DSTJ_METRICS_PORT": "8080",
-                               "DSTJ_HEALTH_PORT": "8081", "DSTJ_LOG_LEVEL": "info"}
+                               "DSTJ_HEALTH_PORT": "8081", "DSTJ_STUCK_SECONDS": "300", "DSTJ_LOG_LEVEL": "info"}
     downward = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"] if "valueFrom" in e}
     assert downward == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": 8080, "health": 8081}
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert container["image"] == "deepseek-operator:0.1.0"  # the chart's appVersion
 
 

@@ -14,6 +14,7 @@ from dstj_operator.settings import OperatorSettings, SettingsError
 def test_defaults_watch_every_namespace_without_election() -> None:
     s = OperatorSettings.from_env({})
     assert s.watch_namespaces == () and not s.leader_election and (s.metrics_port, s.health_port) == (8080, 8081)
+    assert s.stuck_seconds == 300
 
 
 def test_the_chart_variables_are_read() -> None:
@@ -31,6 +32,7 @@ def test_the_chart_variables_are_read() -> None:
     ({"DSTJ_LEADER_ELECTION": "maybe"}, "DSTJ_LEADER_ELECTION"),
     ({"DSTJ_LOG_LEVEL": "loud"}, "DSTJ_LOG_LEVEL"),
     ({"DSTJ_LEADER_LEASE_SECONDS": "1"}, "DSTJ_LEADER_LEASE_SECONDS"),
+    ({"DSTJ_STUCK_SECONDS": "0"}, "DSTJ_STUCK_SECONDS"),
 ])
 def test_a_bad_value_names_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(SettingsError, match=named):
