@@ -8,10 +8,11 @@ import os
 import sys
 
 import kopf
-from kubernetes import config
+from kubernetes import client, config
 from prometheus_client import start_http_server
 
 import dstj_operator.handlers  # noqa: F401 - registers the handlers
+from dstj_operator.crd_revision import check_installed_crd
 from dstj_operator.health import Probes, serve_health
 from dstj_operator.leader import LeaseElector
 from dstj_operator.metrics import LEADER
@@ -34,7 +35,10 @@ def load_kube_config() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve probes and metrics, win the leader lease when elected, then run kopf until stopped."""
+    """Check the CRD, serve probes and metrics, win the leader lease when elected, then run kopf until stopped.
+
+    Exit codes: 2 a bad setting or a missing or older CRD (the message says what to do), 3 the lease was lost.
+    """
     argparse.ArgumentParser(
         prog="python -m dstj_operator", description="The DeepSeekTrainingJob operator.",
         epilog="Configured by environment: DSTJ_WATCH_NAMESPACES, DSTJ_LEADER_ELECTION, DSTJ_LEADER_LEASE, "
@@ -49,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     kopf.configure(verbose=settings.log_level == "debug", log_format=kopf.LogFormat.JSON)
     logging.getLogger().setLevel(settings.log_level.upper())
     load_kube_config()
+    problem = check_installed_crd(client.ApiextensionsV1Api())
+    if problem:  # Helm never upgrades crds/: an operator newer than its CRD must not run
+        print(f"dstj-operator: {problem}", file=sys.stderr)
+        return 2
     watches = WatchTracker(expected_streams(settings.watch_namespaces))
     watches.install()
     elector = None

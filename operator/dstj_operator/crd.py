@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from dstj_operator.crd_revision import CRD_REVISION, REVISION_ANNOTATION
 from dstj_operator.spec import DeepSeekTrainingJobSpec
 
 GROUP, VERSION, KIND = "training.deepseek.dev", "v1alpha1", "DeepSeekTrainingJob"
@@ -115,7 +116,7 @@ def build_crd() -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "metadata": {"name": f"{PLURAL}.{GROUP}", "annotations": {REVISION_ANNOTATION: str(CRD_REVISION)}},
         "spec": {
             "group": GROUP,
             "names": {"kind": KIND, "plural": PLURAL, "singular": KIND.lower(), "shortNames": [SHORT],

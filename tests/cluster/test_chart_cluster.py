@@ -13,6 +13,7 @@ import yaml
 
 from dstj_operator import children
 from dstj_operator.crd import GROUP, PLURAL
+from dstj_operator.crd_revision import CRD_NAME
 from localcluster.kubectl import Kubectl
 from localcluster.waiting import wait_until
 from scripts.manifests import CHART, CHART_CRD
@@ -105,6 +106,11 @@ def test_the_operator_account_may_run_a_job_and_no_more(kube_nodes: Kubectl, crd
             assert can_i(kube_nodes, account, verb, "coordination.k8s.io", "leases", ns, account_name)
             assert not can_i(kube_nodes, account, verb, "coordination.k8s.io", "leases", ns, "kube-scheduler")
         assert can_i(kube_nodes, account, "create", "coordination.k8s.io", "leases", ns)
+        # Its own CRD's revision, read at start, and no other CRD.
+        assert can_i(kube_nodes, account, "get", "apiextensions.k8s.io", "customresourcedefinitions", None, CRD_NAME)
+        assert not can_i(kube_nodes, account, "get", "apiextensions.k8s.io", "customresourcedefinitions", None,
+                         "leases.coordination.k8s.io")
+        assert not can_i(kube_nodes, account, "list", "apiextensions.k8s.io", "customresourcedefinitions", None)
         # Nothing it does not use.
         assert not can_i(kube_nodes, account, "get", "", "secrets", watched)
         assert not can_i(kube_nodes, account, "list", "", "nodes", None)
@@ -125,7 +131,9 @@ def _helm_kube(helm: Helm, kube: Kubectl, *args: str, check: bool = True) -> str
 
 @pytest.mark.slow
 def test_a_two_replica_helm_install_waits_for_both_ready_and_uninstall_leaves_only_the_crd(
-        kube_nodes: Kubectl, ns: str, helm: Helm) -> None:  # noqa: F811
+        kube_nodes: Kubectl, crd: Kubectl, ns: str, helm: Helm) -> None:  # noqa: F811
+    # `crd`: this checkout's CRD (Helm would keep an older one a previous session applied, and the
+    # operator refuses to start against an older revision).
     release = ns
     selector = f"app.kubernetes.io/instance={release}"
     # Namespaced, so this operator never touches jobs of other tests. Two replicas: `--wait` returns
