@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from dstj_api.contract import GROUP, INDEX_LABEL, JOB_LABEL, KIND, ROLE_LABEL, VERSION
 from dstj_operator.crd import CRD_FILE, PLURAL
 from localcluster import build, controlplane
 from localcluster.kubectl import Kubectl
@@ -27,12 +28,12 @@ from localcluster.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDIN = Path(__file__).resolve().parent / "standin"
-WORKERS = "training.deepseek.dev/role=worker"
+WORKERS = f"{ROLE_LABEL}=worker"
 PREEMPT_EVERY_S = 60.0
 
 
 def _job(ns: str, name: str, workdir: Path, steps: int, replicas: int, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "training.deepseek.dev/v1alpha1", "kind": "DeepSeekTrainingJob",
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
             "metadata": {"name": name, "namespace": ns},
             "spec": {"replicas": replicas, "minReplicas": 1, "maxReplicas": 4, "image": "moe-trainer:bench",
                      "checkpoint": {"hostPath": str(workdir / name)},
@@ -61,7 +62,7 @@ def _training_past(kube: Kubectl, ns: str, name: str, step: int, generation: int
 
 
 def _replaced(kube: Kubectl, ns: str, index: str, old: str) -> bool:
-    return any(q["metadata"]["labels"]["training.deepseek.dev/index"] == index and q["metadata"]["name"] != old
+    return any(q["metadata"]["labels"][INDEX_LABEL] == index and q["metadata"]["name"] != old
                for q in _pods(kube, ns, WORKERS))
 
 
@@ -111,7 +112,7 @@ def start_and_replace(kube: Kubectl, workdir: Path, rounds: int = 3) -> dict[str
     for _ in range(rounds):
         gen = _status(kube, ns, name)["membership"]["generation"]
         victim = _pods(kube, ns, WORKERS)[0]["metadata"]
-        index = victim["labels"]["training.deepseek.dev/index"]
+        index = victim["labels"][INDEX_LABEL]
         t0 = time.monotonic()
         kube("delete", "pod", victim["name"], "-n", ns, "--wait=false")
         wait_until(lambda: _replaced(kube, ns, index, victim["name"]),  # noqa: B023 - called at once
@@ -135,7 +136,7 @@ def _run_to_end(kube: Kubectl, ns: str, name: str, workdir: Path, steps: int,
     t0, next_kill, kills = time.monotonic(), time.monotonic() + (every or 1e9), 0
     while _status(kube, ns, name).get("phase") != "Succeeded":
         if time.monotonic() >= next_kill:
-            victims = _pods(kube, ns, f"training.deepseek.dev/job={name},{WORKERS}")
+            victims = _pods(kube, ns, f"{JOB_LABEL}={name},{WORKERS}")
             if victims:
                 kube("delete", "pod", victims[kills % len(victims)]["metadata"]["name"], "-n", ns, "--wait=false")
                 kills += 1

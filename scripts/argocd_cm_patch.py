@@ -9,10 +9,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from dstj_api.contract import GROUP, KIND
+
 ROOT = Path(__file__).resolve().parents[1]
 HEALTH_LUA = ROOT / "deploy/argocd/health.lua"
 PATCH = ROOT / "deploy/argocd/argocd-cm-patch.yaml"
-KEY = "resource.customizations.health.training.deepseek.dev_DeepSeekTrainingJob"
+KEY = f"resource.customizations.health.{GROUP}_{KIND}"
 
 _HEADER = f"""\
 # Generated from deploy/argocd/health.lua by `make docs`. Do not edit.

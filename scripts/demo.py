@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from dstj_api.contract import JOB_LABEL, ROLE_LABEL, SHORT_NAME
 from localcluster import build, controlplane, faults, nodes
 from localcluster.kubectl import Kubectl
 from localcluster.state import StateDir, default_state_dir, session_lock
@@ -55,9 +56,9 @@ def worker_node(kube: Kubectl, job: str) -> str:
     pods = json.loads(kube("get", "pods", "-A", "-o", "json").stdout)["items"]
     busy = {p["spec"].get("nodeName") for p in pods
             if p["metadata"]["namespace"] == OPERATOR_NS
-            or p["metadata"].get("labels", {}).get("training.deepseek.dev/role") == "rendezvous"}
+            or p["metadata"].get("labels", {}).get(ROLE_LABEL) == "rendezvous"}
     workers = [p["spec"]["nodeName"] for p in pods if p["metadata"].get("labels", {}).get(
-        "training.deepseek.dev/role") == "worker" and p["metadata"]["labels"].get("training.deepseek.dev/job") == job
+        ROLE_LABEL) == "worker" and p["metadata"]["labels"].get(JOB_LABEL) == job
         and p["spec"].get("nodeName") and not p["metadata"].get("deletionTimestamp")]
     return next((n for n in workers if n not in busy), workers[0])
 
@@ -75,7 +76,7 @@ def main() -> int:
         say(f"2/5 installing the operator with Helm (release {RELEASE} in {OPERATOR_NS})")
         install_operator(kube, bins)
         say(f"3/5 applying {EXAMPLE.relative_to(ROOT)}: {job['spec']['replicas']} workers, {steps} steps")
-        kube("delete", "dstj", name, "-n", JOB_NS, "--ignore-not-found", "--wait=true", timeout=120)
+        kube("delete", SHORT_NAME, name, "-n", JOB_NS, "--ignore-not-found", "--wait=true", timeout=120)
         ckpt = Path(job["spec"]["checkpoint"]["hostPath"])
         if ckpt.exists():
             say(f"   removing an earlier demo's checkpoints in {ckpt} (a fresh run, not a resume)")

@@ -3,6 +3,10 @@
 `JobWatcher` polls the job's status and Events through kubectl (any cluster) in a thread and keeps
 what changed: phase, membership generation and size, layout, step and loss, preemptions. `make demo`
 prints the timeline and draws the picture; the e2e suite asserts on the same record.
+
+The world size of each step is exact, not the one of the next report (which comes up to `logEvery`
+steps later): every report names its generation and the step that generation resumed from, so
+`world_segments` knows which group ran every step, including steps a group re-ran after a failure.
 """
 
 from __future__ import annotations
@@ -10,11 +14,42 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dstj_api.contract import PLURAL
 from localcluster.kubectl import Kubectl
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """What one generation trained: the steps after `start` (the step it resumed from), with `world` workers."""
+
+    generation: int
+    start: int
+    world: int
+
+
+def world_segments(spans: Iterable[Span]) -> list[tuple[int, int]]:
+    """(start, world) pairs in step order: steps start+1 .. the next pair's start ran with `world` workers.
+
+    A newer generation owns every step after the one it resumed from, also steps an older group had
+    run past that point before it failed (they were trained again, and only the new run counts).
+    """
+    segments: list[tuple[int, int]] = []
+    for span in sorted(spans, key=lambda s: s.generation):
+        while segments and segments[-1][0] >= span.start:
+            segments.pop()
+        if not segments or segments[-1][1] != span.world:
+            segments.append((span.start, span.world))
+    return segments
+
+
+def world_at(segments: list[tuple[int, int]], step: int) -> int | None:
+    """The number of workers that ran `step` (steps count from 1), or None before any report."""
+    return next((world for start, world in reversed(segments) if start < step), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +66,8 @@ class Sample:
     """World size the trainer reported with `step` (the group that ran it)."""
     trained_generation: int | None
     """Generation of the group that reported `step`."""
+    start_step: int | None
+    """The step that group resumed from (its report's `generationStartStep`; None from older trainers)."""
     layout: str | None
     preemptions: int
     crashes: int
@@ -86,7 +123,7 @@ class JobWatcher:
 
     def _observe(self) -> None:
         now = time.monotonic() - self.start_time
-        out = self.kube("get", "deepseektrainingjobs", self.name, "-n", self.namespace, "-o", "json", check=False)
+        out = self.kube("get", PLURAL, self.name, "-n", self.namespace, "-o", "json", check=False)
         if out.returncode != 0:
             return
         status: dict[str, Any] = json.loads(out.stdout).get("status") or {}
@@ -94,6 +131,7 @@ class JobWatcher:
         s = Sample(t=now, phase=status.get("phase", "Pending"), generation=m.get("generation"),
                    members=m.get("worldSize"), step=p.get("step"), loss=p.get("loss"), world=p.get("worldSize"),
                    layout=status.get("layout"), trained_generation=p.get("generation"),
+                   start_step=p.get("generationStartStep"),
                    preemptions=status.get("preemptions", 0),
                    crashes=status.get("crashes", 0), checkpoint=p.get("lastCheckpointStep"))
         prev = self.last()
@@ -104,8 +142,9 @@ class JobWatcher:
                 " (shrink)" if s.members < prev.members else " (grow)" if s.members > prev.members else "")
             self.lines.append((now, f"generation {s.generation}: {s.members} workers{change}"))
         if s.step is not None and (prev is None or prev.trained_generation != s.trained_generation):
+            start = s.step if s.start_step is None else s.start_step
             self.lines.append((now, f"training at W={s.world} layout {p.get('expertParallel')}x"
-                                    f"{p.get('dataParallel')} (EPxDP) from step {s.step}"))
+                                    f"{p.get('dataParallel')} (EPxDP) from step {start}"))
         if prev is not None and s.checkpoint is not None and s.checkpoint != prev.checkpoint:
             self.lines.append((now, f"checkpoint committed at step {s.checkpoint}"))
         if prev is None or s != prev:
@@ -122,6 +161,18 @@ class JobWatcher:
             if uid not in self._seen_events:
                 self._seen_events.add(uid)
                 self.lines.append((now, f"event {e['reason']}: {e['message']}"))
+
+    def spans(self) -> list[Span]:
+        """What each generation that reported trained. A report without `generationStartStep` (an older
+        trainer) counts from the first step it reported: up to `logEvery` steps late, as before the field."""
+        first: dict[int, Span] = {}
+        for s in self.samples:
+            if s.trained_generation is None or s.step is None or s.world is None:
+                continue
+            g, start = s.trained_generation, s.start_step if s.start_step is not None else s.step - 1
+            if g not in first or start < first[g].start:
+                first[g] = Span(g, start, s.world)
+        return list(first.values())
 
     def timeline(self) -> str:
         """The record as text, one line per moment, with step and loss at that moment."""
@@ -144,11 +195,20 @@ class JobWatcher:
         ax_loss.plot([s.step for s in trained], [s.loss for s in trained], color="tab:blue")
         ax_loss.set_ylabel("training loss (nats)")
         ax_loss.set_title(title)
-        ax_world.step([s.step for s in trained], [s.world for s in trained], where="post", color="tab:green",
-                      label="workers training")
-        ax_world.step([s.step for s in self.samples if s.step is not None],
-                      [s.members for s in self.samples if s.step is not None], where="post", color="tab:orange",
-                      linestyle="--", label="members published")
+        spans = self.spans()
+        segments = world_segments(spans)
+        end = max([s.step or 0 for s in trained] + [x for x, _ in segments] + [0])
+        if segments:
+            ax_world.step([x for x, _ in segments] + [end], [w for _, w in segments] + [segments[-1][1]],
+                          where="post", color="tab:green", label="workers training")
+        # A published generation is drawn from the step it resumed from when it trained (else where it was seen):
+        # the step seen when the watcher read it is a report's, up to `logEvery` steps late.
+        starts = {span.generation: span.start for span in spans}
+        published = sorted((starts.get(s.generation, s.step) if s.generation is not None else s.step, s.members)
+                           for s in self.samples if s.step is not None and s.members is not None)
+        if published:
+            ax_world.step([x for x, _ in published] + [end], [m for _, m in published] + [published[-1][1]],
+                          where="post", color="tab:orange", linestyle="--", label="members published")
         ax_world.set_ylabel("world size")
         top = max([s.members or 0 for s in self.samples] + [s.world or 0 for s in self.samples] + [1])
         ax_world.set_ylim(0, top + 1)

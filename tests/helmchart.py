@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from dstj_api.contract import KIND, VERSION
 from dstj_operator.cluster import Cluster
 from dstj_operator.crd import GROUP, PLURAL
 from dstj_operator.reconcile import reconcile
@@ -146,7 +147,7 @@ def operator_needs() -> set[tuple[str, str, str]]:
     public |= {n for n, m in vars(Cluster).items() if isinstance(m, classmethod)}
     assert public == set(CLUSTER_CALLS), "Cluster's methods changed: record what the new ones need in CLUSTER_CALLS"
     recorder = RecordingCluster()
-    job = {"apiVersion": f"{GROUP}/v1alpha1", "kind": "DeepSeekTrainingJob",
+    job = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
            "metadata": {"name": "moe", "namespace": "team-a", "uid": "uid-1", "generation": 1},
            "spec": {"replicas": 2, "checkpoint": {"storageClass": "shared"}}}
     reconcile(recorder, job)  # type: ignore[arg-type]

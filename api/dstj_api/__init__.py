@@ -1,12 +1,15 @@
 """Torch-free models shared by the operator and the trainer.
 
-The trainer config, the membership the operator publishes and the progress report the trainer
-writes back all live here, so the two sides meet only through validated data. This package must
+The trainer config, the membership the operator publishes, the progress report the trainer
+writes back, the names both sides rely on (`contract`) and the EP x DP layout (`layout`) all live
+here, so the two sides meet only through validated data and one set of names. This package must
 never import torch, kopf, kubernetes, `dstj_operator` or `moe_trainer`.
 """
 
 from dstj_api.contract import EXIT_CONFIG, EXIT_STOPPED
 from dstj_api.errors import ConfigError, format_validation_error
+from dstj_api.layout import Layout, LayoutError, plan_layout
+from dstj_api.lenient import read_lenient
 from dstj_api.membership import Membership, ProgressReport
 from dstj_api.trainer_config import (
     CheckpointConfig,
@@ -27,6 +30,8 @@ __all__ = [
     "CheckpointConfig",
     "ConfigError",
     "DataConfig",
+    "Layout",
+    "LayoutError",
     "Membership",
     "MoEConfig",
     "ModelConfig",
@@ -38,4 +43,6 @@ __all__ = [
     "format_validation_error",
     "load_trainer_config",
     "model_preset",
+    "plan_layout",
+    "read_lenient",
 ]

@@ -36,6 +36,12 @@ ENV_RUN_ID: Final = "DSTJ_RUN_ID"
 """The rendezvous key prefix (the job's uid: a re-created job never meets the old one's keys)."""
 ENV_READY_PROBE: Final = "DSTJ_READY_PROBE"
 """`1`: the worker writes its readiness file once it can join a group."""
+ENV_LENIENT_CONFIG: Final = "DSTJ_LENIENT_CONFIG"
+"""`1`: the `--config` file was rendered by the operator (validated against its model, which may be newer):
+the worker ignores fields it does not know instead of refusing the config. Unset: a user's file, read strictly."""
+ENV_TERMINATION_LOG: Final = "DSTJ_TERMINATION_LOG"
+"""Where the worker writes its termination message when this is set (the local cluster's process nodes set it:
+their containers share one file system); else `/dev/termination-log` when writable (a kubelet's default path)."""
 
 # The progress report.
 PROGRESS_KEY: Final = "report"

@@ -10,7 +10,8 @@ class ConfigError(ValueError):
     """A configuration a user wrote is invalid; the message says which field and how to fix it."""
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as a user writes the field: `model.moe.topK`, `members[2]`."""
     parts: list[str] = []
     for item in loc:
         if isinstance(item, int):
@@ -25,7 +26,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     """Render a pydantic error as one line per problem: `source: field.path: message (got value)`."""
     lines = [f"{source}: {err.error_count()} problem(s):"]
     for e in err.errors(include_url=False):
-        loc = _field_path(tuple(e["loc"]))
+        loc = field_path(tuple(e["loc"]))
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field; remove it or check its spelling"

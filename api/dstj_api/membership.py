@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 
 from dstj_api.wire import WireModel
 
+
 class Membership(WireModel):
     """The published generation: which workers form the training group now."""
 
@@ -43,6 +44,11 @@ class ProgressReport(WireModel):
     step: int = Field(ge=0)
     total_steps: int = Field(ge=1)
     generation: int = Field(ge=0)
+    generation_start_step: int | None = Field(
+        None, ge=0,
+        description="The step this generation resumed from: it ran steps generationStartStep+1 .. step at worldSize, "
+        "so every step's world size is known exactly. Unset by trainers older than the field.",
+    )
     world_size: int = Field(ge=1)
     expert_parallel: int = Field(ge=1)
     data_parallel: int = Field(ge=1)

@@ -2,7 +2,8 @@
 
 Torch-free so that the operator's CRD can embed it. Field names are camelCase on the wire (the
 Kubernetes convention) and snake_case in Python; both spellings are accepted. Unknown fields are
-refused, so a typo never silently falls back to a default. Cross-field rules raise errors that say
+refused, so a typo never silently falls back to a default (a worker reading the operator's rendering
+drops them instead: `load_trainer_config(..., lenient=True)`, see `lenient.py`). Cross-field rules raise errors that say
 how to fix the config.
 """
 
@@ -16,6 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic.alias_generators import to_snake
 
 from dstj_api.errors import ConfigError, format_validation_error
+from dstj_api.lenient import read_lenient
 from dstj_api.wire import WireModel
 
 
@@ -266,8 +268,13 @@ def model_preset(name: str) -> ModelConfig:
     return ModelConfig(preset=name)
 
 
-def load_trainer_config(source: str | Path | dict[str, Any]) -> TrainerConfig:
-    """Parse a trainer config from a JSON file path or a dict; raise ConfigError naming each bad field."""
+def load_trainer_config(source: str | Path | dict[str, Any], *, lenient: bool = False) -> TrainerConfig:
+    """Parse a trainer config from a JSON file path or a dict; raise ConfigError naming each bad field.
+
+    `lenient`: the config was rendered by the operator (already validated against its own, possibly newer,
+    model): fields this version does not know are dropped with a debug log instead of refused. A config a
+    user wrote is read strictly, so a typo is never silently ignored.
+    """
     label = "trainer config"
     if isinstance(source, dict):
         data = source
@@ -280,6 +287,6 @@ def load_trainer_config(source: str | Path | dict[str, Any]) -> TrainerConfig:
         except json.JSONDecodeError as e:
             raise ConfigError(f"{label}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
     try:
-        return TrainerConfig.model_validate(data)
+        return read_lenient(TrainerConfig, data, label) if lenient else TrainerConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, label)) from None

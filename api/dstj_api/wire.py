@@ -1,4 +1,8 @@
-"""The base of every model users or components write: camelCase on the wire, unknown fields refused."""
+"""The base of every model users or components write: camelCase on the wire, unknown fields refused.
+
+One component reading what the other wrote uses `dstj_api.lenient.read_lenient` instead, which drops
+unknown fields: a newer writer must not stall an older reader.
+"""
 
 from __future__ import annotations
 

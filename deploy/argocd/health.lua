@@ -13,9 +13,10 @@
 --   Failed                                 -> Degraded, the Failed condition's reason and message
 --   Succeeded                              -> Healthy "training finished"
 --   Suspended                              -> Suspended
+--   Synced=False, reason Forbidden/Invalid -> Degraded, the API server's refusal (a person must act)
+--   Synced=False, other reasons            -> Progressing (conflicts, throttling: retried with backoff)
 --   Stalled=True (any non-final phase)     -> Degraded, the Stalled condition's message
 --   Pending                                -> Progressing "waiting for workers"
---   Restarting                             -> Progressing
 --   Running, Degraded=True                 -> Progressing (see below)
 --   Running                                -> Healthy
 --   anything else                          -> Unknown
@@ -116,6 +117,19 @@ if phase == "Suspended" then
   return hs
 end
 
+-- The API server refused the operator's work: a Pod Security level the pods do not meet, a quota,
+-- an admission webhook (Forbidden, Invalid) needs a person; a conflict or throttling is retried.
+local synced = condition(status, "Synced")
+if synced ~= nil and synced.status == "False" then
+  if synced.reason == "Forbidden" or synced.reason == "Invalid" then
+    hs.status = "Degraded"
+  else
+    hs.status = "Progressing"
+  end
+  hs.message = explain(synced, "the operator could not apply the spec")
+  return hs
+end
+
 local stalled = condition(status, "Stalled")
 if is_true(stalled) then
   hs.status = "Degraded"
@@ -132,12 +146,6 @@ if phase == "Pending" then
   else
     hs.message = "waiting for workers"
   end
-  return hs
-end
-
-if phase == "Restarting" then
-  hs.status = "Progressing"
-  hs.message = explain(condition(status, "Restarting"), "restarting")
   return hs
 end
 

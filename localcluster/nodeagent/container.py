@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localcluster.nodeagent import cgroups, kubeapi
+from localcluster.nodeagent import cgroups, kubeapi, termlog
 
 Obj = dict[str, Any]
 SHIM = Path(__file__).with_name("shim.py")
@@ -45,6 +45,10 @@ class Launch:
     spec_path: Path
     log_path: Path
     mountpoint_record: Path
+    termination_path: Path | None = None
+    """The run's termination-message file (``termlog``); None for an exec probe."""
+    fallback_to_logs: bool = False
+    """``terminationMessagePolicy: FallbackToLogsOnError``."""
 
 
 def log_path(pod_dir: Path, container: str, run: int) -> Path:
@@ -62,6 +66,8 @@ class Run:
     finished_at: str | None = None
     exit_code: int | None = None
     start_error: str | None = None
+    message: str = ""
+    """The termination message, read when the run ended (``termlog``)."""
     term_sent_at: float | None = None
     #: Seconds between SIGTERM and SIGKILL (the pod's grace period, which a later delete may shorten).
     grace: float = 30.0
@@ -81,6 +87,9 @@ class Run:
             err = self.launch.spec_path.with_name(self.launch.spec_path.name + ".start-error")
             if rc == 128 and err.exists():
                 self.start_error = err.read_text()
+            if self.launch.termination_path is not None:
+                self.message = termlog.read(self.launch.termination_path, self.launch.log_path,
+                                            self.launch.fallback_to_logs, self.exit_code)
             # A container ends when its main process does: no forked helper outlives it.
             cgroups.kill_and_remove(self.launch.cgroup, timeout=5)
         return self.exit_code
@@ -127,6 +136,8 @@ def start(launch: Launch, wake: threading.Event) -> Run:
     with contextlib.suppress(FileNotFoundError):
         launch.spec_path.with_name(launch.spec_path.name + ".start-error").unlink()
     launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+    if launch.termination_path is not None:
+        termlog.prepare(launch.termination_path)
     try:
         with open(launch.log_path, "ab") as out:
             proc = subprocess.Popen(_argv(launch), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from localcluster.nodeagent import cgroups, container, envvars, hosts, images, netns, volumes
+from localcluster.nodeagent import cgroups, container, envvars, hosts, images, netns, termlog, volumes
 from localcluster.nodeagent.context import PodContext
 from localcluster.nodeagent.status import Slot
 
@@ -34,9 +34,14 @@ def build(ctx: PodContext, pod: Obj, pod_dir: Path, sandbox: netns.Sandbox, vols
     work.mkdir(parents=True, exist_ok=True)
     uid, suffix = pod["metadata"]["uid"], "-probe" if probe_argv is not None else ""
     cgroup = None if probe_argv is not None else cgroups.container_dir(cfg.paths.sd.tag, cfg.spec.name, uid, slot.name)
+    message = None
+    if probe_argv is None:  # the file systems are shared: each run's message file is its own, named in the env
+        message = termlog.path(pod_dir, slot.name, slot.restarts)
+        env[termlog.ENV] = str(message)
     return container.Launch(
         netns=sandbox.netns, hostname=host, argv=argv, env=env, mounts=volumes.mounts(c, vols),
         working_dir=c.get("workingDir") or str(work), python=cfg.python, cgroup=cgroup,
         spec_path=pod_dir / "containers" / f"{slot.name}{suffix}.json",
         log_path=container.log_path(pod_dir, slot.name, slot.restarts),
-        mountpoint_record=cfg.paths.sd.root / "mountpoints.txt")
+        mountpoint_record=cfg.paths.sd.root / "mountpoints.txt", termination_path=message,
+        fallback_to_logs=c.get("terminationMessagePolicy") == "FallbackToLogsOnError")

@@ -64,8 +64,8 @@ def terminated(run: Run) -> Obj:
     reason = "StartError" if run.start_error else ("Completed" if code == 0 else "Error")
     out: Obj = {"exitCode": code, "reason": reason, "startedAt": run.started_at,
                 "finishedAt": run.finished_at, "containerID": run.container_id}
-    if run.start_error:
-        out["message"] = run.start_error
+    if run.start_error or run.message:
+        out["message"] = run.start_error or run.message
     return out
 
 

@@ -8,17 +8,20 @@ stale (`make docs` rewrites it). Pure text, no cluster, no torch.
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 import sys
 from collections.abc import Iterator
+from itertools import pairwise
+from types import ModuleType
 from typing import Any
 
 from pydantic.alias_generators import to_camel
 
-from dstj_api import Membership, ProgressReport
 from dstj_api.trainer_config import PRESETS
+from dstj_operator import conditions
 from dstj_operator.crd import GROUP, KIND, PLURAL, SHORT, VERSION, build_crd
-from dstj_operator.crd import structural as _structural
 
 DOC_FILE = "docs/api.md"
 
@@ -39,7 +42,7 @@ def field_type(node: dict[str, Any]) -> str:
     elif node.get("type") == "array":
         kind = "[]" + field_type(node.get("items", {}))
     elif node.get("type") == "object" and node.get("x-kubernetes-preserve-unknown-fields"):
-        kind = "object (free-form)"
+        kind = "object (keeps unknown fields)" if "properties" in node else "object (free-form)"
     else:
         kind = str(node.get("type", "any"))
         if "format" in node:
@@ -92,9 +95,16 @@ def cel_rules(schema: dict[str, Any], path: str = "spec") -> Iterator[tuple[str,
         yield from cel_rules(sub, f"{path}.{name}")
 
 
-def _model_schema(model: type[Membership] | type[ProgressReport]) -> dict[str, Any]:
-    raw = model.model_json_schema(by_alias=True)
-    return _structural(raw, raw.get("$defs", {}))
+def _docs(module: ModuleType) -> dict[str, str]:
+    """The docstrings written under a module's constants (`NAME = ...` then a string)."""
+    body = ast.parse(inspect.getsource(module)).body
+    return {a.targets[0].id: b.value.value for a, b in pairwise(body)
+            if isinstance(a, ast.Assign) and isinstance(a.targets[0], ast.Name) and isinstance(b, ast.Expr)
+            and isinstance(b.value, ast.Constant) and isinstance(b.value.value, str)}
+
+
+def _constant(module: ModuleType, value: str) -> str:
+    return next(name for name, v in vars(module).items() if name.isupper() and v == value)
 
 
 def _presets() -> list[str]:
@@ -157,18 +167,20 @@ def render() -> str:
         "",
         "## `status` (written by the operator)",
         "",
-        "The CRD does not constrain `status` (`x-kubernetes-preserve-unknown-fields`); the operator writes "
-        "`phase`, `conditions`, `observedGeneration`, `replicas`, `readyReplicas`, `selector`, `layout` "
-        "(EP x DP), counters (`crashes`, `preemptions`) and the two objects below. Phases, conditions and "
-        "their reasons: [operations.md](operations.md#conditions-and-reasons).",
+        "Generated from the operator's status model; the API server checks what the operator writes. "
+        "`membership` and `progress` keep fields this version does not know (documents between versions of "
+        "the operator and the trainer). `bookkeeping` is the operator's memory between passes, not an "
+        "interface. What each condition and reason means: "
+        "[operations.md](operations.md#conditions-and-reasons).",
         "",
-        "### `status.membership`: the published generation the workers follow",
+        *field_table(version["schema"]["openAPIV3Schema"]["properties"]["status"], "status"),
         "",
-        *field_table(_model_schema(Membership), "status.membership"),
+        "### Conditions and their reasons",
         "",
-        "### `status.progress`: rank 0's last progress report, mirrored",
-        "",
-        *field_table(_model_schema(ProgressReport), "status.progress"),
+        "| Condition | Meaning | Reasons |",
+        "|---|---|---|",
+        *(f"| `{type_}` | {_cell(_docs(conditions).get(_constant(conditions, type_), ''))} | "
+          f"{', '.join(f'`{r}`' for r in reasons)} |" for type_, reasons in conditions.REASONS.items()),
         "",
     ]
     return "\n".join(out)

@@ -11,12 +11,26 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dstj_operator.crd import GROUP, KIND, VERSION
+from dstj_api.contract import (
+    ENV_LENIENT_CONFIG,
+    ENV_MEMBER_ID,
+    ENV_MEMBERSHIP,
+    ENV_PROGRESS,
+    ENV_RDZV_ENDPOINT,
+    ENV_READY_PROBE,
+    ENV_RUN_ID,
+    GROUP,
+    INDEX_LABEL,
+    JOB_LABEL,
+    KIND,
+    PLURAL,
+    PROGRESS_KEY,
+    ROLE_LABEL,
+    VERSION,
+)
 from dstj_operator.spec import DeepSeekTrainingJobSpec
 
-JOB_LABEL = "training.deepseek.dev/job"
-INDEX_LABEL = "training.deepseek.dev/index"
-ROLE_LABEL = "training.deepseek.dev/role"
+# JOB_LABEL, INDEX_LABEL and ROLE_LABEL stay importable from here (older code does); dstj_api.contract defines them.
 CHECKPOINT_MOUNT = "/checkpoints"
 CONFIG_MOUNT = "/etc/dstj"
 METRICS_PORT = 9400
@@ -96,12 +110,13 @@ def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, s
         meta["annotations"] = dict(o.annotations)
     unreachable = spec.fault_policy.unreachable_seconds
     env = [
-        {"name": "DSTJ_MEMBER_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "DSTJ_MEMBERSHIP", "value": f"k8s:{job['metadata']['namespace']}/{job_name}"},
-        {"name": "DSTJ_PROGRESS", "value": f"k8s:{job['metadata']['namespace']}/{n['progress']}"},
-        {"name": "DSTJ_RDZV_ENDPOINT", "value": f"{n['rdzv']}:{spec.rendezvous.port}"},
-        {"name": "DSTJ_RUN_ID", "value": job["metadata"]["uid"]},
-        {"name": "DSTJ_READY_PROBE", "value": "1"},
+        {"name": ENV_MEMBER_ID, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": ENV_MEMBERSHIP, "value": f"k8s:{job['metadata']['namespace']}/{job_name}"},
+        {"name": ENV_PROGRESS, "value": f"k8s:{job['metadata']['namespace']}/{n['progress']}"},
+        {"name": ENV_RDZV_ENDPOINT, "value": f"{n['rdzv']}:{spec.rendezvous.port}"},
+        {"name": ENV_RUN_ID, "value": job["metadata"]["uid"]},
+        {"name": ENV_READY_PROBE, "value": "1"},
+        {"name": ENV_LENIENT_CONFIG, "value": "1"},  # the config is ours: a newer operator's field must not crash-loop
         *(o.env or []),
     ]
     mounts = [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True}, *(o.volume_mounts or [])]
@@ -117,6 +132,9 @@ def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, s
         "command": ["python", "-m", "moe_trainer.launch", "--config", f"{CONFIG_MOUNT}/trainer.json",
                     f"--nproc-per-node={max(1, spec.devices_per_worker)}"],
         "env": env, "volumeMounts": mounts, "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
+        # The trainer writes what to change into the message file on a config error (exit EXIT_CONFIG); any
+        # other failure with an empty file still leaves the log's tail in the pod's status.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         # Ready once the trainer can join a group (torch imported, data built): only then does the
         # operator put the pod in a generation, so the running members never wait through a start-up.
         # A member's later probe failures do not unseat it (decide.seated): a slow exec on a loaded
@@ -158,7 +176,7 @@ def worker_rbac(job: dict[str, Any]) -> list[dict[str, Any]]:
     """ServiceAccount, Role and RoleBinding: workers read their own job and write only their progress."""
     n, job_name = names(job), job["metadata"]["name"]
     rules = [
-        {"apiGroups": [GROUP], "resources": ["deepseektrainingjobs"], "resourceNames": [job_name],
+        {"apiGroups": [GROUP], "resources": [PLURAL], "resourceNames": [job_name],
          "verbs": ["get", "watch", "list"]},
         {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [n["progress"]],
          "verbs": ["get", "update", "patch"]},
@@ -178,7 +196,7 @@ def worker_rbac(job: dict[str, Any]) -> list[dict[str, Any]]:
 def progress_config_map(job: dict[str, Any]) -> dict[str, Any]:
     """The object rank 0 writes its progress report into (created empty by the operator)."""
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(job, names(job)["progress"], "progress"),
-            "data": {"report": json.dumps(None)}}
+            "data": {PROGRESS_KEY: json.dumps(None)}}
 
 
 def disruption_budget(job: dict[str, Any], spec: DeepSeekTrainingJobSpec) -> dict[str, Any]:

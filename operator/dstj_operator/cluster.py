@@ -18,8 +18,10 @@ from typing import Any, cast
 
 from kubernetes import client, utils
 from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
 
-from dstj_operator.crd import GROUP, VERSION
+from dstj_api import ProgressReport, read_lenient
+from dstj_api.contract import GROUP, KIND, PROGRESS_KEY, VERSION
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,18 @@ def _json(response: Any) -> Any:
     """The body of a call made with `_preload_content=False`: plain JSON, without the client's model
     objects (building and re-serialising those cost more CPU than the request)."""
     return json.loads(response.data)
+
+
+def parse_progress(raw: str | None, where: str) -> ProgressReport | None:
+    """The report in a progress ConfigMap's data, or None when it is empty (`null`) or malformed (with a warning)."""
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        return None if data is None else read_lenient(ProgressReport, data, f"progress report {where}")
+    except (ValueError, ValidationError) as e:  # JSONDecodeError is a ValueError
+        log.warning("ignoring a malformed progress report in %s: %s", where, str(e).replace("\n", " ")[:500])
+        return None
 
 
 @dataclass(slots=True)
@@ -102,24 +116,26 @@ class Cluster:
             if e.status != 404:
                 raise
 
-    def progress(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The trainer's last progress report, if any."""
+    def progress(self, namespace: str, name: str) -> ProgressReport | None:
+        """The trainer's last progress report, if any.
+
+        Read leniently (a newer trainer may report a field this operator does not know); a malformed
+        report is logged and taken as none: it must never fail the pass.
+        """
         try:
             cm = _json(self.core.read_namespaced_config_map(name, namespace, _preload_content=False))
         except ApiException as e:
             if e.status == 404:
                 return None
             raise
-        raw = (cm.get("data") or {}).get("report")
-        report = json.loads(raw) if raw else None
-        return report if isinstance(report, dict) else None
+        return parse_progress((cm.get("data") or {}).get(PROGRESS_KEY), f"{namespace}/{name}")
 
     def event(self, job: dict[str, Any], reason: str, message: str, kind: str = "Normal") -> None:
         """Record a Kubernetes Event on the job."""
         meta = job["metadata"]
         body = {
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "DeepSeekTrainingJob",
+            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
                                "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
             "reason": reason, "message": message, "type": kind, "source": {"component": "dstj-operator"},
         }

@@ -13,12 +13,14 @@ from typing import Any
 
 import yaml
 
+from dstj_api.contract import GROUP, KIND, PLURAL, SHORT_NAME, VERSION
 from dstj_operator.crd_revision import CRD_REVISION, REVISION_ANNOTATION
 from dstj_operator.spec import DeepSeekTrainingJobSpec
+from dstj_operator.status import JobStatus
 
-GROUP, VERSION, KIND = "training.deepseek.dev", "v1alpha1", "DeepSeekTrainingJob"
-PLURAL, SHORT = "deepseektrainingjobs", "dstj"
-CRD_FILE = "crds/training.deepseek.dev_deepseektrainingjobs.yaml"
+SHORT = SHORT_NAME
+"""The old name of `dstj_api.contract.SHORT_NAME`, kept for code that imports it from here."""
+CRD_FILE = f"crds/{GROUP}_{PLURAL}.yaml"
 
 _DROP = {"title", "additionalProperties", "$defs"}
 
@@ -96,6 +98,23 @@ def spec_schema() -> dict[str, Any]:
     return schema
 
 
+def status_schema() -> dict[str, Any]:
+    """The structural schema of `.status`, generated from `status.JobStatus`.
+
+    No defaults: the API server must not invent status. The membership and the progress report keep
+    fields this schema does not know: they are documents between versions of the operator and the
+    trainer, and the reading side ignores what it does not know.
+    """
+    raw = JobStatus.model_json_schema(by_alias=True)
+    schema = structural(raw, raw.get("$defs", {}))
+    _drop_defaults(schema)
+    props = schema["properties"]
+    for wire in ("membership", "progress"):
+        props[wire]["x-kubernetes-preserve-unknown-fields"] = True
+    props["conditions"] |= {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+    return schema
+
+
 def _drop_defaults(node: dict[str, Any]) -> None:
     node.pop("default", None)
     for sub in (node.get("properties") or {}).values():
@@ -127,7 +146,7 @@ def build_crd() -> dict[str, Any]:
                 "schema": {"openAPIV3Schema": {"type": "object", "properties": {
                     "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"},
                     "spec": spec_schema(),
-                    "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                    "status": status_schema(),
                 }}},
                 "subresources": {"status": {}, "scale": {
                     "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",

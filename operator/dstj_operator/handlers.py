@@ -28,13 +28,15 @@ import kopf
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from dstj_operator import metrics
+from dstj_operator import apierrors, conditions, metrics
 from dstj_operator.children import JOB_LABEL
 from dstj_operator.cluster import Cluster, shared_api_client
 from dstj_operator.crd import GROUP, PLURAL, VERSION
 from dstj_operator.passes import PASSES
+from dstj_operator.patch import merge_patch
 from dstj_operator.reconcile import reconcile
 from dstj_operator.requeue import Requeue
+from dstj_operator.status import JobStatus
 
 log = logging.getLogger(__name__)
 _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
@@ -82,24 +84,64 @@ def _sync_locked(namespace: str, name: str) -> None:
         raise
     if job["metadata"].get("deletionTimestamp"):
         return
+    cluster = Cluster.connect()
     started = time.perf_counter()
     try:
-        out = reconcile(Cluster.connect(), job)
-    except Exception:
+        out = reconcile(cluster, job)
+    except Exception as e:
         metrics.RECONCILE_ERRORS.inc()
-        raise
+        if not apierrors.is_api_error(e):
+            raise
+        _record_api_error(api, cluster, job, e)
+        return
     finally:
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
-    if out.status != (job.get("status") or {}):
-        api.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name,
-                                                  {"status": out.status})
-    metrics.job_phase(namespace, name, out.status.get("phase"))
+    try:
+        _write_status(api, job, out.status.dump())
+    except ApiException as e:
+        if e.status != 409:
+            raise
+        # The job changed since this pass read it: its event brings a pass over the new version.
+        log.debug("status of %s/%s changed meanwhile; the next pass writes it", namespace, name)
+        _requeue().after((namespace, name), 0.5)
+        return
+    for event in out.events:  # only now: each describes the status just written
+        cluster.event(job, event.reason, event.message, event.type)
+    metrics.job_phase(namespace, name, out.status.phase)
     if out.delete_job:
         log.info("deleting %s/%s: ttlSecondsAfterFinished has passed", namespace, name)
         api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
                                             propagation_policy="Background")
     elif out.requeue_after is not None:
         _requeue().after((namespace, name), out.requeue_after)
+
+
+def _write_status(api: Any, job: dict[str, Any], status: dict[str, Any]) -> None:
+    """Patch the status to `status` when it differs, conditional on the version the pass read."""
+    patch = merge_patch(job.get("status") or {}, status)
+    if patch:
+        meta = job["metadata"]
+        api.patch_namespaced_custom_object_status(
+            GROUP, VERSION, meta["namespace"], PLURAL, meta["name"],
+            {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch})
+
+
+def _record_api_error(api: Any, cluster: Cluster, job: dict[str, Any], error: BaseException) -> None:
+    """A pass that failed on an API error: the Synced condition quotes the API server, and a retry follows."""
+    meta = job["metadata"]
+    reason, message = apierrors.describe(error)
+    log.warning("pass of %s/%s failed: %s", meta["namespace"], meta["name"], message)
+    status = JobStatus.read(job.get("status"))
+    status.phase = status.phase or "Pending"
+    status.bookkeeping.sync_failures += 1
+    conditions.set_condition(status.conditions, conditions.SYNCED, False, reason, message)
+    try:
+        _write_status(api, job, status.dump())
+    except ApiException as e:
+        log.warning("could not record the failure on %s/%s: %s", meta["namespace"], meta["name"], e.reason)
+    else:
+        cluster.event(job, "SyncFailed", f"{reason}: {message}", "Warning")
+    _requeue().after((meta["namespace"], meta["name"]), apierrors.retry_after(status.bookkeeping.sync_failures))
 
 
 _requeue_instance: Requeue | None = None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from dstj_operator.status import PHASES
+
 RECONCILE_SECONDS = Histogram(
     "dstj_operator_reconcile_seconds", "Duration of one reconcile pass of a job.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
@@ -29,5 +31,5 @@ def job_phase(namespace: str, name: str, phase: str | None) -> None:
     counts: dict[str, int] = {}
     for p in _phases.values():
         counts[p] = counts.get(p, 0) + 1
-    for p in ("Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed"):
+    for p in PHASES:
         JOBS.labels(phase=p).set(counts.get(p, 0))

@@ -8,7 +8,7 @@ operator never acts on a spec the API server would refuse (e.g. one created befo
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 from pydantic import Field, model_validator
 
@@ -57,8 +57,19 @@ class CheckpointStorage(WireModel):
 class FaultPolicy(WireModel):
     """How failures are told apart and how many are tolerated. Preemptions never count."""
 
-    crash_budget: int = Field(3, ge=0, description="Crashes (non-zero exits, OOM) before the job fails.")
-    backoff_seconds: int = Field(10, ge=0, description="Wait after a crash before the next generation.")
+    crash_budget: int = Field(
+        3, ge=0, description="Crashes (non-zero exits, OOM kills) in a row, with no stable run between them, that "
+        "the job survives; one more fails it. status.crashes counts them all.",
+    )
+    backoff_seconds: int = Field(
+        10, ge=0, description="Wait after a crash before replacing workers; doubles with each crash in a row."
+    )
+    max_backoff_seconds: int = Field(
+        300, ge=0, description="The longest crash backoff (never less than backoffSeconds)."
+    )
+    stable_run_seconds: int = Field(
+        600, ge=1, description="Running this long since the last crash resets the backoff and the crash budget."
+    )
     unreachable_seconds: int = Field(
         10, ge=1, description="How long a worker's node may be unreachable before the worker is replaced."
     )
@@ -73,6 +84,10 @@ class RendezvousSpec(WireModel):
     join_timeout_seconds: int = Field(
         600, ge=10, description="A generation that sends no progress report this long after it is published (its "
         "group never formed) is published again with the same members and fresh rendezvous keys.",
+    )
+    gang_timeout_seconds: int = Field(
+        120, ge=0, description="Before the first generation (and after a resume), wait this long for all replicas "
+        "to be Ready, then start with those ready (at least minReplicas); 0 starts as soon as minReplicas are.",
     )
 
 
@@ -91,7 +106,10 @@ class DeepSeekTrainingJobSpec(WireModel):
     rendezvous: RendezvousSpec = Field(default_factory=lambda: RendezvousSpec(), description="Rendezvous store.")
     suspend: bool = Field(False, description="true: checkpoint and remove the workers; false: resume.")
     ttl_seconds_after_finished: int | None = Field(None, ge=0, description="Delete the job this long after it ends.")
-    active_deadline_seconds: int | None = Field(None, ge=1, description="Fail the job after this long running.")
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, description="Fail the job after it has trained this long; only time in phase Running counts "
+        "(suspended or waiting for workers stops the clock).",
+    )
 
     @model_validator(mode="after")
     def _check_bounds(self) -> Self:
@@ -104,9 +122,6 @@ class DeepSeekTrainingJobSpec(WireModel):
         if len(sources) > 1:
             raise ValueError("checkpoint: set at most one of pvc, hostPath and url")
         return self
-
-
-StatusPhase = Literal["Pending", "Running", "Restarting", "Suspended", "Succeeded", "Failed"]
 
 
 def parse_spec(raw: dict[str, Any]) -> tuple[DeepSeekTrainingJobSpec, list[str]]:

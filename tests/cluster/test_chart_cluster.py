@@ -99,8 +99,12 @@ def test_the_operator_account_may_run_a_job_and_no_more(kube_nodes: Kubectl, crd
         assert not missing, f"{account} may not {missing} in {watched}"
         # The per-job worker RBAC, created as the operator: the API server's escalation check passes.
         job = {"metadata": {"name": "moe", "namespace": watched, "uid": "00000000-0000-0000-0000-000000000001"}}
+        # The RoleBinding's escalation check reads the Role through the API server's RBAC cache, which may not
+        # have the Role just created yet ("not found"): the operator's next pass retries the same way.
         for obj in children.worker_rbac(job):
-            kube_nodes("create", "-f", "-", f"--as={account}", stdin=json.dumps(obj))
+            wait_until(lambda obj=obj: kube_nodes("create", "-f", "-", f"--as={account}", stdin=json.dumps(obj),
+                                                  check=False).returncode == 0, timeout=30,
+                       what=f"the operator's account to create {obj['kind']} {obj['metadata']['name']}")
         # Its leader Lease, and only that one.
         for verb in ("get", "update"):
             assert can_i(kube_nodes, account, verb, "coordination.k8s.io", "leases", ns, account_name)

@@ -201,3 +201,19 @@ def test_an_unschedulable_pod_stays_pending_with_the_schedulers_reason(kube_node
 
     assert phase(p) == "Pending"
     assert "Insufficient cpu" in condition(p, "PodScheduled")["message"]
+
+
+@pytest.mark.parametrize(("script", "policy", "message"), [
+    pytest.param('echo "checkpoint.url: install s3fs" > "$DSTJ_TERMINATION_LOG"; echo noise; exit 78', "File",
+                 "checkpoint.url: install s3fs\n", id="the file the container wrote"),
+    pytest.param("echo first; echo last words; exit 1", "FallbackToLogsOnError", "first\nlast words\n",
+                 id="the log's tail when the file is empty and the policy falls back"),
+])
+def test_a_containers_termination_message_reaches_the_pod_status(kube_nodes: Kubectl, ns: str, script: str,
+                                                                 policy: str, message: str) -> None:
+    apply(kube_nodes, ns, pod("ended", script, container={"terminationMessagePolicy": policy}))
+
+    done = wait_for(kube_nodes, "pod", "ended", ns, lambda p: phase(p) == "Failed", what="ended to fail")
+
+    term = container_status(done)["state"]["terminated"]
+    assert term["message"] == message

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from dstj_api.contract import GROUP, KIND, VERSION
 from dstj_operator.crd import PLURAL
 from localcluster.kubectl import Kubectl
 from tests.conftest import install_crd
@@ -19,7 +20,7 @@ NS = "crd-validation"
 
 
 def job(name: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "training.deepseek.dev/v1alpha1", "kind": "DeepSeekTrainingJob",
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
             "metadata": {"name": name, "namespace": NS}, "spec": spec}
 
 

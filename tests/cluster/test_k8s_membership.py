@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from dstj_api import ProgressReport
+from dstj_api.contract import GROUP, KIND, PROGRESS_KEY, VERSION
 from dstj_operator.crd import CRD_FILE, PLURAL
 from localcluster.kubectl import Kubectl
 from localcluster.waiting import wait_until
@@ -23,12 +24,12 @@ def test_a_worker_sees_each_published_generation_and_its_progress_reaches_the_jo
 ) -> None:
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
     kube("apply", "--server-side", "-f", str(ROOT / CRD_FILE))
-    wait_until(lambda: kube("get", f"crd/{PLURAL}.training.deepseek.dev", "-o",
+    wait_until(lambda: kube("get", f"crd/{PLURAL}.{GROUP}", "-o",
                             "jsonpath={.status.conditions[?(@.type=='Established')].status}").stdout == "True",
                timeout=30, what="the CRD to be established")
     kube("create", "namespace", NS, check=False)
     kube("apply", "-n", NS, "-f", "-", stdin=json.dumps({
-        "apiVersion": "training.deepseek.dev/v1alpha1", "kind": "DeepSeekTrainingJob",
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
         "metadata": {"name": "job"}, "spec": {}}))
     kube("create", "configmap", "job-progress", "-n", NS, check=False)
 
@@ -44,4 +45,4 @@ def test_a_worker_sees_each_published_generation_and_its_progress_reaches_the_jo
                             data_parallel=1, loss=3.5, updated=datetime.now(UTC))
     ConfigMapProgressSink(f"k8s:{NS}/job-progress").publish(report)
     data = json.loads(kube("get", "configmap", "job-progress", "-n", NS, "-o", "json").stdout)["data"]
-    assert ProgressReport.model_validate_json(data["report"]).step == 5
+    assert ProgressReport.model_validate_json(data[PROGRESS_KEY]).step == 5

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from localcluster.nodeagent import envvars, hosts, images, termination
+from localcluster.nodeagent import envvars, hosts, images, termination, termlog
 from localcluster.nodeagent.status import Slot
 from localcluster.state import Network
 
@@ -84,3 +86,34 @@ def test_node_k_owns_its_own_slash_24_of_the_pod_network() -> None:
     net = Network(cidr="10.245.0.0/16", bridge="lc-x")
     assert (net.bridge_ip, net.node_ip(3)) == ("10.245.0.1", "10.245.3.1")
     assert net.pod_ips(3)[0] == "10.245.3.2" and net.pod_ips(3)[-1] == "10.245.3.254"
+
+
+def test_a_termination_message_is_the_file_the_container_wrote_cut_at_4096_bytes(tmp_path: Path) -> None:
+    msg, log = termlog.path(tmp_path, "main", 0), tmp_path / "0.log"
+    termlog.prepare(msg)
+    log.write_text("a log line\n")
+    assert termlog.read(msg, log, fallback_to_logs=True, exit_code=1) == "a log line\n"  # empty file: the log
+    msg.write_text("x" * 5000)
+    assert termlog.read(msg, log, fallback_to_logs=True, exit_code=1) == "x" * 4096
+
+
+@pytest.mark.parametrize(("fallback", "code"), [
+    pytest.param(False, 1, id="policy File never reads the log"),
+    pytest.param(True, 0, id="FallbackToLogsOnError reads the log only after a failure"),
+])
+def test_an_empty_termination_message_stays_empty_unless_the_policy_falls_back(
+        tmp_path: Path, fallback: bool, code: int) -> None:
+    msg, log = termlog.path(tmp_path, "main", 0), tmp_path / "0.log"
+    termlog.prepare(msg)
+    log.write_text("a log line\n")
+    assert termlog.read(msg, log, fallback_to_logs=fallback, exit_code=code) == ""
+
+
+def test_the_log_stands_in_with_its_last_80_lines_and_at_most_2048_bytes(tmp_path: Path) -> None:
+    msg, log = termlog.path(tmp_path, "main", 0), tmp_path / "0.log"
+    termlog.prepare(msg)
+    log.write_text("".join(f"line {i}\n" for i in range(100)))
+    assert termlog.read(msg, log, fallback_to_logs=True, exit_code=2).splitlines() == [
+        f"line {i}" for i in range(20, 100)]
+    log.write_text("y" * 3000 + "\n")
+    assert termlog.read(msg, log, fallback_to_logs=True, exit_code=2) == "y" * 2047 + "\n"

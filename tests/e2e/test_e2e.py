@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dstj_api.contract import GROUP, JOB_LABEL, PLURAL, ROLE_LABEL, SHORT_NAME
 from localcluster.kubectl import Kubectl
 from localcluster.waiting import wait_until
 from scripts.timeline import JobWatcher
@@ -23,7 +24,7 @@ from tests.helmchart import CHART, Helm
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB = "moe-tiny"
-WORKERS = "training.deepseek.dev/job=moe-tiny,training.deepseek.dev/role=worker"
+WORKERS = f"{JOB_LABEL}=moe-tiny,{ROLE_LABEL}=worker"
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 
@@ -90,8 +91,8 @@ def test_install_train_lose_a_node_succeed_and_uninstall_cleanly(e2e_kube: Kubec
     if shared_here.exists():
         assert json.loads(latest.read_text())["step"] == steps
 
-    kube("delete", "dstj", JOB, "-n", ns, "--wait=true", timeout=120)
-    children = f"training.deepseek.dev/job={JOB}"
+    kube("delete", SHORT_NAME, JOB, "-n", ns, "--wait=true", timeout=120)
+    children = f"{JOB_LABEL}={JOB}"
     wait_until(lambda: not _leftovers(kube, ns, children), timeout=120, what="the job's children to go")
     helm("uninstall", release, "--kubeconfig", str(kube.kubeconfig), "--namespace", op_ns, "--wait", timeout=150)
     # The chart's Role and RoleBinding in the watched namespace go with the release.
@@ -99,7 +100,7 @@ def test_install_train_lose_a_node_succeed_and_uninstall_cleanly(e2e_kube: Kubec
                what="the job's and the operator's namespaces to be empty")
     cluster_rbac = kube("get", "clusterroles,clusterrolebindings", "-o", "name").stdout.split()
     assert not [n for n in cluster_rbac if release in n]
-    assert kube("get", "crd", "deepseektrainingjobs.training.deepseek.dev", check=False).returncode == 0
+    assert kube("get", "crd", f"{PLURAL}.{GROUP}", check=False).returncode == 0
     if shared_here.exists():
         assert latest.exists(), "checkpoints are the user's: kept after the job and the operator are gone"
     kube("delete", "namespace", ns, op_ns, "--wait=false")

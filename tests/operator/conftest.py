@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from dstj_api.contract import GROUP, JOB_LABEL, KIND, ROLE_LABEL, VERSION
 from dstj_operator.crd import PLURAL
 from localcluster.kubectl import Kubectl
 from tests.conftest import install_crd
@@ -77,7 +78,7 @@ def job_status(kube: Kubectl, ns: str, name: str) -> dict[str, Any]:
 
 def worker_pods(kube: Kubectl, ns: str, name: str, *, live_only: bool = True) -> list[dict[str, Any]]:
     """The job's worker pods (without ended or terminating ones unless asked)."""
-    out = kube("get", "pods", "-n", ns, "-l", f"training.deepseek.dev/job={name},training.deepseek.dev/role=worker",
+    out = kube("get", "pods", "-n", ns, "-l", f"{JOB_LABEL}={name},{ROLE_LABEL}=worker",
                "-o", "json")
     pods: list[dict[str, Any]] = json.loads(out.stdout)["items"]
     if live_only:
@@ -94,7 +95,7 @@ def tiny_job(ns: str, name: str, workdir: Path, *, steps: int = 12, replicas: in
     corpus = workdir / "corpus.txt"
     corpus.write_text("\n\n".join(topics[k] for k in sorted(topics)))
     return {
-        "apiVersion": "training.deepseek.dev/v1alpha1", "kind": "DeepSeekTrainingJob",
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
         "metadata": {"name": name, "namespace": ns},
         "spec": {
             "replicas": replicas, "minReplicas": 1, "maxReplicas": 4, "image": "moe-trainer:test",

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from dstj_api.contract import INDEX_LABEL, JOB_LABEL, ROLE_LABEL
 from dstj_operator.crd import PLURAL
 from localcluster.kubectl import Kubectl
 from localcluster.waiting import wait_until
@@ -48,10 +49,10 @@ def test_a_job_survives_deletion_scaling_rendezvous_loss_and_suspension(
     # A worker deleted (as a preemption would): replaced under a new name at once, new generation, resumed.
     gen = job_status(kube, ns, NAME)["membership"]["generation"]
     victim = worker_pods(kube, ns, NAME)[0]
-    index = victim["metadata"]["labels"]["training.deepseek.dev/index"]
+    index = victim["metadata"]["labels"][INDEX_LABEL]
     kube("delete", "pod", victim["metadata"]["name"], "-n", ns, "--wait=false")
     started = time.monotonic()
-    wait_until(lambda: any(w["metadata"]["labels"]["training.deepseek.dev/index"] == index
+    wait_until(lambda: any(w["metadata"]["labels"][INDEX_LABEL] == index
                            and w["metadata"]["name"] != victim["metadata"]["name"]
                            for w in worker_pods(kube, ns, NAME)), timeout=10, what="a replacement worker")
     replaced_in = time.monotonic() - started
@@ -72,7 +73,7 @@ def test_a_job_survives_deletion_scaling_rendezvous_loss_and_suspension(
     wait_until(lambda: len(worker_pods(kube, ns, NAME)) == 1, timeout=60, what="one worker left at W=1")
 
     # The rendezvous pod lost: recreated, and the next generation meets in the new store.
-    sel = f"training.deepseek.dev/job={NAME},training.deepseek.dev/role=rendezvous"
+    sel = f"{JOB_LABEL}={NAME},{ROLE_LABEL}=rendezvous"
     old = kube("get", "pods", "-n", ns, "-l", sel, "-o", "jsonpath={.items[*].metadata.name}").stdout
     kube("delete", "pod", old, "-n", ns, "--wait=false")
     wait_until(lambda: (n := kube("get", "pods", "-n", ns, "-l", sel, "-o", "jsonpath={.items[?(@.status.phase=="

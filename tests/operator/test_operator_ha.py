@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from dstj_api.contract import INDEX_LABEL
 from dstj_operator.crd import PLURAL
 from localcluster.kubectl import Kubectl
 from localcluster.waiting import wait_until
@@ -51,7 +52,7 @@ def _probe(port: int, path: str) -> str:
 
 def _one_pod_per_index(kube: Kubectl, ns: str, replicas: int) -> None:
     pods = worker_pods(kube, ns, NAME)
-    indices = sorted(int(p["metadata"]["labels"]["training.deepseek.dev/index"]) for p in pods)
+    indices = sorted(int(p["metadata"]["labels"][INDEX_LABEL]) for p in pods)
     assert indices == list(range(replicas)), [p["metadata"]["name"] for p in pods]
 
 

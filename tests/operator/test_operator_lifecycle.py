@@ -49,8 +49,12 @@ def test_a_crash_looping_worker_fails_the_job_after_the_budget_and_ttl_deletes_i
     assert failed["reason"] == "CrashBudgetExceeded" and "crashBudget" in failed["message"]
     assert status["crashes"] > 2 and status.get("preemptions", 0) == 0
     # Events are sent after the status write they describe: wait for them rather than read them at once.
-    wait_until(lambda: {"WorkerCrashed", "Failed"} <= set(
-        kube_nodes("get", "events", "-n", ns, "-o", "jsonpath={.items[*].reason}").stdout.split()),
+    events = wait_until(lambda: (items := json.loads(kube_nodes("get", "events", "-n", ns, "-o", "json").stdout)[
+        "items"]) and {"WorkerCrashed", "Failed"} <= {e["reason"] for e in items} and items,
         timeout=30, what="the WorkerCrashed and Failed events")
+    # The worker's own error (its log's last lines, FallbackToLogsOnError) is in the event: no kubectl logs needed.
+    crashed = [e["message"] for e in events if e["reason"] == "WorkerCrashed"]
+    assert any("PYTHONHASHSEED" in m for m in crashed), crashed
+    assert "PYTHONHASHSEED" in failed["message"]
     wait_until(lambda: kube_nodes("get", PLURAL, "crashy", "-n", ns, check=False).returncode != 0, timeout=30,
                what="ttlSecondsAfterFinished to delete the job")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from dstj_api.contract import JOB_LABEL
 from dstj_operator.crd import PLURAL
 from localcluster import faults, nodes
 from localcluster.kubectl import Kubectl
@@ -57,7 +58,7 @@ def test_a_killed_node_costs_its_worker_not_the_job(
                                                        # the dead node (tainted) must not count as a domain
                                                        "nodeTaintsPolicy": "Honor",
                                                        "labelSelector": {"matchLabels": {
-                                                           "training.deepseek.dev/job": NAME}}}]})
+                                                           JOB_LABEL: NAME}}}]})
     kube("apply", "-f", "-", stdin=json.dumps(job))
     p = wait_until(lambda: _training(kube, ns, 2, 1), timeout=180, what="training at W=2 on the spot pool")
     victim = next(w for w in worker_pods(kube, ns, NAME))

@@ -61,9 +61,6 @@ def _worker_names(kube: Kubectl, ns: str) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="needs lenient reading of the membership by the workers (dstj_api.read_lenient, "
-                   "branch contract) and by reconcile's status read (another operator version wrote it): remove this "
-                   "mark when both are merged; it then passes (checked on a merge of both)")
 def test_a_newer_operator_takes_over_a_running_job_and_its_workers_finish_it(
     kube_nodes: Kubectl, ns: str, start_operator: StartOperator, tmp_path: Path,
 ) -> None:

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from dstj_api import TrainerConfig
-from moe_trainer.checkpoint import Checkpointer, read_marker
+from moe_trainer.checkpoint import Checkpointer, check_locations, read_marker
+from moe_trainer.misconfig import RunConfigError
 from moe_trainer.trainer import Trainer
 
 
@@ -153,11 +154,20 @@ def test_the_runs_own_checkpoint_wins_over_resume_from(tiny_config: TrainerConfi
 
 
 def test_resume_from_an_empty_place_names_the_field(tiny_config: TrainerConfig, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"checkpoint\.resumeFrom"):
+    with pytest.raises(RunConfigError, match=r"checkpoint\.resumeFrom"):
         checkpointer(str(tmp_path / "new"), resume_from=str(tmp_path / "nothing")).load_latest(
             Trainer(tiny_config).checkpoint_state())
 
 
+def test_an_empty_resume_from_is_found_before_training_but_only_while_the_run_has_nothing_committed(
+        tiny_config: TrainerConfig, tmp_path: Path) -> None:
+    root, nothing = str(tmp_path / "run"), str(tmp_path / "nothing")
+    with pytest.raises(RunConfigError, match=r"spec\.checkpoint\.resumeFrom\) holds no checkpoint"):
+        check_locations(root, nothing)
+    checkpointer(root).save(Trainer(tiny_config).checkpoint_state(), 3, asynchronous=False)
+    check_locations(root, nothing)  # its own checkpoint is what it resumes from now
+
+
 def test_a_url_without_its_fsspec_backend_says_what_to_install() -> None:
-    with pytest.raises(ValueError, match=r"checkpoint\.dir.*fsspec backend"):
+    with pytest.raises(RunConfigError, match=r"checkpoint\.dir.*fsspec backend"):
         checkpointer("nosuchscheme://bucket/run")

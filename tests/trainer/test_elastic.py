@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dstj_api import TrainerConfig
+from dstj_api.contract import ENV_MEMBERSHIP, EXIT_STOPPED
 from moe_trainer.checkpoint import read_marker
 from moe_trainer.trainer import Trainer
 from tests.trainer.elastic_harness import (
@@ -151,7 +152,7 @@ def test_a_graceful_preemption_loses_no_finished_step(elastic_config: TrainerCon
         cluster.publish(["a", "b"])
         wait_for(lambda: any(s >= 3 for s in _steps(tmp_path, 0)), 90, "generation 0 to finish step 3")
         cluster.terminate("b")  # SIGTERM, as a preempted pod gets
-        assert cluster.agents["b"].wait(60) == 83, cluster.log("b")[-2000:]
+        assert cluster.agents["b"].wait(60) == EXIT_STOPPED, cluster.log("b")[-2000:]
         stopped_at = last_step(tmp_path, 0)
         wait_for(lambda: marker_at(cfg, 0, stopped_at), 30, f"the stop checkpoint of step {stopped_at}")
         cluster.publish(["a"])
@@ -224,7 +225,7 @@ def test_a_left_over_agent_of_an_old_generation_can_neither_join_nor_move_the_ma
             "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{cluster.port}", "--rdzv-id=test-g0",
             "--rdzv-conf=is_host=false", "-m", "moe_trainer.train", "--config", str(cluster.config_path),
         ])
-        stale_env = cluster.env | {"DSTJ_GENERATION": "0", "DSTJ_MEMBERSHIP": f"file:{cluster.membership.path}",
+        stale_env = cluster.env | {"DSTJ_GENERATION": "0", ENV_MEMBERSHIP: f"file:{cluster.membership.path}",
                                    "DSTJ_DATA_LOG": str(tmp_path / "stale")}
         (tmp_path / "stale").mkdir()
         stale_trainer = subprocess.run(

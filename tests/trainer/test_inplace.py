@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from dstj_api import Membership, TrainerConfig
+from dstj_api.contract import EXIT_STOPPED
 from moe_trainer.checkpoint import Checkpointer
 from moe_trainer.metrics import TrainerMetrics
 from moe_trainer.rendezvous import seat_in
@@ -112,7 +113,7 @@ def test_a_member_keeps_its_process_across_generations_and_a_removed_member_wait
         # until its pod is deleted: then it exits as preempted.
         assert cluster.agents["a"].poll() is None
         cluster.terminate("a")
-        assert cluster.agents["a"].wait(60) == 83, cluster.log("a")[-2000:]
+        assert cluster.agents["a"].wait(60) == EXIT_STOPPED, cluster.log("a")[-2000:]
     finally:
         cluster.close()
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dstj_api import TrainerConfig
+from dstj_api.contract import ENV_PROGRESS
 from moe_trainer.trainer import Trainer
 from tests.trainer.elastic_harness import relative_distance
 
@@ -91,7 +92,7 @@ def test_a_run_serves_prometheus_metrics_and_writes_its_progress_report(
     from tests.trainer.elastic_harness import free_port
 
     port = free_port()
-    monkeypatch.setenv("DSTJ_PROGRESS", f"file:{tmp_path / 'progress.json'}")
+    monkeypatch.setenv(ENV_PROGRESS, f"file:{tmp_path / 'progress.json'}")
     cfg = with_train(tiny_config, steps=4, log_every=2, metrics_port=port)
     summary = run(cfg)
     assert summary["steps"] == 4
@@ -100,3 +101,19 @@ def test_a_run_serves_prometheus_metrics_and_writes_its_progress_report(
     assert "dstj_trainer_expert_max_violation" in page and "dstj_trainer_loss" in page
     report = ProgressReport.model_validate_json((tmp_path / "progress.json").read_text())
     assert (report.step, report.total_steps, report.state, report.world_size) == (4, 4, "finished", 1)
+    assert report.generation_start_step == 0
+
+
+def test_the_progress_report_says_which_step_a_resumed_run_started_from(
+    tiny_config: TrainerConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dstj_api import ProgressReport
+    from moe_trainer.train import run
+
+    monkeypatch.setenv(ENV_PROGRESS, f"file:{tmp_path / 'progress.json'}")
+    cfg = with_train(tiny_config, steps=3, log_every=1)
+    cfg = cfg.model_copy(update={"checkpoint": cfg.checkpoint.model_copy(update={"dir": str(tmp_path / "ckpt")})})
+    run(cfg)
+    run(with_train(cfg, steps=5))
+    report = ProgressReport.model_validate_json((tmp_path / "progress.json").read_text())
+    assert (report.generation_start_step, report.step) == (3, 5)  # steps 4 and 5 ran in the resumed run

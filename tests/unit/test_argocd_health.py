@@ -16,13 +16,14 @@ import lupa.lua51 as lupa
 import pytest
 import yaml
 
+from dstj_api.contract import GROUP, KIND
 from scripts.argocd_cm_patch import render
 
 ROOT = Path(__file__).resolve().parents[2]
 HEALTH_LUA = ROOT / "deploy/argocd/health.lua"
 CM_PATCH = ROOT / "deploy/argocd/argocd-cm-patch.yaml"
 CASES = yaml.safe_load((Path(__file__).parent / "argocd/health_cases.yaml").read_text())
-CM_KEY = "resource.customizations.health.training.deepseek.dev_DeepSeekTrainingJob"
+CM_KEY = f"resource.customizations.health.{GROUP}_{KIND}"
 
 # Lua 5.1: load the script as a chunk whose only globals are what Argo CD's VM opens for a custom
 # check from argocd-cm (base + table), with `obj` bound; the string metatable loses its methods.

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from dstj_api.contract import ENV_LENIENT_CONFIG, GROUP, KIND, VERSION
 from dstj_operator import children
 from dstj_operator.spec import DeepSeekTrainingJobSpec
 
 
 def a_job(**spec: Any) -> tuple[dict[str, Any], DeepSeekTrainingJobSpec]:
-    job = {"apiVersion": "training.deepseek.dev/v1alpha1", "kind": "DeepSeekTrainingJob",
+    job = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
            "metadata": {"name": "moe", "namespace": "team", "uid": "uid-1"}, "spec": spec}
     return job, DeepSeekTrainingJobSpec.model_validate(spec)
 
@@ -91,3 +92,16 @@ def test_pod_overrides_reach_the_worker_pod() -> None:
     pod = children.worker_pod(job, spec, 0, "a")
     assert pod["spec"]["nodeSelector"] == {"pool": "spot"} and pod["spec"]["priorityClassName"] == "low"
     assert pod["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "q"
+
+
+def test_workers_are_told_the_config_is_the_operators_so_they_read_it_leniently() -> None:
+    job, spec = a_job()
+    container = children.worker_pod(job, spec, 0, "a")["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env[ENV_LENIENT_CONFIG] == "1"  # a newer operator's extra config field must not crash-loop the worker
+
+
+def test_a_workers_termination_message_or_its_logs_tail_reaches_the_pod_status() -> None:
+    job, spec = a_job()
+    container = children.worker_pod(job, spec, 0, "a")["spec"]["containers"][0]
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"

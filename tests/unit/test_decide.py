@@ -1,4 +1,4 @@
-"""Operator decisions as data: membership generations, preemption vs crash, missing workers."""
+"""Pod facts as data: a lost node told from a failed probe, preemptions from crashes and config errors."""
 
 from __future__ import annotations
 
@@ -6,75 +6,8 @@ from typing import Any
 
 import pytest
 
-from dstj_api import EXIT_STOPPED, Membership
-from dstj_operator.decide import (
-    EndKind,
-    Worker,
-    classify_end,
-    join_overdue,
-    missing_indices,
-    next_membership,
-    observe,
-)
-
-EP = "job-rdzv:29400"
-
-
-def worker(index: int, ready: bool = True, **kw: Any) -> Worker:
-    return Worker(name=f"w{index}", index=index, ready=ready, terminating=kw.pop("terminating", False),
-                  phase=kw.pop("phase", "Running"), **kw)
-
-
-def test_the_first_generation_is_published_once_enough_workers_are_ready() -> None:
-    assert next_membership(None, [worker(0), worker(1, ready=False)], 2, 2, EP) is None
-    m = next_membership(None, [worker(0), worker(1)], 2, 2, EP)
-    assert m is not None and (m.generation, m.members, m.handoff_from) == (0, ["w0", "w1"], None)
-
-
-def test_a_lost_member_bumps_the_generation_with_a_handoff_for_the_stop_checkpoint() -> None:
-    # A preempted member checkpoints with the others before it goes: that checkpoint must commit.
-    current = Membership(generation=4, world_size=3, members=["w0", "w1", "w2"])
-    m = next_membership(current, [worker(0), worker(1), worker(2, ready=False, terminating=True)], 3, 1, EP)
-    assert m is not None and (m.generation, m.members, m.handoff_from) == (5, ["w0", "w1"], 4)
-
-
-def test_a_new_ready_worker_grows_the_group_and_hands_off_from_the_old_one() -> None:
-    current = Membership(generation=2, world_size=2, members=["w0", "w1"])
-    m = next_membership(current, [worker(0), worker(1), worker(2)], 3, 1, EP)
-    assert m is not None and (m.world_size, m.handoff_from) == (3, 2)
-
-
-def test_an_unchanged_member_set_publishes_nothing() -> None:
-    current = Membership(generation=2, world_size=2, members=["w0", "w1"])
-    assert next_membership(current, [worker(0), worker(1)], 2, 1, EP) is None
-
-
-def test_below_min_replicas_the_job_waits_on_its_last_generation() -> None:
-    current = Membership(generation=2, world_size=2, members=["w0", "w1"])
-    assert next_membership(current, [worker(0), worker(1, ready=False)], 2, 2, EP) is None
-
-
-def test_scaling_down_keeps_the_lowest_indices_and_hands_off() -> None:
-    current = Membership(generation=1, world_size=3, members=["w0", "w1", "w2"])
-    m = next_membership(current, [worker(0), worker(1), worker(2)], 2, 1, EP)
-    assert m is not None and (m.members, m.handoff_from) == (["w0", "w1"], 1)
-
-
-def test_a_member_whose_readiness_probe_fails_keeps_its_seat() -> None:
-    # A probe timing out on a loaded node must not stop the group, nor start it again when it passes.
-    current = Membership(generation=3, world_size=2, members=["w0", "w1"])
-    assert next_membership(current, [worker(0), worker(1, ready=False)], 2, 2, EP) is None
-
-
-def test_a_member_on_a_lost_node_loses_its_seat_at_once() -> None:
-    current = Membership(generation=3, world_size=3, members=["w0", "w1", "w2"])
-    m = next_membership(current, [worker(0), worker(1), worker(2, ready=False, node_lost=True)], 3, 1, EP)
-    assert m is not None and m.members == ["w0", "w1"]
-
-
-def test_readiness_admits_newcomers_only() -> None:
-    current = Membership(generation=3, world_size=1, members=["w0"])
-    assert next_membership(current, [worker(0), worker(1, ready=False)], 2, 1, EP) is None
+from dstj_api import EXIT_CONFIG, EXIT_STOPPED
+from dstj_operator.decide import MESSAGE_CHARS, EndKind, classify_end, observe
 
 
 def _pod(ready: str, containers_ready: str) -> dict[str, Any]:
@@ -91,19 +24,9 @@ def test_a_lost_node_is_told_from_a_failed_probe(ready: str, containers_ready: s
     assert (w.ready, w.node_lost) == (ready == "True", node_lost)
 
 
-def test_a_generation_that_never_reports_is_published_again_after_the_join_timeout() -> None:
-    current = Membership(generation=5, world_size=2, members=["w0", "w1"])
-    assert join_overdue(current, report_generation=4, generation_age_s=600, join_timeout_s=600)
-    assert not join_overdue(current, report_generation=4, generation_age_s=599, join_timeout_s=600)
-    assert not join_overdue(current, report_generation=5, generation_age_s=6000, join_timeout_s=600)  # it formed
-    assert not join_overdue(current, report_generation=None, generation_age_s=599, join_timeout_s=600)
-    suspended = Membership(generation=6, world_size=0, state="suspended")
-    assert not join_overdue(suspended, report_generation=5, generation_age_s=6000, join_timeout_s=600)
-
-
-def failed(code: int, reason: str = "Error") -> dict[str, Any]:
-    return {"status": {"phase": "Failed", "containerStatuses": [
-        {"state": {"terminated": {"exitCode": code, "reason": reason}}}]}}
+def failed(code: int, reason: str = "Error", message: str | None = None) -> dict[str, Any]:
+    terminated = {"exitCode": code, "reason": reason} | ({"message": message} if message is not None else {})
+    return {"status": {"phase": "Failed", "containerStatuses": [{"state": {"terminated": terminated}}]}}
 
 
 @pytest.mark.parametrize(("pod", "kind"), [
@@ -117,11 +40,34 @@ def failed(code: int, reason: str = "Error") -> dict[str, Any]:
     pytest.param(failed(137, "OOMKilled"), EndKind.CRASHED, id="oom-killed"),
     pytest.param({"status": {"phase": "Succeeded"}}, EndKind.SUCCEEDED, id="succeeded"),
     pytest.param({"status": {"phase": "Running"}}, None, id="still-running"),
+    pytest.param(failed(EXIT_CONFIG), EndKind.MISCONFIGURED, id="config-error"),
 ])
 def test_preemptions_are_told_from_crashes(pod: dict[str, Any], kind: EndKind | None) -> None:
     assert classify_end(pod)[0] == kind
 
 
-def test_ended_and_terminating_workers_are_replaced_at_once() -> None:
-    workers = [worker(0), worker(1, ready=False, terminating=True), worker(2, ready=False, end=EndKind.PREEMPTED)]
-    assert missing_indices(workers, 4) == [1, 2, 3]
+def test_a_config_error_is_a_misconfiguration_whose_reason_is_the_workers_message() -> None:
+    message = ("checkpoint.resumeFrom '/ckpt/none' (checkpoint.resumeFrom, or the job's spec.checkpoint.resumeFrom) "
+               "holds no checkpoint: name a checkpoint directory ...\n")
+    assert classify_end(failed(EXIT_CONFIG, message=message)) == (EndKind.MISCONFIGURED, message.strip())
+
+
+def test_a_long_termination_message_is_trimmed_to_stay_readable_in_conditions() -> None:
+    kind, reason = classify_end(failed(EXIT_CONFIG, message="x" * 5000))
+    assert kind is EndKind.MISCONFIGURED and len(reason) == MESSAGE_CHARS and reason.endswith("...")
+
+
+def test_a_config_error_without_a_message_still_says_what_kind_of_end_it_was() -> None:
+    assert classify_end(failed(EXIT_CONFIG)) == (EndKind.MISCONFIGURED,
+                                                 "exit code 78 (a setting only run time could check)")
+
+
+def test_a_crash_carries_the_end_of_the_workers_log_from_its_termination_message() -> None:
+    log_tail = "Traceback (most recent call last):\n" + "  frame\n" * 400 + "ValueError: lr must be positive\n"
+    kind, reason = classify_end(failed(1, message=log_tail))
+    assert kind is EndKind.CRASHED and reason.startswith("exit code 1 (Error): ...")
+    assert reason.endswith("ValueError: lr must be positive") and len(reason) < MESSAGE_CHARS + 30
+
+
+def test_an_oom_kill_is_a_crash_that_says_so() -> None:
+    assert classify_end(failed(137, "OOMKilled")) == (EndKind.CRASHED, "OOMKilled")

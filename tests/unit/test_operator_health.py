@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from kopf._cogs.clients import watching
 
+from dstj_api.contract import GROUP, PLURAL
 from dstj_operator import handlers, watches
 from dstj_operator.health import Probes, not_ready, serve_health
 from dstj_operator.passes import PASSES, PassState, PassTracker, stuck
@@ -93,7 +94,7 @@ def test_kopf_still_has_the_watch_function_the_tracker_wraps() -> None:
 
 
 class _Resource:
-    plural, group = "deepseektrainingjobs", "training.deepseek.dev"
+    plural, group = PLURAL, GROUP
 
 
 def test_a_stream_counts_as_connected_from_its_listing_until_it_ends(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,7 +117,7 @@ def test_a_stream_counts_as_connected_from_its_listing_until_it_ends(monkeypatch
             pass
 
     asyncio.run(consume())
-    key = "deepseektrainingjobs.training.deepseek.dev in team-a"
+    key = f"{PLURAL}.{GROUP} in team-a"
     assert [s.connected for s in seen] == [frozenset(), frozenset({key})]
     assert tracker.state() == WatchState(1, frozenset(), frozenset({key}))  # ended: no longer connected
 

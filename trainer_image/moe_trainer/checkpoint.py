@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 import warnings
 from collections.abc import Callable
@@ -33,6 +34,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
+from moe_trainer.misconfig import RunConfigError
 from moe_trainer.parallel import is_expert_param
 from moe_trainer.storage import CheckpointStorage
 
@@ -43,6 +45,8 @@ warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavai
                         category=UserWarning)
 
 MARKER = "latest.json"
+RESUME_FIELD = "checkpoint.resumeFrom, or the job's spec.checkpoint.resumeFrom"
+"""Where users name a checkpoint to start from (named in errors about it)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -71,6 +75,59 @@ def read_marker(root: CheckpointStorage | str | Path) -> Marker | None:
     data = json.loads(text)
     data["kept"] = tuple(data.get("kept", ()))
     return Marker(**data)
+
+
+def resume_source(resume_from: str) -> tuple[CheckpointStorage, str | None]:
+    """Where `resume_from` keeps its checkpoint: (storage, directory under it, or None when it is one itself).
+
+    Raises RunConfigError when it holds none: retrying would find none either.
+    """
+    source = CheckpointStorage(resume_from, field=RESUME_FIELD)
+    committed = read_marker(source)
+    name = committed.path if committed else None
+    if not source.holds_checkpoint(name):
+        raise RunConfigError(
+            f"checkpoint.resumeFrom {resume_from!r} ({RESUME_FIELD}) holds no checkpoint: name a checkpoint "
+            "directory (with a .metadata file) or a run's checkpoint root (with latest.json), or unset it to "
+            "start afresh"
+        )
+    return source, name
+
+
+def check_locations(root: str | None, resume_from: str | None) -> None:
+    """Before any group forms: the checkpoint root can be reached (its fsspec backend is installed) and, while it
+    holds no committed checkpoint, `resume_from` holds one. Raises RunConfigError naming the field and the fix."""
+    if root is None:
+        return
+    if read_marker(CheckpointStorage(root)) is None and resume_from:
+        resume_source(resume_from)
+
+
+def check_shared(storage: CheckpointStorage, generation: int, rank: int, pg: dist.ProcessGroup | None) -> None:
+    """Every rank reads what rank 0 wrote in the checkpoint directory, or all raise RunConfigError (collective).
+
+    A directory on a volume each worker has its own copy of (a ReadWriteOnce PVC per node, a node-local
+    hostPath) would let every rank save its shard where no other rank, and no later generation, can load it.
+    Object stores are shared by nature; a single process needs no check.
+    """
+    if pg is None or not storage.is_directory:
+        return
+    token = [secrets.token_hex(8) if rank == 0 else None]
+    dist.broadcast_object_list(token, src=0, group=pg)  # a stale file of an earlier run must not pass
+    name = f".shared-check-g{generation}"
+    if rank == 0:
+        storage.write_text(name, str(token[0]))
+    dist.barrier(group=pg)
+    blind = torch.tensor([0 if storage.read_text(name) == token[0] else 1])
+    dist.all_reduce(blind, group=pg)  # every rank learns how many could not read it
+    if rank == 0:
+        storage.remove_file(name)
+    if int(blind.item()):
+        raise RunConfigError(
+            f"checkpoint storage {storage.location!r} (the job's spec.checkpoint, or checkpoint.dir) is not shared "
+            f"between workers: {int(blind.item())} of {dist.get_world_size(pg)} ranks cannot read a file rank 0 "
+            "wrote there; use a ReadWriteMany PVC, a shared hostPath or an object-store URL (spec.checkpoint.url)"
+        )
 
 
 def _expert_keys(name: str, tensor: torch.Tensor, experts: range) -> dict[str, torch.Tensor]:
@@ -257,14 +314,7 @@ class Checkpointer:
         The returned marker has generation -1: it belongs to another run and fences nothing here.
         """
         assert self.resume_from is not None
-        source = CheckpointStorage(self.resume_from)
-        committed = read_marker(source)
-        name = committed.path if committed else None
-        if not source.holds_checkpoint(name):
-            raise FileNotFoundError(
-                f"checkpoint.resumeFrom {self.resume_from!r} holds no checkpoint: name a checkpoint directory "
-                "(with a .metadata file) or a run's checkpoint root (with latest.json), or unset it to start afresh"
-            )
+        source, name = resume_source(self.resume_from)
         dcp.load(state, storage_reader=source.reader(name), process_group=self.pg, no_dist=self._no_dist)
         step = int(state["meta.step"]) if "meta.step" in state else 0
         return Marker(step, -1, self.resume_from, time.time())

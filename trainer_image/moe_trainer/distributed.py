@@ -15,7 +15,8 @@ import torch
 import torch.distributed as dist
 
 from dstj_api import TrainerConfig
-from moe_trainer.parallel import Layout, ParallelGroups, build_groups, plan_layout
+from dstj_api.layout import Layout, plan_layout
+from moe_trainer.parallel import ParallelGroups, build_groups
 
 COLLECTIVE_TIMEOUT_S = float(os.environ.get("DSTJ_COLLECTIVE_TIMEOUT_S", "20"))
 """Seconds a collective may wait for a peer before failing (gloo); a dead peer costs at most this."""

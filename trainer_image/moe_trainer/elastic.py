@@ -36,13 +36,14 @@ from pathlib import Path
 import torch
 
 from dstj_api import EXIT_STOPPED, TrainerConfig
-from moe_trainer.checkpoint import Checkpointer, read_marker
+from dstj_api.contract import ENV_READY_PROBE
+from dstj_api.layout import LayoutError
+from moe_trainer.checkpoint import Checkpointer, check_locations, read_marker
 from moe_trainer.data import build_datasets
 from moe_trainer.distributed import backend_for, make_context
 from moe_trainer.generation import Generation, Outcome, make_checkpointer, print_data_line, resume, run_generation
 from moe_trainer.membership import MembershipSource, ProgressSink, progress_from_env
 from moe_trainer.metrics import TrainerMetrics
-from moe_trainer.parallel import LayoutError
 from moe_trainer.rendezvous import Seat, is_peer_failure, join, leave, seat_in
 from moe_trainer.trainer import Datasets, Trainer, pick_device
 
@@ -92,7 +93,7 @@ worker pod: `test -f /tmp/dstj-ready-$HOSTNAME`; the member id is the pod name, 
 def mark_ready(member_id: str) -> None:
     """Say this worker can join a group now (torch imported, data built): the operator counts a pod in a
     generation only once it is Ready, so running members do not stop and wait through its start-up."""
-    if os.environ.get("DSTJ_READY_PROBE") == "1":
+    if os.environ.get(ENV_READY_PROBE) == "1":
         (READY_DIR / f"dstj-ready-{member_id}").touch()
 
 
@@ -120,7 +121,12 @@ class ElasticWorker:
         self.terminating = True
 
     def run(self) -> int:
-        """Train generation after generation; return the exit code (0 finished, EXIT_STOPPED on SIGTERM)."""
+        """Train generation after generation; return the exit code (0 finished, EXIT_STOPPED on SIGTERM).
+
+        Raises RunConfigError for a setting that only run time could check (see `misconfig.py`).
+        """
+        # Before the pod turns Ready: a checkpoint location that cannot work ends the worker, not a generation.
+        check_locations(self.cfg.checkpoint.dir, self.cfg.checkpoint.resume_from)
         # Build (or find) the data before any group: a cold build can outlast the collective timeout.
         self._data = build_datasets(self.cfg)
         mark_ready(self.me.member_id)

@@ -19,7 +19,7 @@ from typing import Any
 import torch.distributed as dist
 
 from dstj_api import ProgressReport, TrainerConfig
-from moe_trainer.checkpoint import Checkpointer, Marker
+from moe_trainer.checkpoint import Checkpointer, Marker, check_shared
 from moe_trainer.membership import MembershipSource, ProgressSink
 from moe_trainer.metrics import TrainerMetrics, previous_step_time, record_last_step
 from moe_trainer.trainer import StepResult, Trainer
@@ -48,6 +48,8 @@ class Generation:
     """Directory for the per-rank record of samples trained on (tests check it), or None."""
     started: float
     """perf_counter() when this process started, for the summary's wall time."""
+    start_step: int = 0
+    """The step this generation resumed from (set by `run_generation`); it trains the steps after it."""
 
 
 def print0(trainer: Trainer, text: str) -> None:
@@ -88,8 +90,10 @@ def make_checkpointer(cfg: TrainerConfig, trainer: Trainer, generation: int,
 
     # Async saves run collectives from a background thread: give them a group of their own.
     pg = dist.new_group(backend="gloo") if trainer.ctx.is_distributed else None
-    return Checkpointer(cfg.checkpoint.dir, cfg.checkpoint.keep, generation, may_commit, trainer.ctx.rank,
+    ckpt = Checkpointer(cfg.checkpoint.dir, cfg.checkpoint.keep, generation, may_commit, trainer.ctx.rank,
                         pg if isinstance(pg, dist.ProcessGroup) else None, resume_from=cfg.checkpoint.resume_from)
+    check_shared(ckpt.storage, generation, trainer.ctx.rank, ckpt.pg)  # before anything is saved or loaded there
+    return ckpt
 
 
 def resume(g: Generation) -> Marker | None:
@@ -121,7 +125,7 @@ def _publish(g: Generation, result: StepResult | None, state: str, tps: float | 
         return
     trainer, ckpt, layout = g.trainer, g.ckpt, g.trainer.ctx.layout
     g.sink.publish(ProgressReport(
-        step=trainer.step, total_steps=trainer.cfg.train.steps, generation=g.number,
+        step=trainer.step, total_steps=trainer.cfg.train.steps, generation=g.number, generation_start_step=g.start_step,
         world_size=layout.world_size, expert_parallel=layout.ep, data_parallel=layout.dp,
         loss=result.loss if result else None, tokens_per_second=tps,
         max_violation=result.max_violation if result else None,
@@ -137,6 +141,7 @@ def run_generation(g: Generation) -> tuple[Outcome, dict[str, Any] | None]:
     t = cfg.train
     metrics.bind(trainer.ctx.rank)
     metrics.generation.set(g.number)
+    g.start_step = trainer.step  # after `resume`: the committed step this generation continues from
     ckpt_root = ckpt.storage if ckpt is not None else None
     previous_end = previous_step_time(ckpt_root, g.number)
     if ckpt is not None:

@@ -17,11 +17,10 @@ from typing import Any, cast
 
 from pydantic import ValidationError
 
-from dstj_api import Membership, ProgressReport
+from dstj_api import Membership, ProgressReport, read_lenient
+from dstj_api.contract import GROUP, PLURAL, PROGRESS_KEY, VERSION
 
 log = logging.getLogger(__name__)
-
-GROUP, VERSION, PLURAL = "training.deepseek.dev", "v1alpha1", "deepseektrainingjobs"
 
 
 def _load_config() -> None:
@@ -44,12 +43,14 @@ def parse_ref(spec: str) -> tuple[str, str]:
 
 
 def membership_of(job: dict[str, Any]) -> Membership | None:
-    """The membership a job object publishes, or None while it has none (or an invalid one)."""
+    """The membership a job object publishes, or None while it has none (or an invalid one).
+
+    Read leniently: a newer operator's extra field must not unseat this worker."""
     raw = (job.get("status") or {}).get("membership")
     if not raw:
         return None
     try:
-        return Membership.model_validate(raw)
+        return read_lenient(Membership, raw, "the job's membership")
     except ValidationError as e:
         log.warning("ignoring an invalid membership in the job status: %s", e)
         return None
@@ -114,7 +115,7 @@ class ConfigMapProgressSink:
 
     def publish(self, report: ProgressReport) -> None:
         """Replace the report; a failed write is logged, never fatal to training."""
-        body = {"data": {"report": json.dumps(report.model_dump(mode="json", by_alias=True))}}
+        body = {"data": {PROGRESS_KEY: json.dumps(report.model_dump(mode="json", by_alias=True))}}
         try:
             self._api.patch_namespaced_config_map(self.name, self.namespace, body)
         except Exception as e:  # progress is best effort; training goes on

@@ -8,7 +8,8 @@ committed checkpoint into the new layout. A newer generation stops the running o
 boundary with a checkpoint; a peer's death fails the collectives within the gloo timeout (at once
 when its connections close) and the survivors wait for the next generation; SIGTERM checkpoints at
 the next step boundary and exits with `EXIT_STOPPED`, which tells the operator "preempted, not
-crashed".
+crashed". A config that cannot work (refused when read, or a setting only run time could check:
+`misconfig.py`) exits with `EXIT_CONFIG` after writing what to change into the termination message.
 
 Decision: no torchrun. With P = 1 process per worker (CPU, one GPU) the supervisor *is* the trainer:
 no second interpreter, no torch import per generation. With P > 1 (several GPUs per worker) it
@@ -30,9 +31,11 @@ import sys
 import time
 from types import FrameType
 
-from dstj_api import EXIT_STOPPED, ConfigError, load_trainer_config
+from dstj_api import EXIT_CONFIG, EXIT_STOPPED, ConfigError, load_trainer_config
+from dstj_api.contract import ENV_LENIENT_CONFIG, ENV_MEMBER_ID, ENV_MEMBERSHIP, ENV_RDZV_ENDPOINT, ENV_RUN_ID
 from moe_trainer.elastic import ElasticWorker, Identity
 from moe_trainer.membership import membership_source
+from moe_trainer.misconfig import exit_misconfigured
 
 log = logging.getLogger("moe_trainer.launch")
 
@@ -44,7 +47,9 @@ POLL_S = 0.1
 
 def run_in_process(args: argparse.Namespace) -> int:
     """P = 1, or one local process of P: this process trains every generation it has a seat in."""
-    worker = ElasticWorker(load_trainer_config(args.config), membership_source(args.membership), Identity(
+    # The operator's rendering of the config is read leniently (a newer operator may add a field); a user's strictly.
+    cfg = load_trainer_config(args.config, lenient=os.environ.get(ENV_LENIENT_CONFIG) == "1")
+    worker = ElasticWorker(cfg, membership_source(args.membership), Identity(
         member_id=args.member_id, run_id=args.run_id, rdzv_endpoint=args.rdzv_endpoint,
         local_rank=args.local_rank, nproc=args.nproc_per_node,
     ))
@@ -78,9 +83,12 @@ def supervise_local_processes(argv: list[str], nproc: int) -> int:
             for p in procs:
                 if p.poll() is None:
                     p.kill()
-            return failed[0]
+            # A config error passes through unchanged: it fails the job with its message, never as a crash.
+            return EXIT_CONFIG if EXIT_CONFIG in failed else failed[0]
         time.sleep(POLL_S)
     codes = [p.returncode for p in procs]
+    if EXIT_CONFIG in codes:
+        return EXIT_CONFIG
     if terminating or EXIT_STOPPED in codes:
         return EXIT_STOPPED
     return next((c for c in codes if c != 0), 0)
@@ -90,26 +98,28 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     p = argparse.ArgumentParser(prog="python -m moe_trainer.launch", description=__doc__.splitlines()[0])
     p.add_argument("--config", required=True, help="trainer config JSON")
-    p.add_argument("--member-id", default=os.environ.get("DSTJ_MEMBER_ID") or os.uname().nodename,
+    p.add_argument("--member-id", default=os.environ.get(ENV_MEMBER_ID) or os.uname().nodename,
                    help="this worker's id as listed in the membership (the pod name)")
-    p.add_argument("--membership", default=os.environ.get("DSTJ_MEMBERSHIP", ""),
+    p.add_argument("--membership", default=os.environ.get(ENV_MEMBERSHIP, ""),
                    help="membership source, file:PATH or k8s:NAMESPACE/JOB")
-    p.add_argument("--rdzv-endpoint", default=os.environ.get("DSTJ_RDZV_ENDPOINT", "localhost:29400"),
+    p.add_argument("--rdzv-endpoint", default=os.environ.get(ENV_RDZV_ENDPOINT, "localhost:29400"),
                    help="host:port of the rendezvous store when the membership names none")
-    p.add_argument("--run-id", default=os.environ.get("DSTJ_RUN_ID", "dstj"), help="rendezvous key prefix")
+    p.add_argument("--run-id", default=os.environ.get(ENV_RUN_ID, "dstj"), help="rendezvous key prefix")
     p.add_argument("--nproc-per-node", type=int, default=1, help="processes per worker (local devices)")
     p.add_argument("--local-rank", type=int, default=None, help=argparse.SUPPRESS)  # set for the P > 1 children
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args.membership:
-        print("error: --membership file:PATH (or DSTJ_MEMBERSHIP) is required", file=sys.stderr)
+        print(f"error: --membership file:PATH (or {ENV_MEMBERSHIP}) is required", file=sys.stderr)
         return 2
     if args.nproc_per_node > 1 and args.local_rank is None:
         return supervise_local_processes(sys.argv[1:] if argv is None else argv, args.nproc_per_node)
     args.local_rank = args.local_rank or 0
     try:
         return run_in_process(args)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
+    except ConfigError as e:  # the config as given, or a setting only run time could check: retrying cannot help
+        return exit_misconfigured(str(e))
+    except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -8,6 +8,7 @@ or `file:/path` (or a bare path).
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from dstj_api import Membership, ProgressReport
+from dstj_api import Membership, ProgressReport, read_lenient
+from dstj_api.contract import ENV_MEMBERSHIP, ENV_PROGRESS
 
 
 class MembershipSource(Protocol):
@@ -46,9 +48,9 @@ class FileMembershipSource:
         self.path = path
 
     def current(self) -> Membership | None:
-        """The file's membership, or None while it is absent or not (yet) valid."""
+        """The file's membership, or None while it is absent or not (yet) valid (unknown fields are ignored)."""
         try:
-            return Membership.model_validate_json(self.path.read_text())
+            return read_lenient(Membership, json.loads(self.path.read_text()), str(self.path))
         except (FileNotFoundError, ValidationError, ValueError):
             return None
 
@@ -83,13 +85,13 @@ def membership_source(spec: str) -> MembershipSource:
 
 def membership_from_env() -> MembershipSource | None:
     """The source named by DSTJ_MEMBERSHIP, or None for a run with no membership (plain local run)."""
-    spec = os.environ.get("DSTJ_MEMBERSHIP")
+    spec = os.environ.get(ENV_MEMBERSHIP)
     return membership_source(spec) if spec else None
 
 
 def progress_from_env() -> ProgressSink | None:
     """The sink named by DSTJ_PROGRESS, or None."""
-    spec = os.environ.get("DSTJ_PROGRESS")
+    spec = os.environ.get(ENV_PROGRESS)
     if not spec:
         return None
     if spec.startswith("k8s:"):

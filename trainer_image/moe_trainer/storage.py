@@ -27,6 +27,7 @@ import fsspec
 import torch.distributed.checkpoint as dcp
 
 from moe_trainer.membership import write_json_atomically
+from moe_trainer.misconfig import RunConfigError
 
 # DCP's fsspec writer warns once per file that an object store has no fsync; its flush is the guarantee there.
 warnings.filterwarnings("ignore", message="fsync not supported for this stream", category=UserWarning)
@@ -37,20 +38,29 @@ def is_url(location: str) -> bool:
     return "://" in location
 
 
+DIR_FIELD = "checkpoint.dir, or the job's spec.checkpoint.url"
+"""Where users set the checkpoint root (named in errors about it)."""
+
+
 class CheckpointStorage:
     """A checkpoint root and the few operations the checkpointer needs on it."""
 
-    def __init__(self, location: str | Path) -> None:
+    def __init__(self, location: str | Path, field: str = DIR_FIELD) -> None:
         self.location = str(location).rstrip("/") or "/"
         self._fs: Any = None
         if is_url(self.location):
             try:
                 self._fs, self._root = fsspec.core.url_to_fs(self.location)
             except (ImportError, ValueError) as e:  # an unknown scheme, or its backend package missing
-                raise ValueError(
-                    f"checkpoint storage {self.location!r} (checkpoint.dir, or the job's spec.checkpoint.url): {e}. "
+                raise RunConfigError(
+                    f"checkpoint storage {self.location!r} ({field}): {e}. "
                     "Add the fsspec backend for this scheme (s3fs, gcsfs, adlfs, ...) to the trainer image"
                 ) from e
+
+    @property
+    def is_directory(self) -> bool:
+        """A plain directory (which workers share only if their volume is shared), not an fsspec URL."""
+        return self._fs is None
 
     def create(self) -> None:
         """Make the root exist (a writer's first step; readers never create it)."""
@@ -83,6 +93,14 @@ class CheckpointStorage:
         tmp = f"{self._root}/.{name}.{os.urandom(4).hex()}"
         self._fs.pipe_file(tmp, text.encode())
         self._fs.mv(tmp, f"{self._root}/{name}")
+
+    def remove_file(self, name: str) -> None:
+        """Delete the small file `name` (nothing if it is gone already)."""
+        with contextlib.suppress(FileNotFoundError):
+            if self._fs is None:
+                (Path(self.location) / name).unlink()
+            else:
+                self._fs.rm_file(f"{self._root}/{name}")
 
     def remove(self, name: str) -> None:
         """Delete the checkpoint directory `name` (nothing if it is gone already)."""

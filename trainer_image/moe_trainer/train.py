@@ -21,6 +21,8 @@ from types import FrameType
 from typing import Any
 
 from dstj_api import EXIT_STOPPED, ConfigError, TrainerConfig, load_trainer_config
+from dstj_api.layout import LayoutError
+from moe_trainer.checkpoint import check_locations
 from moe_trainer.data import build_datasets
 from moe_trainer.distributed import init_distributed
 from moe_trainer.generation import (
@@ -33,7 +35,7 @@ from moe_trainer.generation import (
 )
 from moe_trainer.membership import membership_from_env, progress_from_env
 from moe_trainer.metrics import TrainerMetrics
-from moe_trainer.parallel import LayoutError
+from moe_trainer.misconfig import RunConfigError, exit_misconfigured
 from moe_trainer.rendezvous import leave
 from moe_trainer.trainer import Trainer, pick_device
 
@@ -56,6 +58,7 @@ def run(cfg: TrainerConfig) -> dict[str, Any]:
     """Train to `train.steps`, printing progress on rank 0; return the summary (exit EXIT_STOPPED on a stop)."""
     t0 = time.perf_counter()
     device = pick_device(cfg)
+    check_locations(cfg.checkpoint.dir, cfg.checkpoint.resume_from)
     # Build (or find) the data before joining the group: a cold build can outlast the short
     # collective timeout that lets survivors notice a dead peer quickly.
     build_datasets(cfg)
@@ -78,7 +81,8 @@ def run(cfg: TrainerConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; exit code 2 on a bad config or layout, with the field named."""
+    """CLI entry point; exit code 2 on a bad config or layout, EXIT_CONFIG on a setting only run time could check
+    (with the message also in the termination-message file), each with the field named."""
     parser = argparse.ArgumentParser(prog="python -m moe_trainer.train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="path to a JSON trainer config")
     parser.add_argument("--steps", type=int, help="override train.steps")
@@ -89,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.steps is not None:
             cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": args.steps})})
         run(cfg)
+    except RunConfigError as e:
+        return exit_misconfigured(str(e))
     except (ConfigError, LayoutError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

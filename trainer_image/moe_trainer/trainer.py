@@ -66,7 +66,8 @@ def pick_device(cfg: TrainerConfig) -> torch.device:
 
 def single_process() -> DistContext:
     """The context of a run in one process (W=1)."""
-    from moe_trainer.parallel import build_groups, plan_layout
+    from dstj_api.layout import plan_layout
+    from moe_trainer.parallel import build_groups
 
     return DistContext(0, 1, build_groups(plan_layout(1, 1), 0))
 
