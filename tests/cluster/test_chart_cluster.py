@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from dstj_api.contract import KIND, VERSION
 from dstj_operator import children
 from dstj_operator.crd import GROUP, PLURAL
 from dstj_operator.crd_revision import CRD_NAME
@@ -98,9 +99,13 @@ def test_the_operator_account_may_run_a_job_and_no_more(kube_nodes: Kubectl, crd
         missing = [n for n in sorted(operator_needs()) if not can_i(kube_nodes, account, n[2], n[0], n[1], watched)]
         assert not missing, f"{account} may not {missing} in {watched}"
         # The per-job worker RBAC, created as the operator: the API server's escalation check passes.
-        job = {"metadata": {"name": "moe", "namespace": watched, "uid": "00000000-0000-0000-0000-000000000001"}}
-        # The RoleBinding's escalation check reads the Role through the API server's RBAC cache, which may not
-        # have the Role just created yet ("not found"): the operator's next pass retries the same way.
+        # Owned by a job that exists: the garbage collector deletes what a missing owner owns, and a Role
+        # collected before its RoleBinding is created fails the binding with NotFound (every time once the
+        # operator tests before this one had the collector busy and quick; by luck when it was slow).
+        owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": {"name": "moe", "namespace": watched},
+                 "spec": {"replicas": 1}}
+        job = json.loads(kube_nodes("create", "-f", "-", "-o", "json", stdin=json.dumps(owner)).stdout)
+        # Retried: the RBAC check may briefly lag the Role just created; the operator's next pass retries the same.
         for obj in children.worker_rbac(job):
             wait_until(lambda obj=obj: kube_nodes("create", "-f", "-", f"--as={account}", stdin=json.dumps(obj),
                                                   check=False).returncode == 0, timeout=30,
