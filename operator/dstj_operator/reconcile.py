@@ -10,7 +10,6 @@ the handler writes the status and only then sends the events.
 from __future__ import annotations
 
 import logging
-import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,8 +17,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from dstj_api import format_validation_error
-from dstj_operator import children, conditions, metrics
+from dstj_operator import children, conditions, metrics, naming
 from dstj_operator.cluster import Cluster
+from dstj_operator.converge import Mode, differs, stamped
 from dstj_operator.decide import EndKind, classify_end, observe
 from dstj_operator.policies import crash_budget, deadline, join_timeout, scale, stall, start_gang, success, suspend, ttl
 from dstj_operator.policies.clock import stamp
@@ -59,7 +59,7 @@ class Outcome:
 
 
 def _suffix() -> str:
-    return secrets.token_hex(3)
+    return naming.new_suffix()
 
 
 def _selector(job: dict[str, Any], role: str) -> str:
@@ -100,22 +100,26 @@ def _end(cluster: Cluster, job: dict[str, Any], out: Outcome, spec: DeepSeekTrai
 
 
 def _ensure_children(cluster: Cluster, job: dict[str, Any], spec: DeepSeekTrainingJobSpec, out: Outcome) -> None:
-    objs = [children.trainer_config_map(job, spec), children.rendezvous_service(job, spec),
-            children.workers_service(job), *children.worker_rbac(job), children.progress_config_map(job),
-            children.disruption_budget(job, spec), children.rendezvous_network_policy(job, spec)]
+    """Every child as the spec now asks: applied when it differs, re-created when missing; a rendezvous pod
+    built from other inputs (a port, an image) is replaced."""
+    applied = [children.trainer_config_map(job, spec), children.rendezvous_service(job, spec),
+               children.workers_service(job), *children.worker_rbac(job), children.disruption_budget(job, spec),
+               children.rendezvous_network_policy(job, spec)]
     pvc = children.checkpoint_pvc(job, spec)
-    for obj in [*objs, *([pvc] if pvc else [])]:
-        if cluster.ensure(obj):
-            log.info("created %s/%s", obj["kind"], obj["metadata"]["name"])
+    created_once = [children.progress_config_map(job), *([pvc] if pvc else [])]
+    for obj, mode in [*((o, Mode.APPLY) for o in applied), *((o, Mode.CREATE_ONLY) for o in created_once)]:
+        if cluster.converge(obj, mode):
+            log.debug("applied %s/%s", obj["kind"], obj["metadata"]["name"])
     ns = job["metadata"]["namespace"]
+    desired = children.rendezvous_pod(job, spec, _suffix())
     pods = cluster.pods(ns, _selector(job, "rendezvous"))
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")
-            and (p.get("status") or {}).get("phase") not in ("Failed", "Succeeded")]
+            and (p.get("status") or {}).get("phase") not in ("Failed", "Succeeded") and not differs(desired, p)]
     for p in pods:
         if p not in live and not p["metadata"].get("deletionTimestamp"):
             cluster.delete_pod(ns, p["metadata"]["name"], 0)
     if not live:
-        cluster.create_if_absent(children.rendezvous_pod(job, spec, _suffix()))
+        cluster.create_if_absent(stamped(desired))
         out.event("RendezvousCreated", "started the rendezvous store pod")
 
 
@@ -137,6 +141,9 @@ def reconcile(cluster: Cluster, job: dict[str, Any], now: datetime | None = None
             return out
         message = format_validation_error(e, "spec").replace("\n", " ")
         return _end(cluster, job, out, None, now, False, conditions.INVALID_SPEC, message)
+    bad_name = naming.job_name_problem(meta["name"])
+    if bad_name is not None and status.phase != "Failed":  # admitted by an older CRD: no child name would fit
+        return _end(cluster, job, out, spec, now, False, conditions.INVALID_SPEC, f"metadata.name: {bad_name}")
     if ignored and status.ignored_fields != ignored:
         out.event("UnknownFields", f"ignored fields this operator does not know: {', '.join(ignored)}; "
                   "upgrade the operator to the CRD's version", "Warning")

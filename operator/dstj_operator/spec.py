@@ -1,18 +1,19 @@
 """The DeepSeekTrainingJob spec: what users write, as pydantic models (the CRD is generated from them).
 
-Field names are camelCase on the wire. Cross-field rules that the API server must enforce are
-written as CEL (`x-kubernetes-validations`) in `crd.py`; the same rules are checked here so the
-operator never acts on a spec the API server would refuse (e.g. one created before a CRD upgrade).
+Field names are camelCase on the wire. Cross-field rules are data (`RULES`, see `dstj_api.rules`):
+pydantic checks them here, so the operator never acts on a spec the API server would refuse (e.g. one
+created before a CRD upgrade), and `crd.py` renders the same rules as CEL for the API server.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from pydantic import Field, model_validator
 
 from dstj_api import TrainerConfig
+from dstj_api.rules import Filled, Gcd, IsInt, Larger, Not, Rule, all_of, any_of, enforce, f, implies, lit
 from dstj_api.wire import WireModel
 
 
@@ -91,14 +92,30 @@ class RendezvousSpec(WireModel):
     )
 
 
+MAX_REPLICAS = 1024
+"""The most workers a job may have."""
+MAX_DEVICES_PER_WORKER = 16
+"""The most GPUs (processes) per worker."""
+
+_EP = f("trainer.parallel.expertParallel")
+_PROCS = Larger(f("devicesPerWorker"), lit(1))
+_EP_STEP = _EP // Gcd(_EP, _PROCS, MAX_DEVICES_PER_WORKER)
+"""Workers per EP group: a world of n workers x PROCS processes is divisible by EP iff this divides n."""
+_SOURCES = [Filled(f(f"checkpoint.{name}")) for name in ("pvc", "hostPath", "url")]
+
+
 class DeepSeekTrainingJobSpec(WireModel):
     """An elastic training run of a DeepSeek-style MoE model."""
 
-    replicas: int = Field(2, ge=1, le=1024, description="Workers wanted (the scale subresource's replicas).")
-    min_replicas: int = Field(1, ge=1, le=1024, description="Fewest workers to train on; below it the job waits.")
-    max_replicas: int = Field(8, ge=1, le=1024, description="Most workers the job may scale to.")
+    replicas: int = Field(2, ge=1, le=MAX_REPLICAS, description="Workers wanted (the scale subresource's replicas).")
+    min_replicas: int = Field(
+        1, ge=1, le=MAX_REPLICAS, description="Fewest workers to train on; below it the job waits."
+    )
+    max_replicas: int = Field(8, ge=1, le=MAX_REPLICAS, description="Most workers the job may scale to.")
     image: str = Field("moe-trainer:latest", description="Trainer image.")
-    devices_per_worker: int = Field(0, ge=0, le=16, description="GPUs per worker (one process each); 0 = CPU.")
+    devices_per_worker: int = Field(
+        0, ge=0, le=MAX_DEVICES_PER_WORKER, description="GPUs per worker (one process each); 0 = CPU."
+    )
     pod: PodOverrides = Field(default_factory=lambda: PodOverrides(), description="Worker pod overrides.")
     trainer: TrainerConfig = Field(default_factory=lambda: TrainerConfig(), description="The trainer config.")
     checkpoint: CheckpointStorage = Field(default_factory=lambda: CheckpointStorage(), description="Checkpoints.")
@@ -111,17 +128,26 @@ class DeepSeekTrainingJobSpec(WireModel):
         "(suspended or waiting for workers stops the clock).",
     )
 
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule("replicas", all_of(f("minReplicas") <= f("replicas"), f("replicas") <= f("maxReplicas")),
+             "need minReplicas ({minReplicas}) <= replicas ({replicas}) <= maxReplicas ({maxReplicas}); "
+             "change replicas or the bounds"),
+        Rule("checkpoint",
+             Not(any_of(all_of(_SOURCES[0], _SOURCES[1]), all_of(_SOURCES[0], _SOURCES[2]),
+                        all_of(_SOURCES[1], _SOURCES[2]))),
+             "checkpoint: set at most one of pvc, hostPath and url"),
+        # The world size is workers x processes per worker, and EP must divide it (and nRouted).
+        Rule("trainer.parallel.expertParallel",
+             implies(all_of(IsInt(_EP), _EP >= 1), (f("maxReplicas") // _EP_STEP) * _EP_STEP >= f("minReplicas")),
+             "trainer.parallel.expertParallel ({trainer.parallel.expertParallel}) divides no world size of "
+             "minReplicas ({minReplicas}) to maxReplicas ({maxReplicas}) workers ({procs} process(es) each, so "
+             "the worker count must be a multiple of {step}); widen the bounds or set expertParallel: auto",
+             {"procs": _PROCS, "step": _EP_STEP}),
+    )
+
     @model_validator(mode="after")
     def _check_bounds(self) -> Self:
-        if not self.min_replicas <= self.replicas <= self.max_replicas:
-            raise ValueError(
-                f"need minReplicas ({self.min_replicas}) <= replicas ({self.replicas}) <= maxReplicas "
-                f"({self.max_replicas}); change replicas or the bounds"
-            )
-        sources = [s for s in (self.checkpoint.pvc, self.checkpoint.host_path, self.checkpoint.url) if s]
-        if len(sources) > 1:
-            raise ValueError("checkpoint: set at most one of pvc, hostPath and url")
-        return self
+        return enforce(self)
 
 
 def parse_spec(raw: dict[str, Any]) -> tuple[DeepSeekTrainingJobSpec, list[str]]:

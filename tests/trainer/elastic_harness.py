@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from dstj_api import Membership, TrainerConfig
-from moe_trainer.checkpoint import Checkpointer
-from moe_trainer.membership import FileMembershipSource
-from moe_trainer.trainer import Trainer
+from moe_trainer.checkpoint.checkpointer import Checkpointer
+from moe_trainer.runtime.membership import FileMembershipSource
+from moe_trainer.training.trainer import Trainer
 
 
 def free_port() -> int:

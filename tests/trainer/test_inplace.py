@@ -11,10 +11,10 @@ import torch
 
 from dstj_api import Membership, TrainerConfig
 from dstj_api.contract import EXIT_STOPPED
-from moe_trainer.checkpoint import Checkpointer
-from moe_trainer.metrics import TrainerMetrics
-from moe_trainer.rendezvous import seat_in
-from moe_trainer.trainer import Trainer, single_process
+from moe_trainer.checkpoint.checkpointer import Checkpointer
+from moe_trainer.runtime.metrics import TrainerMetrics
+from moe_trainer.runtime.rendezvous import seat_in
+from moe_trainer.training.trainer import Trainer, single_process
 from tests.trainer.elastic_harness import Cluster, wait_for
 from tests.trainer.test_elastic import _steps, first_step, last_step
 

@@ -1,9 +1,9 @@
 """The worker supervisor: `python -m moe_trainer.launch --config C --member-id ID --membership file:PATH ...`.
 
 It follows the published membership and trains every generation this worker is a member of,
-reconfiguring in place (`elastic.py`): the trainer process, its data and model survive a generation
+reconfiguring in place (`runtime/elastic.py`): the trainer process, its data and model survive a generation
 change; only the process groups are rebuilt, against the external rendezvous store, with the store
-keys and ranks of the new generation (`rendezvous.py`), and the state is reloaded from the
+keys and ranks of the new generation (`runtime/rendezvous.py`), and the state is reloaded from the
 committed checkpoint into the new layout. A newer generation stops the running one at a step
 boundary with a checkpoint; a peer's death fails the collectives within the gloo timeout (at once
 when its connections close) and the survivors wait for the next generation; SIGTERM checkpoints at
@@ -33,9 +33,9 @@ from types import FrameType
 
 from dstj_api import EXIT_CONFIG, EXIT_STOPPED, ConfigError, load_trainer_config
 from dstj_api.contract import ENV_LENIENT_CONFIG, ENV_MEMBER_ID, ENV_MEMBERSHIP, ENV_RDZV_ENDPOINT, ENV_RUN_ID
-from moe_trainer.elastic import ElasticWorker, Identity
-from moe_trainer.membership import membership_source
 from moe_trainer.misconfig import exit_misconfigured
+from moe_trainer.runtime.elastic import ElasticWorker, Identity
+from moe_trainer.runtime.membership import membership_source
 
 log = logging.getLogger("moe_trainer.launch")
 

@@ -6,7 +6,8 @@ its seat while its pod lives, even if its readiness probe later fails: a probe t
 loaded node must not stop the whole group twice (out, then back in). It loses the seat when its pod
 ends or is deleted, or when its node is lost (the node controller sets the pod's Ready to False and
 leaves ContainersReady as the kubelet last reported it, True; a probe failure sets both to False).
-A new generation is published when the seated set changes, and only if it holds at least
+A new generation is published when the seated set or the rendezvous endpoint (an edited port) changes,
+and only if it holds at least
 `minReplicas` workers; otherwise the last generation stays published and the job waits (a
 condition says why).
 The new generation always names the old one in `handoffFrom`, so the old group may commit the
@@ -39,7 +40,7 @@ def next_membership(current: Membership | None, workers: list[Worker], replicas:
                     endpoint: str) -> Membership | None:
     """The membership to publish now, or None when the current one stands."""
     members = [w.name for w in sorted(seated(current, workers), key=lambda w: w.index)[:replicas]]
-    if current is not None and current.members == members:
+    if current is not None and current.members == members and current.rdzv_endpoint == endpoint:
         return None
     if len(members) < min_replicas:
         return None

@@ -30,10 +30,14 @@ def worker(index: int, ready: bool = True, **kw: Any) -> Worker:
                   phase=kw.pop("phase", "Running"), **kw)
 
 
-def membership(generation: int, *members: str, state: str = "running") -> Membership:
+EP = "job-rdzv:29400"
+"""The rendezvous endpoint of `job_spec()`'s job."""
+
+
+def membership(generation: int, *members: str, state: str = "running", endpoint: str = EP) -> Membership:
     """A published generation of these members."""
     return Membership.model_validate({"generation": generation, "worldSize": len(members),
-                                      "members": list(members), "state": state})
+                                      "members": list(members), "state": state, "rdzvEndpoint": endpoint})
 
 
 def report(generation: int, step: int, updated_ago: float, **kw: Any) -> ProgressReport:

@@ -7,9 +7,7 @@ from dataclasses import replace
 from dstj_api import Membership
 from dstj_operator.decide import EndKind
 from dstj_operator.policies.scale import missing_indices, next_membership, republished, to_delete
-from tests.unit.policies.builders import job_spec, worker
-
-EP = "job-rdzv:29400"
+from tests.unit.policies.builders import EP, job_spec, membership, worker
 
 
 def test_the_first_generation_is_published_once_enough_workers_are_ready() -> None:
@@ -20,47 +18,47 @@ def test_the_first_generation_is_published_once_enough_workers_are_ready() -> No
 
 def test_a_lost_member_bumps_the_generation_with_a_handoff_for_the_stop_checkpoint() -> None:
     # A preempted member checkpoints with the others before it goes: that checkpoint must commit.
-    current = Membership(generation=4, world_size=3, members=["w0", "w1", "w2"])
+    current = membership(4, "w0", "w1", "w2")
     m = next_membership(current, [worker(0), worker(1), worker(2, ready=False, terminating=True)], 3, 1, EP)
     assert m is not None and (m.generation, m.members, m.handoff_from) == (5, ["w0", "w1"], 4)
 
 
 def test_a_new_ready_worker_grows_the_group_and_hands_off_from_the_old_one() -> None:
-    current = Membership(generation=2, world_size=2, members=["w0", "w1"])
+    current = membership(2, "w0", "w1")
     m = next_membership(current, [worker(0), worker(1), worker(2)], 3, 1, EP)
     assert m is not None and (m.world_size, m.handoff_from) == (3, 2)
 
 
 def test_an_unchanged_member_set_publishes_nothing() -> None:
-    current = Membership(generation=2, world_size=2, members=["w0", "w1"])
+    current = membership(2, "w0", "w1")
     assert next_membership(current, [worker(0), worker(1)], 2, 1, EP) is None
 
 
 def test_below_min_replicas_the_job_waits_on_its_last_generation() -> None:
-    current = Membership(generation=2, world_size=2, members=["w0", "w1"])
+    current = membership(2, "w0", "w1")
     assert next_membership(current, [worker(0), worker(1, ready=False)], 2, 2, EP) is None
 
 
 def test_scaling_down_keeps_the_lowest_indices_and_hands_off() -> None:
-    current = Membership(generation=1, world_size=3, members=["w0", "w1", "w2"])
+    current = membership(1, "w0", "w1", "w2")
     m = next_membership(current, [worker(0), worker(1), worker(2)], 2, 1, EP)
     assert m is not None and (m.members, m.handoff_from) == (["w0", "w1"], 1)
 
 
 def test_a_member_whose_readiness_probe_fails_keeps_its_seat() -> None:
     # A probe timing out on a loaded node must not stop the group, nor start it again when it passes.
-    current = Membership(generation=3, world_size=2, members=["w0", "w1"])
+    current = membership(3, "w0", "w1")
     assert next_membership(current, [worker(0), worker(1, ready=False)], 2, 2, EP) is None
 
 
 def test_a_member_on_a_lost_node_loses_its_seat_at_once() -> None:
-    current = Membership(generation=3, world_size=3, members=["w0", "w1", "w2"])
+    current = membership(3, "w0", "w1", "w2")
     m = next_membership(current, [worker(0), worker(1), worker(2, ready=False, node_lost=True)], 3, 1, EP)
     assert m is not None and m.members == ["w0", "w1"]
 
 
 def test_readiness_admits_newcomers_only() -> None:
-    current = Membership(generation=3, world_size=1, members=["w0"])
+    current = membership(3, "w0")
     assert next_membership(current, [worker(0), worker(1, ready=False)], 2, 1, EP) is None
 
 
@@ -93,3 +91,9 @@ def test_republishing_keeps_the_members_under_a_new_generation_without_a_handoff
     current = Membership(generation=5, world_size=2, members=["w0", "w1"], handoff_from=4)
     again = republished(current)
     assert (again.generation, again.members, again.handoff_from) == (6, ["w0", "w1"], None)
+
+
+def test_an_edited_rendezvous_port_publishes_the_same_members_at_the_new_endpoint() -> None:
+    current = membership(2, "w0", "w1")
+    m = next_membership(current, [worker(0), worker(1)], 2, 1, "job-rdzv:29500")
+    assert m is not None and (m.generation, m.members, m.rdzv_endpoint) == (3, ["w0", "w1"], "job-rdzv:29500")
