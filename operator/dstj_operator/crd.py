@@ -17,6 +17,7 @@ import yaml
 from dstj_api.cel import DirectScope, Tree, tree_validations, validation
 from dstj_api.contract import GROUP, KIND, PLURAL, SHORT_NAME, VERSION
 from dstj_api.trainer_config import PRESETS
+from dstj_operator.crd_revision import CRD_REVISION, REVISION_ANNOTATION
 from dstj_operator.naming import JOB_NAME_RULES
 from dstj_operator.spec import DeepSeekTrainingJobSpec
 from dstj_operator.status import JobStatus
@@ -137,7 +138,7 @@ def build_crd() -> dict[str, Any]:
     crd: dict[str, Any] = {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "metadata": {"name": f"{PLURAL}.{GROUP}", "annotations": {REVISION_ANNOTATION: str(CRD_REVISION)}},
         "spec": {
             "group": GROUP,
             "names": {"kind": KIND, "plural": PLURAL, "singular": KIND.lower(), "shortNames": [SHORT],

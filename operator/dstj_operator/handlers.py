@@ -33,6 +33,7 @@ from dstj_operator import apierrors, conditions, metrics
 from dstj_operator.children import JOB_LABEL
 from dstj_operator.cluster import Cluster, forget, shared_api_client
 from dstj_operator.crd import GROUP, PLURAL, VERSION
+from dstj_operator.passes import PASSES
 from dstj_operator.patch import merge_patch
 from dstj_operator.reconcile import reconcile
 from dstj_operator.requeue import Requeue
@@ -66,7 +67,7 @@ def sync(namespace: str, name: str) -> None:
             metrics.COALESCED_EVENTS.inc()
             return
         _waiting.add(key)
-    with _locks[key]:
+    with PASSES.pending(), _locks[key]:  # PASSES: /healthz fails when pending passes stop finishing
         with _waiting_lock:
             _waiting.discard(key)  # from here on this pass reads the cluster: later events need another
         _sync_locked(namespace, name)

@@ -8,13 +8,13 @@ against the local cluster in tests/operator).
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
 
 from dstj_operator import cluster, handlers
 from dstj_operator.converge import Mode
+from localcluster.waiting import wait_until
 
 
 def test_events_arriving_while_a_pass_is_queued_do_not_queue_another(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -31,9 +31,7 @@ def test_events_arriving_while_a_pass_is_queued_do_not_queue_another(monkeypatch
     assert started.wait(5)  # pass 1 holds the lock and has read the cluster
     queued = threading.Thread(target=handlers.sync, args=("ns", "job"))
     queued.start()  # pass 2 waits for the lock: it will see everything that happens from now on
-    deadline = time.monotonic() + 5
-    while ("ns", "job") not in handlers._waiting and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: ("ns", "job") in handlers._waiting, timeout=5, interval=0.01, what="pass 2 to queue")
     for _ in range(20):  # a burst of progress reports: each returns at once
         handlers.sync("ns", "job")
     release.set()
