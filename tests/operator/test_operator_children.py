@@ -14,7 +14,7 @@ import pytest
 from dstj_operator.crd import PLURAL
 from localcluster.kubectl import Kubectl
 from localcluster.waiting import wait_until
-from tests.operator.conftest import job_status, tiny_job, worker_pods
+from tests.operator.conftest import job_status, tiny_job, training, worker_pods
 
 NAME = "edits"
 
@@ -24,21 +24,13 @@ def _get(kube: Kubectl, ns: str, kind: str, name: str) -> dict[str, Any] | None:
     return json.loads(out.stdout) if out.returncode == 0 else None
 
 
-def _training_in_current_generation(kube: Kubectl, ns: str) -> int | None:
-    """The step of the last report, once it comes from the published generation (else None)."""
-    status = job_status(kube, ns, NAME)
-    report, membership = status.get("progress") or {}, status.get("membership") or {}
-    same = report.get("generation") == membership.get("generation") and report.get("state") == "running"
-    return report.get("step") if same else None
-
-
 @pytest.mark.slow
 def test_children_heal_and_follow_live_edits_of_a_running_job(
     kube_nodes: Kubectl, ns: str, operator: subprocess.Popen[bytes], tmp_path: Path,
 ) -> None:
     kube = kube_nodes
     kube("apply", "-f", "-", stdin=json.dumps(tiny_job(ns, NAME, tmp_path, steps=100000, interval=5)))
-    wait_until(lambda: _training_in_current_generation(kube, ns) is not None, timeout=180, what="training")
+    wait_until(lambda: training(kube, ns, NAME) is not None, timeout=180, what="training")
 
     # Deleted by hand: back within the pass their watch events trigger.
     kube("delete", "configmap", f"{NAME}-config", "-n", ns)
@@ -65,7 +57,7 @@ def test_children_heal_and_follow_live_edits_of_a_running_job(
     status = wait_until(lambda: (s := job_status(kube, ns, NAME))["membership"]["generation"] > before and s,
                         timeout=60, what="a generation at the new endpoint")
     assert status["membership"]["rdzvEndpoint"].endswith(":29500")
-    wait_until(lambda: _training_in_current_generation(kube, ns) is not None, timeout=120,
+    wait_until(lambda: training(kube, ns, NAME) is not None, timeout=120,
                what="training at the new endpoint")
 
     # And the next generation after a lost worker forms at the new port too.
@@ -73,5 +65,5 @@ def test_children_heal_and_follow_live_edits_of_a_running_job(
     victim = worker_pods(kube, ns, NAME)[0]["metadata"]["name"]
     kube("delete", "pod", victim, "-n", ns, "--wait=false")
     wait_until(lambda: job_status(kube, ns, NAME)["membership"]["generation"] > before
-               and _training_in_current_generation(kube, ns) is not None, timeout=180,
+               and training(kube, ns, NAME) is not None, timeout=180,
                what="the generation after the lost worker to train")

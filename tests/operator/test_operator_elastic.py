@@ -19,7 +19,7 @@ from dstj_api.contract import INDEX_LABEL, JOB_LABEL, ROLE_LABEL
 from dstj_operator.crd import PLURAL
 from localcluster.kubectl import Kubectl
 from localcluster.waiting import wait_until
-from tests.operator.conftest import job_status, tiny_job, worker_pods
+from tests.operator.conftest import job_status, tiny_job, training, worker_pods
 
 NAME = "elastic"
 
@@ -31,10 +31,7 @@ def _progress(kube: Kubectl, ns: str) -> dict[str, Any]:
 def _trains_at(kube: Kubectl, ns: str, world: int, after_step: int, timeout: float = 120) -> dict[str, Any]:
     """Wait until the published generation reports steps beyond `after_step` at world size `world`."""
     def ok() -> dict[str, Any] | None:
-        status = job_status(kube, ns, NAME)
-        p, gen = status.get("progress") or {}, (status.get("membership") or {}).get("generation")
-        return p if (p.get("worldSize") == world and p.get("step", 0) > after_step and p.get("state") == "running"
-                     and p.get("generation") == gen) else None
+        return training(kube, ns, NAME, world=world, after=after_step)
     return wait_until(ok, timeout=timeout, interval=0.5, what=f"training at W={world} past step {after_step}")
 
 

@@ -14,7 +14,7 @@ from dstj_api.contract import INDEX_LABEL
 from dstj_operator.crd import PLURAL
 from localcluster.kubectl import Kubectl
 from localcluster.waiting import wait_until
-from tests.operator.conftest import StartOperator, free_port, job_status, tiny_job, worker_pods
+from tests.operator.conftest import StartOperator, free_port, job_status, tiny_job, training, worker_pods
 
 NAME = "ha"
 
@@ -25,10 +25,7 @@ def _holder(kube: Kubectl, ns: str) -> str:
 
 
 def _world(kube: Kubectl, ns: str, world: int) -> bool:
-    status = job_status(kube, ns, NAME)
-    p = status.get("progress") or {}
-    return (p.get("worldSize") == world and p.get("state") == "running"
-            and p.get("generation") == (status.get("membership") or {}).get("generation"))
+    return training(kube, ns, NAME, world=world) is not None
 
 
 def _metrics(port: int) -> str:

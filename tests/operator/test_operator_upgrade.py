@@ -24,7 +24,7 @@ from localcluster.kubectl import Kubectl
 from localcluster.waiting import wait_until
 from scripts.timeline import JobWatcher
 from tests.conftest import install_crd
-from tests.operator.conftest import StartOperator, job_status, tiny_job, worker_pods
+from tests.operator.conftest import StartOperator, job_status, tiny_job, training, worker_pods
 
 NAME = "upgrade"
 NEWER_FIELD = "fromANewerOperator"
@@ -48,12 +48,9 @@ def test_an_operator_refuses_to_start_against_an_older_crd(
 
 
 def _training(kube: Kubectl, ns: str, generation: int | None = None, after: int = 0) -> dict[str, Any] | None:
-    """The progress while the published generation (or `generation`) trains past step `after`, else None."""
-    status = job_status(kube, ns, NAME)
-    p, published = status.get("progress") or {}, (status.get("membership") or {}).get("generation")
-    ok = (p.get("state") == "running" and p.get("step", 0) > after and p.get("generation") == published
-          and (generation is None or published == generation))
-    return p if ok else None
+    """The progress while the published generation (`generation`, where given) trains past step `after`."""
+    report = training(kube, ns, NAME, after=after)
+    return report if report is not None and generation in (None, report.get("generation")) else None
 
 
 def _worker_names(kube: Kubectl, ns: str) -> list[str]:
