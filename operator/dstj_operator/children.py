@@ -99,6 +99,13 @@ def rendezvous_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, suffix: s
                         "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}}}]}}
 
 
+def rendezvous_port(pod: dict[str, Any]) -> int | None:
+    """The port a rendezvous store pod listens on (None when it names none)."""
+    ports = (pod.get("spec") or {}).get("containers", [{}])[0].get("ports") or [{}]
+    port = ports[0].get("containerPort")
+    return int(port) if port is not None else None
+
+
 def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, suffix: str) -> dict[str, Any]:
     """Worker `index`: the supervisor that trains every membership generation it is a member of, in place."""
     n, job_name = names(job), job["metadata"]["name"]

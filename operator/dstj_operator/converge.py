@@ -55,11 +55,6 @@ def hash_of(live: dict[str, Any]) -> str | None:
     return ((live.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION)
 
 
-def differs(desired: dict[str, Any], live: dict[str, Any]) -> bool:
-    """Whether a live child was built from other inputs than the desired one."""
-    return hash_of(live) != hash_of(stamped(desired) if hash_of(desired) is None else desired)
-
-
 _METADATA_OWNED = ("labels", "annotations")
 _KEPT_SPEC = {"Service": ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy")}
 """Fields the API server fills in or keeps immutable: a replacement carries them over from the live object."""

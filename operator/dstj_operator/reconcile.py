@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from dstj_api import format_validation_error
 from dstj_operator import children, conditions, metrics, naming
 from dstj_operator.cluster import Cluster
-from dstj_operator.converge import Mode, differs, stamped
+from dstj_operator.converge import Mode, stamped
 from dstj_operator.decide import EndKind, classify_end, observe
 from dstj_operator.policies import crash_budget, deadline, join_timeout, scale, stall, start_gang, success, suspend, ttl
 from dstj_operator.policies.clock import stamp
@@ -100,8 +100,10 @@ def _end(cluster: Cluster, job: dict[str, Any], out: Outcome, spec: DeepSeekTrai
 
 
 def _ensure_children(cluster: Cluster, job: dict[str, Any], spec: DeepSeekTrainingJobSpec, out: Outcome) -> None:
-    """Every child as the spec now asks: applied when it differs, re-created when missing; a rendezvous pod
-    built from other inputs (a port, an image) is replaced."""
+    """Every child as the spec now asks: applied when it differs, re-created when missing. The rendezvous
+    pod is replaced only when it listens on another port than rendezvous.port: replacing it costs the running
+    group its store, which another input (an image, a toleration) is not worth; the next store pod created
+    (after a loss) has them."""
     applied = [children.trainer_config_map(job, spec), children.rendezvous_service(job, spec),
                children.workers_service(job), *children.worker_rbac(job), children.disruption_budget(job, spec),
                children.rendezvous_network_policy(job, spec)]
@@ -114,7 +116,8 @@ def _ensure_children(cluster: Cluster, job: dict[str, Any], spec: DeepSeekTraini
     desired = children.rendezvous_pod(job, spec, _suffix())
     pods = cluster.pods(ns, _selector(job, "rendezvous"))
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")
-            and (p.get("status") or {}).get("phase") not in ("Failed", "Succeeded") and not differs(desired, p)]
+            and (p.get("status") or {}).get("phase") not in ("Failed", "Succeeded")
+            and children.rendezvous_port(p) == spec.rendezvous.port]
     for p in pods:
         if p not in live and not p["metadata"].get("deletionTimestamp"):
             cluster.delete_pod(ns, p["metadata"]["name"], 0)

@@ -105,3 +105,13 @@ def test_a_workers_termination_message_or_its_logs_tail_reaches_the_pod_status()
     job, spec = a_job()
     container = children.worker_pod(job, spec, 0, "a")["spec"]["containers"][0]
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_the_rendezvous_port_is_read_back_from_a_store_pod() -> None:
+    from dstj_operator.children import rendezvous_pod, rendezvous_port
+    from dstj_operator.spec import DeepSeekTrainingJobSpec
+
+    job = {"metadata": {"name": "j", "namespace": "ns", "uid": "u"}}
+    spec = DeepSeekTrainingJobSpec.model_validate({"rendezvous": {"port": 29500}})
+    assert rendezvous_port(rendezvous_pod(job, spec, "abc123")) == 29500
+    assert rendezvous_port({"spec": {"containers": [{}]}}) is None
