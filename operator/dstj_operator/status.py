@@ -9,7 +9,6 @@ compare unequal forever, and every pass would write.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -117,12 +116,3 @@ class JobStatus(_StatusModel):
         """Whether the condition of that type is set and True."""
         c = self.condition(type_)
         return c is not None and c.status == "True"
-
-    def generation_started(self) -> datetime | None:
-        """When the current generation was first seen (None before one is published)."""
-        return parse_time(self.bookkeeping.generation_time)
-
-
-def parse_time(stamp: str | None) -> datetime | None:
-    """An RFC 3339 time as written by `conditions.now` (None when unset)."""
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
