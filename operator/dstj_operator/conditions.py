@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from dstj_operator.status import Condition
+from dstj_operator.status import Condition, stamp
 
 # Condition types.
 SYNCED = "Synced"
@@ -77,7 +77,7 @@ REASONS: dict[str, tuple[str, ...]] = {
 
 def now() -> str:
     """RFC 3339 time, as Kubernetes writes it."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return stamp(datetime.now(UTC))
 
 
 def set_condition(conditions: list[Condition], type_: str, status: bool, reason: str, message: str,

@@ -2,8 +2,9 @@
 
 This module orchestrates; the decisions are the policies' (`dstj_operator.policies`), the objects the
 builders' (`children`), the pod facts `decide`'s. Stateless and idempotent: every fact comes from the
-cluster, children are created only when absent, and pod names carry a random suffix, so a second pass
-(or a restarted operator) makes no duplicates. Returns the new status and the events that describe it;
+cluster, children are applied to match the spec (`Cluster.converge`), and pod names carry a random suffix
+while missing indices are the only ones created, so a second pass (or a restarted operator) makes no
+duplicates. Returns the new status and the events that describe it;
 the handler writes the status and only then sends the events.
 """
 
@@ -22,9 +23,8 @@ from dstj_operator.cluster import Cluster
 from dstj_operator.converge import Mode, stamped
 from dstj_operator.decide import EndKind, classify_end, observe
 from dstj_operator.policies import crash_budget, deadline, join_timeout, scale, stall, start_gang, success, suspend, ttl
-from dstj_operator.policies.clock import stamp
 from dstj_operator.spec import DeepSeekTrainingJobSpec, parse_spec
-from dstj_operator.status import COUNTED_KEEP, JobStatus
+from dstj_operator.status import COUNTED_KEEP, JobStatus, stamp
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ compare unequal forever, and every pass would write.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -22,6 +23,11 @@ Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
 PHASES: tuple[str, ...] = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
 COUNTED_KEEP = 200
 """How many ended pod names the bookkeeping remembers, so each end is counted once."""
+
+
+def stamp(when: datetime) -> str:
+    """A time as status fields and conditions hold it: RFC 3339, whole seconds, UTC (as Kubernetes writes)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class _StatusModel(BaseModel):

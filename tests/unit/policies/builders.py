@@ -7,9 +7,8 @@ from typing import Any
 
 from dstj_api import Membership, ProgressReport
 from dstj_operator.decide import Worker
-from dstj_operator.policies.clock import stamp
 from dstj_operator.spec import DeepSeekTrainingJobSpec
-from dstj_operator.status import Bookkeeping, JobStatus
+from dstj_operator.status import Bookkeeping, JobStatus, stamp
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 
