@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dstj_api import format_validation_error
+from dstj_api import Membership, format_validation_error
 from dstj_operator import children, conditions, metrics, naming
 from dstj_operator.cluster import Cluster
 from dstj_operator.converge import Mode, stamped
@@ -249,10 +249,9 @@ def _publish(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, workers: list[A
         new = scale.next_membership(current, live, spec.replicas, spec.min_replicas, endpoint) \
             if gang.may_start else None
     if new is not None:
-        status.membership = new
-        metrics.GENERATION_BUMPS.inc()
         handoff = f" (handoff from {new.handoff_from})" if new.handoff_from is not None else ""
-        out.event("GenerationBumped", f"generation {new.generation}: {new.world_size} workers {new.members}{handoff}")
+        _bump(out, new, "GenerationBumped", f"generation {new.generation}: {new.world_size} workers {new.members}"
+              f"{handoff}")
     if status.desired_replicas not in (None, spec.replicas):
         out.event("Scaled", f"replicas {status.desired_replicas} -> {spec.replicas}")
     status.desired_replicas = spec.replicas
@@ -293,6 +292,13 @@ def _publish(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, workers: list[A
     return running
 
 
+def _bump(out: Outcome, new: Membership, reason: str, message: str, type_: str = "Normal") -> None:
+    """Publish `new` as the job's generation: status, metric and the event that says why."""
+    out.status.membership = new
+    metrics.GENERATION_BUMPS.inc()
+    out.event(reason, message, type_)
+
+
 def _check_stall(spec: DeepSeekTrainingJobSpec, out: Outcome, running: bool, now: datetime) -> None:
     status = out.status
     verdict = stall.evaluate(spec, status, running, now)
@@ -304,9 +310,8 @@ def _check_stall(spec: DeepSeekTrainingJobSpec, out: Outcome, running: bool, now
     if verdict.newly:
         out.event("Stalled", f"no progress for {int(verdict.quiet_seconds)}s", "Warning")
     if verdict.restart and status.membership is not None:
-        status.membership = scale.republished(status.membership)
-        metrics.GENERATION_BUMPS.inc()
-        out.event("GenerationBumped", f"generation {status.membership.generation}: restarted after a stall")
+        again = scale.republished(status.membership)
+        _bump(out, again, "GenerationBumped", f"generation {again.generation}: restarted after a stall")
     out.later(verdict.recheck_in)
 
 
@@ -314,10 +319,8 @@ def _check_join(spec: DeepSeekTrainingJobSpec, out: Outcome, running: bool, now:
     status = out.status
     verdict = join_timeout.evaluate(spec, status, running, now)
     if verdict.republish and status.membership is not None:
-        old = status.membership.generation
-        status.membership = scale.republished(status.membership)
-        metrics.GENERATION_BUMPS.inc()
-        out.event("JoinTimeout", f"generation {old} sent no progress in rendezvous.joinTimeoutSeconds "
-                  f"({spec.rendezvous.join_timeout_seconds}s); generation {status.membership.generation}: same "
-                  "members, fresh rendezvous", "Warning")
+        again = scale.republished(status.membership)
+        _bump(out, again, "JoinTimeout", f"generation {status.membership.generation} sent no progress in "
+              f"rendezvous.joinTimeoutSeconds ({spec.rendezvous.join_timeout_seconds}s); generation "
+              f"{again.generation}: same members, fresh rendezvous", "Warning")
     out.later(verdict.recheck_in)
