@@ -127,6 +127,11 @@ class OptimConfig(WireModel):
     beta2: float = Field(0.95, ge=0, lt=1, description="AdamW beta2.")
     eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
     grad_clip: float | None = Field(1.0, gt=0, description="Clip the global gradient norm to this (null = off).")
+    shard_state: bool = Field(
+        False, description="ZeRO-1: each rank keeps AdamW state only for its share of the parameters (dense ones "
+        "split over all ranks, each expert's over its data-parallel replicas) and the updated parameters are "
+        "all-gathered after the step. Same update as unsharded; at one rank (or DP=1 for experts) nothing to split.",
+    )
 
 
 class DataConfig(WireModel):

@@ -139,4 +139,7 @@ def assemble(cfg: TrainerConfig, trainer: Trainer, number: int, source: Membersh
 def start(g: Generation) -> Marker | None:
     """Say what the generation trains on, and load the committed checkpoint into its layout (collective)."""
     print_data_line(g.trainer)
+    # Settings that act only between ranks are said, not refused, at one rank: the run may grow.
+    if g.trainer.cfg.optim.shard_state and not g.trainer.ctx.is_distributed:
+        print0(g.trainer, "optim.shardState: one rank holds all optimizer state (nothing to shard until the run grows)")
     return resume(g)

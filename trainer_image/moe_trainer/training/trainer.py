@@ -29,6 +29,7 @@ from moe_trainer.model.expert_parallel import ExpertShard
 from moe_trainer.model.transformer import Transformer
 from moe_trainer.parallel.context import DistContext
 from moe_trainer.parallel.groups import clip_global_norm, sync_gradients
+from moe_trainer.parallel.zero import StatePlan
 from moe_trainer.training.optim import build_optimizer, lr_at, set_lr
 
 Datasets = tuple[TokenDataset, TokenDataset, DataInfo]
@@ -97,7 +98,7 @@ class Trainer:
             if self.ctx.is_distributed:
                 moe.load.reduce = self.ctx.reduce_counts
         self.model.to(self.device)
-        self.opt = build_optimizer(self.model, cfg.optim)
+        self.plan, self.opt = self._optimizer()
         self.step = 0
         self._meta = {"step": torch.zeros((), dtype=torch.int64)}
         self.stop_flag = False
@@ -126,14 +127,19 @@ class Trainer:
             moe.load.reduce = ctx.reduce_counts if ctx.is_distributed else local_counts
             moe.load.reset()  # a failed step may have recorded counts
         self.model.zero_grad(set_to_none=True)  # ... and gradients, which the next backward would add to
-        self.opt = build_optimizer(self.model, self.cfg.optim)
+        self.plan, self.opt = self._optimizer()
         self.stop_flag = False
+
+    def _optimizer(self) -> tuple[StatePlan, torch.optim.AdamW]:
+        """Who owns which optimizer state under this generation's groups, and AdamW over this rank's share."""
+        plan = StatePlan(self.model, self.ctx, self.cfg.model.moe.n_routed, self.cfg.optim.shard_state)
+        return plan, build_optimizer(plan, self.cfg.optim)
 
     def checkpoint_state(self) -> dict[str, Any]:
         """This rank's checkpoint entries (views of the live tensors, so a load restores in place)."""
         self._meta["step"].fill_(self.step)
         experts = self.ctx.layout.experts_of(self.ctx.rank, self.cfg.model.moe.n_routed)
-        return flat_state(self.model, self.opt, experts, self._meta)
+        return flat_state(self.model, self.opt, self.plan, experts, self._meta)
 
     def restored(self) -> None:
         """Adopt the step of a checkpoint just loaded into `checkpoint_state()`'s tensors."""
@@ -182,8 +188,11 @@ class Trainer:
         set_lr(self.opt, lr)
         norm = clip_global_norm(self.model, self.cfg.optim.grad_clip, self.ctx.groups)
         self.before_update()
+        self.plan.attach_grads()
         self.opt.step()
+        self.plan.gather_updated()
         self.opt.zero_grad(set_to_none=True)
+        self.model.zero_grad(set_to_none=True)
         routing = self.model.finish_step()
         ce_total, stops = self.ctx.all_sum([ce_local, float(self.stop_flag or self.should_stop())])
         self.step += 1
