@@ -132,6 +132,11 @@ class OptimConfig(WireModel):
         "split over all ranks, each expert's over its data-parallel replicas) and the updated parameters are "
         "all-gathered after the step. Same update as unsharded; at one rank (or DP=1 for experts) nothing to split.",
     )
+    grad_compression: Literal["none", "bf16", "int8"] = Field(
+        "none", description="How gradients are summed over their replicas: none (fp32 all-reduce), bf16, or int8 "
+        "with a scale per 256 values; compressed sums keep what rounding lost (error feedback) for the next step. "
+        "A no-op at one rank (nothing is summed; said at start); int8 sends ~0.25x the bytes of fp32.",
+    )
 
 
 class DataConfig(WireModel):

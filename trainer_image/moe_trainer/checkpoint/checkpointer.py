@@ -48,6 +48,9 @@ warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavai
                         category=UserWarning)
 
 MARKER = "latest.json"
+OPTIONAL_PREFIXES = ("comm.",)
+"""Entries a checkpoint may lack (state that starts at zero without them, e.g. the residuals of compressed
+gradient reduction when the run that saved it did not compress): a load drops them from the state dict."""
 RESUME_FIELD = "checkpoint.resumeFrom, or the job's spec.checkpoint.resumeFrom"
 """Where users name a checkpoint to start from (named in errors about it)."""
 
@@ -167,6 +170,18 @@ def flat_state(model: torch.nn.Module, opt: torch.optim.Optimizer, plan: StatePl
             out[f"optim.{piece.name}.{key}{suffix}"] = state[key]
     out.update({f"meta.{k}": v for k, v in extra.items()})
     return out
+
+
+def _present(state: dict[str, Any], reader: dcp.StorageReader) -> dict[str, Any]:
+    """`state` without the optional entries the checkpoint lacks (removed from `state` itself, so the caller
+    sees what was loaded)."""
+    optional = [k for k in state if k.startswith(OPTIONAL_PREFIXES)]
+    if optional:
+        saved = reader.read_metadata().state_dict_metadata
+        for k in optional:
+            if k not in saved:
+                del state[k]
+    return state
 
 
 class _AlreadyStaged:
@@ -308,8 +323,8 @@ class Checkpointer:
         marker = read_marker(self.storage)
         if marker is None:
             return self._load_resume_from(state) if self.resume_from else None
-        dcp.load(state, storage_reader=self.storage.reader(marker.path), process_group=self.pg,
-                 no_dist=self._no_dist)
+        reader = self.storage.reader(marker.path)
+        dcp.load(_present(state, reader), storage_reader=reader, process_group=self.pg, no_dist=self._no_dist)
         return marker
 
     def _load_resume_from(self, state: dict[str, Any]) -> Marker:
@@ -319,6 +334,7 @@ class Checkpointer:
         """
         assert self.resume_from is not None
         source, name = resume_source(self.resume_from)
-        dcp.load(state, storage_reader=source.reader(name), process_group=self.pg, no_dist=self._no_dist)
+        reader = source.reader(name)
+        dcp.load(_present(state, reader), storage_reader=reader, process_group=self.pg, no_dist=self._no_dist)
         step = int(state["meta.step"]) if "meta.step" in state else 0
         return Marker(step, -1, self.resume_from, time.time())

@@ -140,6 +140,12 @@ def start(g: Generation) -> Marker | None:
     """Say what the generation trains on, and load the committed checkpoint into its layout (collective)."""
     print_data_line(g.trainer)
     # Settings that act only between ranks are said, not refused, at one rank: the run may grow.
-    if g.trainer.cfg.optim.shard_state and not g.trainer.ctx.is_distributed:
-        print0(g.trainer, "optim.shardState: one rank holds all optimizer state (nothing to shard until the run grows)")
+    optim = g.trainer.cfg.optim
+    if not g.trainer.ctx.is_distributed:
+        if optim.shard_state:
+            print0(g.trainer, "optim.shardState: one rank holds all optimizer state (nothing to shard until the run "
+                   "grows)")
+        if optim.grad_compression != "none":
+            print0(g.trainer, f"optim.gradCompression={optim.grad_compression}: a no-op at one rank (no gradient "
+                   "is sent; compression starts when the run grows)")
     return resume(g)
