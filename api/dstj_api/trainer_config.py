@@ -245,6 +245,13 @@ class TrainerConfig(WireModel):
                      (f("model.moe.nRouted") % f("parallel.expertParallel")).eq(0)),
              "parallel.expertParallel ({parallel.expertParallel}) must divide model.moe.nRouted "
              "({model.moe.nRouted}); pick a divisor or auto"),
+        Rule("parallel.expertParallel",
+             implies(all_of(IsInt(f("parallel.expertParallel")), f("parallel.expertParallel") >= 1,
+                            f("model.moe.nGroups") > 1),
+                     (f("model.moe.nGroups") % f("parallel.expertParallel")).eq(0)),
+             "parallel.expertParallel ({parallel.expertParallel}) must divide model.moe.nGroups "
+             "({model.moe.nGroups}): each rank holds whole expert groups, so topkGroups bounds the ranks a token "
+             "reaches; pick a divisor or auto"),
         Rule("data.path", implies(f("data.source").eq("path"), Filled(f("data.path"))),
              "data.source=path needs data.path (a file or directory of .txt/.jsonl)"),
     )
