@@ -60,17 +60,24 @@ def run(world: int = 2) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.txt"
         corpus.write_text("\n\n".join(topics[k] for k in sorted(topics)))
-        os.environ["DSTJ_CACHE"] = str(Path(tmp) / "cache")
-        build_datasets(_config(corpus, "none"))  # once, before the workers read it from the cache
-        ctx = mp.get_context("spawn")
-        out = ctx.Queue()
-        procs = [ctx.Process(target=_worker, args=(r, world, str(Path(tmp) / "store"), corpus, out))
-                 for r in range(world)]
-        for p in procs:
-            p.start()
-        results = {mode: (curve, sent, clipped) for mode, curve, sent, clipped in (out.get() for _ in MODES)}
-        for p in procs:
-            p.join()
+        saved = os.environ.get("DSTJ_CACHE")
+        os.environ["DSTJ_CACHE"] = str(Path(tmp) / "cache")  # the spawned workers inherit it
+        try:
+            build_datasets(_config(corpus, "none"))  # once, before the workers read it from the cache
+            ctx = mp.get_context("spawn")
+            out = ctx.Queue()
+            procs = [ctx.Process(target=_worker, args=(r, world, str(Path(tmp) / "store"), corpus, out))
+                     for r in range(world)]
+            for p in procs:
+                p.start()
+            results = {mode: (curve, sent, clipped) for mode, curve, sent, clipped in (out.get() for _ in MODES)}
+            for p in procs:
+                p.join()
+        finally:
+            if saved is None:
+                os.environ.pop("DSTJ_CACHE", None)
+            else:
+                os.environ["DSTJ_CACHE"] = saved
     base_curve, base_sent, _ = results["none"]
     print(f"\n## Compressed gradient reduction (tiny preset, EP=1, W={world}, {STEPS} steps, clip {CLIP})")
     print("| reduction | bytes sent per rank per step | vs fp32 | steps clipped | loss at 50 / 150 / 300 | "
