@@ -128,6 +128,16 @@ class OptimConfig(WireModel):
     beta2: float = Field(0.95, ge=0, lt=1, description="AdamW beta2.")
     eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
     grad_clip: float | None = Field(1.0, gt=0, description="Clip the global gradient norm to this (null = off).")
+    shard_state: bool = Field(
+        False, description="ZeRO-1: each rank keeps AdamW state only for its share of the parameters (dense ones "
+        "split over all ranks, each expert's over its data-parallel replicas) and the updated parameters are "
+        "all-gathered after the step. Same update as unsharded; at one rank (or DP=1 for experts) nothing to split.",
+    )
+    grad_compression: Literal["none", "bf16", "int8"] = Field(
+        "none", description="How gradients are summed over their replicas: none (fp32 all-reduce), bf16, or int8 "
+        "with a scale per 256 values; compressed sums keep what rounding lost (error feedback) for the next step. "
+        "A no-op at one rank (nothing is summed; said at start); int8 sends ~0.25x the bytes of fp32.",
+    )
 
 
 class DataConfig(WireModel):
@@ -236,6 +246,13 @@ class TrainerConfig(WireModel):
                      (f("model.moe.nRouted") % f("parallel.expertParallel")).eq(0)),
              "parallel.expertParallel ({parallel.expertParallel}) must divide model.moe.nRouted "
              "({model.moe.nRouted}); pick a divisor or auto"),
+        Rule("parallel.expertParallel",
+             implies(all_of(IsInt(f("parallel.expertParallel")), f("parallel.expertParallel") >= 1,
+                            f("model.moe.nGroups") > 1),
+                     (f("model.moe.nGroups") % f("parallel.expertParallel")).eq(0)),
+             "parallel.expertParallel ({parallel.expertParallel}) must divide model.moe.nGroups "
+             "({model.moe.nGroups}): each rank holds whole expert groups, so topkGroups bounds the ranks a token "
+             "reaches; pick a divisor or auto"),
         Rule("data.path", implies(f("data.source").eq("path"), Filled(f("data.path"))),
              "data.source=path needs data.path (a file or directory of .txt/.jsonl)"),
     )

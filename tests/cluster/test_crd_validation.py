@@ -100,6 +100,9 @@ BAD_CREATES = [
         "expertParallel must be auto or an integer (got max)", id="expert-parallel-word-other-than-auto"),
     bad({"trainer": {**tiny(), "parallel": {"expertParallel": 3}}}, "spec.trainer.parallel.expertParallel",
         "parallel.expertParallel (3) must divide model.moe.nRouted (8)", id="expert-parallel-not-dividing-experts"),
+    bad({"trainer": {**tiny(moe={"nGroups": 2}), "parallel": {"expertParallel": 4}}},
+        "spec.trainer.parallel.expertParallel", "parallel.expertParallel (4) must divide model.moe.nGroups (2)",
+        id="expert-parallel-splitting-expert-groups"),
     # The job spec.
     bad({"replicas": 2, "maxReplicas": 3, "trainer": {"parallel": {"expertParallel": 4}}},
         "spec.trainer.parallel.expertParallel", "(4) divides no world size of minReplicas (1) to maxReplicas (3)",

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,6 +24,9 @@ def main() -> None:
     config, ep, action, *paths = sys.argv[1:]
     cfg = load_trainer_config(config)
     cfg = cfg.model_copy(update={"parallel": cfg.parallel.model_copy(update={"expert_parallel": int(ep)})})
+    # Layouts with an even DP shard the optimizer state, the others do not: checkpoints cross both ways.
+    shard = (int(os.environ["WORLD_SIZE"]) // int(ep)) % 2 == 0
+    cfg = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"shard_state": shard})})
     ctx = init_distributed(cfg, torch.device("cpu"))
     pg = dist.new_group(backend="gloo") if ctx.is_distributed else None
     results = {}

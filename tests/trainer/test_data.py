@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from dstj_api import TrainerConfig
 from moe_trainer.data.clean import clean_documents
-from moe_trainer.data.dataset import TokenDataset
+from moe_trainer.data.dataset import TokenDataset, build_datasets
 
 
 def dataset(n_samples: int, seed: int = 0, curriculum: bool = False) -> TokenDataset:
@@ -66,3 +69,22 @@ def test_quality_filters_drop_short_and_symbol_heavy_documents() -> None:
     kept, report = clean_documents(docs, min_chars=50, max_symbol_ratio=0.3, dedup=False, threshold=0.8)
     assert kept == REAL_DOCS
     assert (report.too_short, report.too_symbolic) == (1, 1)
+
+
+def test_a_worker_maps_the_data_another_built_beside_the_checkpoints_without_building_it(
+    tiny_config: TrainerConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moe_trainer.data import dataset as data_module
+
+    shared = tmp_path / "ckpt" / "data"
+    first, _, _ = build_datasets(tiny_config, shared)  # the first worker: from its own cache, or built
+    monkeypatch.setenv("DSTJ_CACHE", str(tmp_path / "a-newcomers-empty-cache"))
+
+    def never(*_: object) -> None:
+        raise AssertionError("a newcomer cleaned and tokenized the corpus again")
+
+    monkeypatch.setattr(data_module, "_build", never)
+    newcomer, _, _ = build_datasets(tiny_config, shared)
+    assert isinstance(newcomer.tokens, np.memmap)
+    assert newcomer.sample_ids(3, 8) == first.sample_ids(3, 8)
+    assert np.array_equal(newcomer.batch([0, 5]).numpy(), first.batch([0, 5]).numpy())

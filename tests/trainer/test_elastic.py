@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,15 +33,6 @@ def elastic_config(tiny_config: TrainerConfig, tmp_path: Path) -> TrainerConfig:
     return TrainerConfig.model_validate(data)
 
 
-@pytest.fixture
-def cluster(elastic_config: TrainerConfig, tmp_path: Path) -> Iterator[Cluster]:
-    import os
-
-    c = Cluster(tmp_path, elastic_config, {"DSTJ_CACHE": os.environ["DSTJ_CACHE"]})
-    yield c
-    c.close()
-
-
 def reference_run(cfg: TrainerConfig) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], Trainer]:
     trainer = Trainer(cfg)
     start = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
@@ -69,25 +59,49 @@ def marker_at(cfg: TrainerConfig, generation: int, step: int) -> bool:
     return m is not None and m.generation >= generation and m.step >= step
 
 
+LAYOUTS_AUTO = ("layout W=2 EP=2 DP=1", "layout W=1 EP=1 DP=1", "layout W=3 EP=1 DP=3")
+LAYOUTS_EP1 = ("layout W=2 EP=1 DP=2", "layout W=1 EP=1 DP=1", "layout W=3 EP=1 DP=3")
+
+
+def sharded_ep1(cfg: TrainerConfig) -> TrainerConfig:
+    """Optimizer state sharded, EP fixed at 1: the experts' DP goes 2, 1, 3 over the run (auto EP keeps DP at 1
+    while W=2, so nothing of the experts' would be resharded)."""
+    data = cfg.model_dump()
+    data["optim"]["shard_state"] = True
+    data["parallel"]["expert_parallel"] = 1
+    return TrainerConfig.model_validate(data)
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("variant", ["auto-ep", "sharded-state-ep1"])
 def test_a_run_that_shrinks_after_a_hard_kill_and_grows_ends_where_an_uninterrupted_run_does(
-    cluster: Cluster, elastic_config: TrainerConfig, tmp_path: Path
+    elastic_config: TrainerConfig, tmp_path: Path, variant: str
 ) -> None:
-    cfg = elastic_config
+    import os
+
+    cfg = sharded_ep1(elastic_config) if variant == "sharded-state-ep1" else elastic_config
+    cluster = Cluster(tmp_path, cfg, {"DSTJ_CACHE": os.environ["DSTJ_CACHE"]})
+    try:
+        _shrink_and_grow(cluster, cfg, tmp_path, LAYOUTS_EP1 if variant == "sharded-state-ep1" else LAYOUTS_AUTO)
+    finally:
+        cluster.close()
+
+
+def _shrink_and_grow(cluster: Cluster, cfg: TrainerConfig, tmp_path: Path, layouts: tuple[str, ...]) -> None:
     cluster.start("a")
     cluster.start("b")
-    cluster.publish(["a", "b"])  # generation 0: W=2, EP=2
+    cluster.publish(["a", "b"])  # generation 0: W=2
     wait_for(lambda: marker_at(cfg, 0, 4), 90, "generation 0 to commit step 4")
     cluster.hard_kill("b")
     cluster.publish(["a"])  # generation 1: W=1, resumes from the last commit
     wait_for(lambda: marker_at(cfg, 1, 12), 90, "generation 1 to commit step 12")
     cluster.start("b")
     cluster.start("c")
-    cluster.publish(["a", "b", "c"], handoff=True)  # generation 2: W=3, EP=1, a planned resize
+    cluster.publish(["a", "b", "c"], handoff=True)  # generation 2: W=3, a planned resize
     codes = cluster.wait_all(180)
     assert codes == {"a": 0, "b": 0, "c": 0}, {n: cluster.log(n)[-2000:] for n in codes}
     logs = "".join(cluster.log(n) for n in codes)  # rank 0 of a generation may be any member
-    for layout in ("layout W=2 EP=2 DP=1", "layout W=1 EP=1 DP=1", "layout W=3 EP=1 DP=3"):
+    for layout in layouts:
         assert layout in logs
 
     start, reference, ref_trainer = reference_run(cfg)

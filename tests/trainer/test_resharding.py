@@ -1,4 +1,4 @@
-"""A checkpoint saved at any EP x DP layout loads at any other and gives the same outputs."""
+"""A checkpoint saved at any EP x DP layout (and optimizer sharding) loads at any other and gives the same outputs."""
 
 from __future__ import annotations
 

@@ -3,7 +3,9 @@
 - Reshardable: every expert tensor (weights and optimizer moments) is stored under its *global*
   expert index (`model.blocks.1.ffn.experts.w1_EDF.5`), dense tensors under their name. A rank
   saves and loads exactly the keys it holds, so a checkpoint written at one EP x DP layout loads
-  at any other. DCP writes replicated keys once.
+  at any other. DCP writes replicated keys once. With the optimizer state sharded (ZeRO-1,
+  `parallel/zero.py`) only a piece's owner holds its optimizer keys; the names are the same at
+  every sharding, so a checkpoint saved sharded loads unsharded and the other way round.
 - Atomic: each save goes to its own directory; `latest.json` is replaced (write + rename) only
   after DCP has finished every rank's files and the metadata. A torn save is never pointed at.
 - Stored in a shared directory or at an fsspec URL (`storage.py`).
@@ -37,6 +39,7 @@ import torch.distributed.checkpoint as dcp
 from moe_trainer.checkpoint.storage import CheckpointStorage
 from moe_trainer.misconfig import RunConfigError
 from moe_trainer.parallel.groups import is_expert_param
+from moe_trainer.parallel.zero import StatePlan
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,9 @@ warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavai
                         category=UserWarning)
 
 MARKER = "latest.json"
+OPTIONAL_PREFIXES = ("comm.",)
+"""Entries a checkpoint may lack (state that starts at zero without them, e.g. the residuals of compressed
+gradient reduction when the run that saved it did not compress): a load drops them from the state dict."""
 RESUME_FIELD = "checkpoint.resumeFrom, or the job's spec.checkpoint.resumeFrom"
 """Where users name a checkpoint to start from (named in errors about it)."""
 
@@ -145,24 +151,37 @@ def _ensure_optimizer_state(opt: torch.optim.Optimizer) -> None:
                 state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
-def flat_state(model: torch.nn.Module, opt: torch.optim.Optimizer, experts: range,
+def flat_state(model: torch.nn.Module, opt: torch.optim.Optimizer, plan: StatePlan, experts: range,
                extra: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """This rank's checkpoint entries; tensors are views of the live ones, so a load fills them in place."""
+    """This rank's checkpoint entries; tensors are views of the live ones, so a load fills them in place.
+
+    Optimizer state is written by the owner of each piece only (`parallel/zero.py`) under the piece's
+    parameter name, and the global expert index for an expert's slice, so any sharding loads it.
+    """
     _ensure_optimizer_state(opt)
-    names = {p: n for n, p in model.named_parameters()}
     out: dict[str, Any] = {}
     for name, t in model.state_dict(keep_vars=True).items():
         t = t.detach()
         out.update(_expert_keys(f"model.{name}", t, experts) if is_expert_param(name) else {f"model.{name}": t})
-    for p, state in opt.state.items():
-        name = names[p]  # type: ignore[index]
-        for key in ("exp_avg", "exp_avg_sq"):
-            t = state[key]
-            base = f"optim.{name}.{key}"
-            out.update(_expert_keys(base, t, experts) if is_expert_param(name) else {base: t})
-        out[f"optim.{name}.step"] = state["step"]
+    for piece in plan.owned:
+        state = opt.state[piece.param]  # type: ignore[index]
+        suffix = "" if piece.expert is None else f".{piece.expert}"
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            out[f"optim.{piece.name}.{key}{suffix}"] = state[key]
     out.update({f"meta.{k}": v for k, v in extra.items()})
     return out
+
+
+def _present(state: dict[str, Any], reader: dcp.StorageReader) -> dict[str, Any]:
+    """`state` without the optional entries the checkpoint lacks (removed from `state` itself, so the caller
+    sees what was loaded)."""
+    optional = [k for k in state if k.startswith(OPTIONAL_PREFIXES)]
+    if optional:
+        saved = reader.read_metadata().state_dict_metadata
+        for k in optional:
+            if k not in saved:
+                del state[k]
+    return state
 
 
 class _AlreadyStaged:
@@ -304,8 +323,8 @@ class Checkpointer:
         marker = read_marker(self.storage)
         if marker is None:
             return self._load_resume_from(state) if self.resume_from else None
-        dcp.load(state, storage_reader=self.storage.reader(marker.path), process_group=self.pg,
-                 no_dist=self._no_dist)
+        reader = self.storage.reader(marker.path)
+        dcp.load(_present(state, reader), storage_reader=reader, process_group=self.pg, no_dist=self._no_dist)
         return marker
 
     def _load_resume_from(self, state: dict[str, Any]) -> Marker:
@@ -315,6 +334,7 @@ class Checkpointer:
         """
         assert self.resume_from is not None
         source, name = resume_source(self.resume_from)
-        dcp.load(state, storage_reader=source.reader(name), process_group=self.pg, no_dist=self._no_dist)
+        reader = source.reader(name)
+        dcp.load(_present(state, reader), storage_reader=reader, process_group=self.pg, no_dist=self._no_dist)
         step = int(state["meta.step"]) if "meta.step" in state else 0
         return Marker(step, -1, self.resume_from, time.time())

@@ -7,8 +7,9 @@ seen twice in an epoch and a run resumed at step s draws exactly what an uninter
 With curriculum on, documents are laid out easiest first and epoch 0 shuffles only within blocks,
 so early steps see easier text.
 
-Built data is cached on disk keyed by everything that shapes it; concurrent builders (several
-ranks) race harmlessly: the first complete directory wins by an atomic rename.
+Built data is cached on disk keyed by everything that shapes it (beside the checkpoints when they are in
+a directory, so a run tokenizes once and newcomers only map it); concurrent builders (several ranks) race
+harmlessly: the first complete directory wins by an atomic rename. Token arrays are memory-mapped.
 """
 
 from __future__ import annotations
@@ -157,13 +158,23 @@ def _build(cfg: TrainerConfig, out: Path) -> None:
 def build_datasets(
     cfg: TrainerConfig, cache_dir: Path | None = None
 ) -> tuple[TokenDataset, TokenDataset, DataInfo]:
-    """Train and held-out datasets for `cfg` (built once, then read from the cache)."""
-    root = (cache_dir or default_cache_dir()) / _cache_key(cfg)
+    """Train and held-out datasets for `cfg` (built once, then read from the cache).
+
+    `cache_dir` may be shared by the run's workers (beside the checkpoints): the first to need the data
+    builds it there (or copies it from this machine's own cache, when that has it) and every later worker,
+    a newcomer included, maps it instead of cleaning and tokenizing the corpus again.
+    """
+    key = _cache_key(cfg)
+    root = (cache_dir or default_cache_dir()) / key
     if not (root / "info.json").exists():
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=".building-"))
+        local = default_cache_dir() / key
         try:
-            _build(cfg, tmp)
+            if local != root and (local / "info.json").exists():
+                shutil.copytree(local, tmp, dirs_exist_ok=True)
+            else:
+                _build(cfg, tmp)
             os.rename(tmp, root)
         except OSError:
             if not (root / "info.json").exists():
@@ -174,8 +185,10 @@ def build_datasets(
     if info.vocab_size > cfg.model.vocab_size:
         raise ValueError(f"tokenizer has {info.vocab_size} ids but model.vocabSize is {cfg.model.vocab_size}")
     seq, seed = cfg.train.seq_len, cfg.train.seed
-    train = TokenDataset(np.load(root / "train.npy"), seq, seed, cfg.data.curriculum)
-    held = TokenDataset(np.load(root / "eval.npy"), seq, seed + 1)
+    # Memory-mapped: a worker's memory holds the windows it reads, not the corpus, and workers on one
+    # machine share the pages.
+    train = TokenDataset(np.load(root / "train.npy", mmap_mode="r"), seq, seed, cfg.data.curriculum)
+    held = TokenDataset(np.load(root / "eval.npy", mmap_mode="r"), seq, seed + 1)
     if len(train) < cfg.train.global_batch or len(held) == 0:
         raise ValueError(
             f"data: {len(train)} training windows of train.seqLen={seq} tokens is fewer than "

@@ -73,7 +73,8 @@ def backend_for(device: torch.device) -> str:
 
 def make_context(cfg: TrainerConfig, rank: int, world: int, device: torch.device) -> DistContext:
     """Plan the layout for `world` ranks and build its groups (collective; the default group must exist)."""
-    layout = plan_layout(world, cfg.model.moe.n_routed, cfg.parallel.expert_parallel, cfg.parallel.ep_cap)
+    moe = cfg.model.moe
+    layout = plan_layout(world, moe.n_routed, cfg.parallel.expert_parallel, cfg.parallel.ep_cap, moe.n_groups)
     cpu_group = None
     if world > 1 and device.type == "cuda":
         group = dist.new_group(backend="gloo")

@@ -18,6 +18,7 @@ import torch.distributed as dist
 
 from dstj_api import TrainerConfig
 from moe_trainer.checkpoint.checkpointer import Checkpointer, Marker, check_locations, check_shared, read_marker
+from moe_trainer.checkpoint.storage import is_url
 from moe_trainer.data import build_datasets
 from moe_trainer.parallel.context import DistContext
 from moe_trainer.runtime.generation import Generation, print0
@@ -34,7 +35,14 @@ def prepare(cfg: TrainerConfig) -> Datasets:
     data (or find it in its cache). A cold build can outlast the short collective timeout that lets survivors
     notice a dead peer quickly, so it must not happen inside a group."""
     check_locations(cfg.checkpoint.dir, cfg.checkpoint.resume_from)
-    return build_datasets(cfg)
+    return build_datasets(cfg, shared_data_dir(cfg))
+
+
+def shared_data_dir(cfg: TrainerConfig) -> Path | None:
+    """Where the run's workers share the built data: `data/` beside the checkpoints when they are in a
+    directory (shared by every worker, `check_shared`); None (this machine's cache) for object stores."""
+    where = cfg.checkpoint.dir
+    return Path(where) / "data" if where and not is_url(where) else None
 
 
 def trainer_for(cfg: TrainerConfig, ctx: DistContext, device: torch.device, data: Datasets | None,
@@ -139,4 +147,13 @@ def assemble(cfg: TrainerConfig, trainer: Trainer, number: int, source: Membersh
 def start(g: Generation) -> Marker | None:
     """Say what the generation trains on, and load the committed checkpoint into its layout (collective)."""
     print_data_line(g.trainer)
+    # Settings that act only between ranks are said, not refused, at one rank: the run may grow.
+    optim = g.trainer.cfg.optim
+    if not g.trainer.ctx.is_distributed:
+        if optim.shard_state:
+            print0(g.trainer, "optim.shardState: one rank holds all optimizer state (nothing to shard until the run "
+                   "grows)")
+        if optim.grad_compression != "none":
+            print0(g.trainer, f"optim.gradCompression={optim.grad_compression}: a no-op at one rank (no gradient "
+                   "is sent; compression starts when the run grows)")
     return resume(g)

@@ -1,19 +1,22 @@
-"""AdamW over the model's parameters, and the warmup + cosine learning-rate schedule."""
+"""AdamW over the optimizer pieces this rank owns, and the warmup + cosine learning-rate schedule."""
 
 from __future__ import annotations
 
 import math
 
 import torch
-from torch import nn
 
 from dstj_api import OptimConfig
+from moe_trainer.parallel.zero import StatePlan
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (norm gains and the router bias buffer are exempt)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+def build_optimizer(plan: StatePlan, cfg: OptimConfig) -> torch.optim.AdamW:
+    """AdamW over the pieces this rank owns (`parallel/zero.py`), with weight decay on matrices only (norm
+    gains are exempt; the router bias is a buffer, never stepped). AdamW is elementwise, so stepping a piece
+    is stepping its part of the parameter: the update does not depend on how the state is sharded."""
+    owned = [(p.param, p.source.ndim >= 2) for p in plan.owned if p.param is not None]
+    decay = [param for param, matrix in owned if matrix]
+    no_decay = [param for param, matrix in owned if not matrix]
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, foreach=False,

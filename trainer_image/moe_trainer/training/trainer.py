@@ -27,8 +27,10 @@ from moe_trainer.data.dataset import DataInfo
 from moe_trainer.model.balance import RoutingStats, local_counts
 from moe_trainer.model.expert_parallel import ExpertShard
 from moe_trainer.model.transformer import Transformer
+from moe_trainer.parallel.compress import RESIDUAL_PREFIX, GradReducer
 from moe_trainer.parallel.context import DistContext
-from moe_trainer.parallel.groups import clip_global_norm, sync_gradients
+from moe_trainer.parallel.groups import clip_global_norm
+from moe_trainer.parallel.zero import StatePlan
 from moe_trainer.training.optim import build_optimizer, lr_at, set_lr
 
 Datasets = tuple[TokenDataset, TokenDataset, DataInfo]
@@ -46,6 +48,8 @@ class StepResult:
     grad_norm: float
     sample_ids: list[int]
     """The samples this rank trained on in this step (for the data log)."""
+    grad_bytes: int = 0
+    """Bytes this rank sent to reduce the gradients (see `parallel/compress.py` for how they are counted)."""
     stop_requested: bool = False
     """Some rank asked to stop (SIGTERM or a new generation); all ranks agree at this boundary."""
     routing: list[RoutingStats] = field(default_factory=list)
@@ -97,7 +101,8 @@ class Trainer:
             if self.ctx.is_distributed:
                 moe.load.reduce = self.ctx.reduce_counts
         self.model.to(self.device)
-        self.opt = build_optimizer(self.model, cfg.optim)
+        self.plan, self.opt, self.reducer = self._per_generation()
+        self._state: dict[str, Any] = {}
         self.step = 0
         self._meta = {"step": torch.zeros((), dtype=torch.int64)}
         self.stop_flag = False
@@ -126,18 +131,29 @@ class Trainer:
             moe.load.reduce = ctx.reduce_counts if ctx.is_distributed else local_counts
             moe.load.reset()  # a failed step may have recorded counts
         self.model.zero_grad(set_to_none=True)  # ... and gradients, which the next backward would add to
-        self.opt = build_optimizer(self.model, self.cfg.optim)
+        self.plan, self.opt, self.reducer = self._per_generation()
         self.stop_flag = False
 
+    def _per_generation(self) -> tuple[StatePlan, torch.optim.AdamW, GradReducer]:
+        """Under this generation's groups: who owns which optimizer state, AdamW over this rank's share, and
+        the gradient reduction (its error-feedback residual starts at zero until a checkpoint is loaded)."""
+        n_experts, optim = self.cfg.model.moe.n_routed, self.cfg.optim
+        plan = StatePlan(self.model, self.ctx, n_experts, optim.shard_state)
+        return plan, build_optimizer(plan, optim), GradReducer(self.model, self.ctx, n_experts, optim.grad_compression)
+
     def checkpoint_state(self) -> dict[str, Any]:
-        """This rank's checkpoint entries (views of the live tensors, so a load restores in place)."""
+        """This rank's checkpoint entries (views of the live tensors, so a load restores in place; the residuals
+        of compressed reduction are summed copies, see `parallel/compress.py`). Collective when compressing."""
         self._meta["step"].fill_(self.step)
         experts = self.ctx.layout.experts_of(self.ctx.rank, self.cfg.model.moe.n_routed)
-        return flat_state(self.model, self.opt, experts, self._meta)
+        self._state = flat_state(self.model, self.opt, self.plan, experts, self._meta)
+        self._state.update(self.reducer.checkpoint_entries())
+        return self._state
 
     def restored(self) -> None:
-        """Adopt the step of a checkpoint just loaded into `checkpoint_state()`'s tensors."""
+        """Adopt the step and the residuals of a checkpoint just loaded into `checkpoint_state()`'s tensors."""
         self.step = int(self._meta["step"])
+        self.reducer.adopt_loaded({k for k in self._state if k.startswith(RESIDUAL_PREFIX)})
 
     def _autocast(self) -> Any:
         if self.cfg.train.precision == "bf16":
@@ -177,19 +193,22 @@ class Trainer:
             (ce_sum / global_tokens + aux_sum / t.global_batch).backward()
             ce_local += float(ce_sum.detach())
             used += chunk
-        sync_gradients(self.model, self.ctx.groups)
+        grad_bytes = self.reducer.sync()
         lr = lr_at(self.step, t.steps, self.cfg.optim)
         set_lr(self.opt, lr)
         norm = clip_global_norm(self.model, self.cfg.optim.grad_clip, self.ctx.groups)
         self.before_update()
+        self.plan.attach_grads()
         self.opt.step()
+        self.plan.gather_updated()
         self.opt.zero_grad(set_to_none=True)
+        self.model.zero_grad(set_to_none=True)
         routing = self.model.finish_step()
         ce_total, stops = self.ctx.all_sum([ce_local, float(self.stop_flag or self.should_stop())])
         self.step += 1
         return StepResult(
             step=self.step, loss=ce_total / global_tokens, lr=lr, grad_norm=norm, sample_ids=used,
-            stop_requested=stops > 0, routing=routing,
+            grad_bytes=grad_bytes, stop_requested=stops > 0, routing=routing,
         )
 
     @torch.no_grad()
