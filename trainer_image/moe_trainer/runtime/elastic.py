@@ -35,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from dstj_api import EXIT_STOPPED, TrainerConfig
+from dstj_api import EXIT_STOPPED, TrainerConfig, contract
 from dstj_api.contract import ENV_READY_PROBE
 from dstj_api.layout import LayoutError
 from moe_trainer.checkpoint.checkpointer import Checkpointer
@@ -84,9 +84,9 @@ def restart_process(done_generation: int) -> None:
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
-READY_DIR = Path("/tmp")
-"""Where `mark_ready` leaves `dstj-ready-<member id>` for the pod's readiness probe (see the operator's
-worker pod: `test -f /tmp/dstj-ready-$HOSTNAME`; the member id is the pod name, its hostname)."""
+READY_DIR = Path(contract.READY_DIR)
+"""Where `mark_ready` leaves `dstj-ready-<member id>` for the pod's readiness probe (an emptyDir of the operator's
+worker pod, which tests `dstj-ready-$HOSTNAME`; the member id is the pod name, its hostname)."""
 
 
 def mark_ready(member_id: str) -> None:
