@@ -16,21 +16,25 @@ from dstj_api.contract import GROUP, KIND, VERSION
 from dstj_operator import children
 from dstj_operator.spec import DeepSeekTrainingJobSpec
 from localcluster.kubectl import Kubectl
+from localcluster.provisioner import CLASS
 
 RESTRICTED = "pod-security.kubernetes.io/enforce=restricted"
 
 
 def _pods(kube: Kubectl, ns: str, **spec: Any) -> list[dict[str, Any]]:
     """The worker and store pods of a job with `spec` in `ns` (its ServiceAccount created: admission needs it)."""
-    spec = {"checkpoint": {"storageClass": "localcluster-hostpath"}, **spec}
+    spec = {"checkpoint": {"storageClass": CLASS}, **spec}
     job = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
            "metadata": {"name": "psa", "namespace": ns, "uid": "0b9a4f0e-2f5c-4d55-9c61-5f2f6a1d2c3e"}, "spec": spec}
     model = DeepSeekTrainingJobSpec.model_validate(spec)
-    kube("apply", "-f", "-", stdin=json.dumps(children.worker_rbac(job)[0]))
+    account = children.worker_rbac(job)[0]
+    del account["metadata"]["ownerReferences"]  # the job does not exist: the garbage collector would delete it
+    kube("apply", "-f", "-", stdin=json.dumps(account))
     return [children.worker_pod(job, model, 0, "a1"), children.rendezvous_pod(job, model, "b2")]
 
 
 def _dry_run(kube: Kubectl, pod: dict[str, Any]) -> tuple[int, str]:
+    """Create `pod` in a server-side dry run: (kubectl's exit code, its stderr)."""
     out = kube("create", "--dry-run=server", "-o", "name", "-f", "-", stdin=json.dumps(pod), check=False)
     return out.returncode, out.stderr
 
