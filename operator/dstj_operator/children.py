@@ -90,6 +90,14 @@ def workers_service(job: dict[str, Any]) -> dict[str, Any]:
                      "ports": [{"name": "metrics", "port": METRICS_PORT}]}}
 
 
+def _tolerations(spec: DeepSeekTrainingJobSpec) -> list[dict[str, Any]]:
+    """The user's tolerations, and leave a lost node after `unreachableSeconds`, not the default 300 s: a worker
+    or a store pod there is replaced only once it is evicted."""
+    unreachable = spec.fault_policy.unreachable_seconds
+    return [{"key": f"node.kubernetes.io/{taint}", "operator": "Exists", "effect": "NoExecute",
+             "tolerationSeconds": unreachable} for taint in ("unreachable", "not-ready")] + (spec.pod.tolerations or [])
+
+
 def rendezvous_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, suffix: str) -> dict[str, Any]:
     """The small pod that runs the c10d store, so losing a worker never loses the store."""
     meta = _meta(job, rendezvous_pod_name(job["metadata"]["name"], suffix), "rendezvous")
@@ -97,8 +105,7 @@ def rendezvous_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, suffix: s
     # Where and how the job's pods run (node selector, tolerations, security, pulls) holds for the store too.
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {
         "restartPolicy": "Always", "automountServiceAccountToken": False, **pod_fields(spec.pod),
-        **({"tolerations": spec.pod.tolerations} if spec.pod.tolerations else {}),
-        "volumes": volumes,
+        "tolerations": _tolerations(spec), "volumes": volumes,
         "containers": [{"name": "store", "image": spec.image,
                         "command": ["python", "-m", "moe_trainer.rdzv_store", "--port", str(spec.rendezvous.port)],
                         "ports": [{"containerPort": spec.rendezvous.port}], "volumeMounts": mounts,
@@ -121,7 +128,6 @@ def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, s
     meta = _meta(job, name, "worker", labels={**(o.labels or {}), INDEX_LABEL: str(index)})
     if o.annotations:
         meta["annotations"] = dict(o.annotations)
-    unreachable = spec.fault_policy.unreachable_seconds
     env = [
         {"name": ENV_MEMBER_ID, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": ENV_MEMBERSHIP, "value": f"k8s:{job['metadata']['namespace']}/{job_name}"},
@@ -173,14 +179,7 @@ def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, s
         "hostname": name, "subdomain": n["workers"],
         "terminationGracePeriodSeconds": 60,  # time to checkpoint at the next step boundary
         "containers": [container], "volumes": volumes,
-        # Replace a worker on a lost node after `unreachableSeconds`, not the default 300 s.
-        "tolerations": [
-            {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
-             "tolerationSeconds": unreachable},
-            {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
-             "tolerationSeconds": unreachable},
-            *(o.tolerations or []),
-        ],
+        "tolerations": _tolerations(spec),
     }
     pod_spec.update(pod_fields(o))
     if o.topology_spread_constraints:

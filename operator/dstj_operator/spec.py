@@ -105,7 +105,8 @@ class FaultPolicy(WireModel):
         600, ge=1, description="Running this long since the last crash resets the backoff and the crash budget."
     )
     unreachable_seconds: int = Field(
-        10, ge=1, description="How long a worker's node may be unreachable before the worker is replaced."
+        10, ge=1, description="How long a worker's (or the rendezvous store's) node may be unreachable before the "
+        "pod is replaced."
     )
     stall_seconds: int = Field(600, ge=10, description="No progress for this long sets the Stalled condition.")
     restart_on_stall: bool = Field(False, description="Start a new generation when Stalled.")

@@ -80,3 +80,10 @@ def test_a_users_own_volume_at_tmp_takes_the_place_of_the_default_one() -> None:
     assert paths.count("/tmp") == 1 and next(m for m in pod["containers"][0]["volumeMounts"]
                                              if m["mountPath"] == "/tmp")["name"] == "fast"
     assert "/dev/shm" in paths and READY_DIR in paths
+
+
+def test_the_store_leaves_a_lost_node_as_soon_as_the_workers_do() -> None:
+    job, spec = a_job(faultPolicy={"unreachableSeconds": 7})
+    tolerations = children.rendezvous_pod(job, spec, "a")["spec"]["tolerations"]
+    assert {t["key"]: t["tolerationSeconds"] for t in tolerations} == {
+        "node.kubernetes.io/unreachable": 7, "node.kubernetes.io/not-ready": 7}
