@@ -27,6 +27,10 @@ class Membership(WireModel):
         description="A planned resize: this earlier generation may still commit the checkpoint it takes when "
         "stopping, so no step is lost. Unset after a failure.",
     )
+    config_hash: str | None = Field(
+        None, description="The digest (`config_digest`) of the trainer config this generation runs: a member whose "
+        "config differs reads the current one before it joins. Unset by operators older than the field.",
+    )
     state: Literal["running", "suspended", "finished"] = Field(
         "running", description="suspended: members stop with a checkpoint; finished: nothing more to run."
     )

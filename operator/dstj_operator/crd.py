@@ -31,9 +31,6 @@ _DROP = {"title", "additionalProperties", "$defs"}
 
 SPEC_TREE = Tree(DeepSeekTrainingJobSpec, {("trainer", "model"): PRESETS})
 """The spec's models, and where presets fill fields the user did not write."""
-MODEL_IMMUTABLE = {"rule": "self == oldSelf",
-                   "message": "spec.trainer.model is immutable: checkpoints of one architecture cannot resume "
-                              "another; create a new job"}
 
 
 def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -86,7 +83,6 @@ def spec_schema() -> dict[str, Any]:
     # override the preset (a job naming `preset: base` would train the default-sized model).
     _drop_defaults(model)
     model["default"] = {"preset": "tiny"}
-    model["x-kubernetes-validations"] = [MODEL_IMMUTABLE]
     for path, rules in tree_validations(SPEC_TREE).items():
         node = schema
         for key in path:
@@ -135,7 +131,9 @@ def _drop_defaults(node: dict[str, Any]) -> None:
 def build_crd() -> dict[str, Any]:
     """The whole CustomResourceDefinition object."""
     columns = [
-        ("Phase", "string", ".status.phase"), ("Ready", "integer", ".status.readyReplicas"),
+        ("Phase", "string", ".status.phase"),
+        ("Progressing", "string", '.status.conditions[?(@.type=="Progressing")].status'),
+        ("Ready", "integer", ".status.readyReplicas"),
         ("Desired", "integer", ".spec.replicas"), ("Generation", "integer", ".status.membership.generation"),
         ("Layout", "string", ".status.layout"), ("Step", "integer", ".status.progress.step"),
         ("Loss", "number", ".status.progress.loss"), ("Checkpoint", "integer", ".status.progress.lastCheckpointStep"),

@@ -1,10 +1,13 @@
 """What an edit of each spec field does to an existing job: the one table the CRD's immutability rules and
 the API reference's edit table are generated from (a test fails when a spec field has no row).
 
-The trainer config and the checkpoint storage are immutable for now: running workers read the trainer
-config once, when they start, so an edit would reach only the workers started after it, and one
-generation would train with two configs (two learning rates, two step counts). Refusing the edit says so
-at once, where a GitOps tool shows it, instead of applying it to some workers or to none.
+Immutable are the inputs the checkpoints and the sample stream depend on: the model (a checkpoint of one
+architecture cannot resume another), the data and what orders it (seed, sequence length, global batch:
+exactly-once data across resizes relies on the global batch of step s being a pure function of them), and
+the checkpoint storage. The rest of the trainer config is live: each generation names the config it runs
+(`Membership.configHash`), so an edit publishes a new generation with the same members; the running group
+stops at the next step boundary with a checkpoint, and every member reads the new config before it joins.
+One generation never trains with two configs.
 """
 
 from __future__ import annotations
@@ -18,6 +21,10 @@ class Effect(StrEnum):
 
     LIVE = "live"
     """The operator acts on it in the pass the edit triggers."""
+    NEXT_STEP = "live, next step boundary"
+    """A new generation with the same members: the group checkpoints, reads the new config and resumes."""
+    ROLLED = "rolled"
+    """Every worker is replaced; the replacements take over at one step boundary."""
     NEW_PODS = "new pods"
     """Pods created after the edit get it; running pods keep what they started with."""
     IMMUTABLE = "immutable"
@@ -34,14 +41,28 @@ class Row:
 
 
 NEW_JOB = "create a new job with spec.checkpoint.resumeFrom pointing at this job's checkpoints to carry on from them"
-TRAINER_IMMUTABLE = (
-    "spec.trainer cannot change on an existing job: its workers read the trainer config once, when they start, "
-    f"so an edit would split one training group between two configs; {NEW_JOB}"
+MODEL_IMMUTABLE = ("spec.trainer.model is immutable: checkpoints of one architecture cannot resume another; create a "
+                   "new job")
+DATA_IMMUTABLE = (
+    "{field} cannot change on an existing job: the sample stream, and with it exactly-once data across resizes, "
+    f"depends on it; {NEW_JOB}"
 )
 CHECKPOINT_IMMUTABLE = (
-    "spec.checkpoint cannot change on an existing job: its checkpoints live in that storage and the job resumes "
+    "{field} cannot change on an existing job: its checkpoints live in that storage and the job resumes "
     f"from them; {NEW_JOB}"
 )
+NEXT_GENERATION = ("a new generation with the same members: the group stops at the next step boundary with a "
+                   "checkpoint, every member reads the new config and resumes from it (no step lost)")
+ROLLED_WORKERS = (
+    "every worker is replaced: a replacement per index starts beside the running pods (room for a second set of "
+    "workers is needed while they start); once they are Ready the running group stops at a step boundary with a "
+    "checkpoint and the replacements resume from it (no step lost), then the old pods go, so one generation never "
+    "mixes pod templates; a replacement that cannot start (a missing image, unschedulable) blocks the rollout "
+    "(Progressing, reason RolloutBlocked) while the old pods keep training. The rendezvous store keeps its pod "
+    "(replacing it would cost the group its store); the next store pod created has the edit"
+)
+PROCESS_BOUND = ("worker processes started after the edit (replacements, scale-ups) use it; a running process keeps "
+                 "what it bound at start")
 
 EDITS: tuple[Row, ...] = (
     Row("spec.replicas", Effect.LIVE, "workers are created or removed; a new generation forms at the next step "
@@ -49,12 +70,22 @@ EDITS: tuple[Row, ...] = (
     Row("spec.minReplicas", Effect.LIVE, "the PodDisruptionBudget follows; below it the job waits on its last "
         "generation"),
     Row("spec.maxReplicas", Effect.LIVE, "a bound for replicas (and for kubectl scale and HPAs)"),
-    Row("spec.image", Effect.NEW_PODS, "workers and the rendezvous store created after the edit (replacements, "
-        "scale-ups) run it; running pods keep theirs (a rolling replacement at one step boundary is not built yet)"),
-    Row("spec.devicesPerWorker", Effect.NEW_PODS, "as image"),
-    Row("spec.pod", Effect.NEW_PODS, "as image"),
-    Row("spec.trainer", Effect.IMMUTABLE, TRAINER_IMMUTABLE),
-    Row("spec.checkpoint", Effect.IMMUTABLE, CHECKPOINT_IMMUTABLE),
+    Row("spec.image", Effect.ROLLED, ROLLED_WORKERS),
+    Row("spec.devicesPerWorker", Effect.ROLLED, "as image"),
+    Row("spec.pod", Effect.ROLLED, "as image"),
+    Row("spec.trainer.model", Effect.IMMUTABLE, MODEL_IMMUTABLE),
+    Row("spec.trainer.data", Effect.IMMUTABLE, DATA_IMMUTABLE.format(field="spec.trainer.data")),
+    *(Row(f"spec.trainer.train.{name}", Effect.IMMUTABLE, DATA_IMMUTABLE.format(field=f"spec.trainer.train.{name}"))
+      for name in ("seed", "seqLen", "globalBatch")),
+    Row("spec.trainer.train", Effect.NEXT_STEP, NEXT_GENERATION),
+    Row("spec.trainer.train.device", Effect.NEW_PODS, PROCESS_BOUND),
+    Row("spec.trainer.train.metricsPort", Effect.NEW_PODS, PROCESS_BOUND),
+    Row("spec.trainer.optim", Effect.NEXT_STEP, NEXT_GENERATION),
+    Row("spec.trainer.parallel", Effect.NEXT_STEP, NEXT_GENERATION + "; the EP x DP layout is planned again"),
+    Row("spec.trainer.checkpoint", Effect.NEXT_STEP, NEXT_GENERATION),
+    *(Row(f"spec.trainer.checkpoint.{name}", Effect.IMMUTABLE,
+          CHECKPOINT_IMMUTABLE.format(field=f"spec.trainer.checkpoint.{name}")) for name in ("dir", "resumeFrom")),
+    Row("spec.checkpoint", Effect.IMMUTABLE, CHECKPOINT_IMMUTABLE.format(field="spec.checkpoint")),
     Row("spec.faultPolicy", Effect.LIVE, "the next pass judges crashes, backoff, stalls and node loss by the new "
         "values (unreachableSeconds: pods created after the edit)"),
     Row("spec.rendezvous.port", Effect.LIVE, "the Service, NetworkPolicy and store pod move to the new port; the "

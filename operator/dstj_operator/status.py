@@ -70,10 +70,11 @@ class JobStatus(_StatusModel):
     """`.status` of a DeepSeekTrainingJob."""
 
     phase: Phase | None = Field(None, description="Pending, Running, Suspended, Succeeded or Failed.")
-    observed_generation: int | None = Field(None, description="The metadata.generation this status was "
-                                            "computed from.")
+    observed_generation: int | None = Field(None, description="The newest metadata.generation that is live: the "
+                                            "training group runs it (or, with none training, the children match "
+                                            "it). Behind metadata.generation while an edit rolls out (Progressing).")
     conditions: list[Condition] = Field(default_factory=list, description="Synced, Running, Degraded, "
-                                        "Restarting, Stalled, Suspended, Succeeded, Failed.")
+                                        "Restarting, Stalled, Progressing, Suspended, Succeeded, Failed.")
     replicas: int = Field(0, description="Live worker pods (the scale subresource's status replicas).")
     ready_replicas: int = Field(0, description="Workers that hold a seat in the training group.")
     desired_replicas: int | None = Field(None, description="spec.replicas as last acted on.")

@@ -67,3 +67,35 @@ def test_children_heal_and_follow_live_edits_of_a_running_job(
     wait_until(lambda: job_status(kube, ns, NAME)["membership"]["generation"] > before
                and training(kube, ns, NAME) is not None, timeout=180,
                what="the generation after the lost worker to train")
+
+    # An immutable field is refused by the API server, with what to do instead.
+    refused = kube("patch", PLURAL, NAME, "-n", ns, "--type=merge", "-p", '{"spec":{"trainer":{"train":{"seed":7}}}}',
+                   check=False)
+    assert refused.returncode != 0 and "spec.trainer.train.seed cannot change" in refused.stderr, refused.stderr
+
+    # spec.trainer.train.steps edited on the running job: the same members form a generation on the new config at
+    # a step boundary, and the job ends at the new count. observedGeneration follows only once that generation
+    # trains; until then the job is Progressing (False before the edit, so a later transition time means it was
+    # True in between and went back).
+    status = job_status(kube, ns, NAME)
+    before, config = status["membership"]["generation"], status["membership"]["configHash"]
+    assert _condition(status, "Progressing")["status"] == "False"
+    edited_at = _condition(status, "Progressing")["lastTransitionTime"]
+    target = status["progress"]["step"] + 60
+    kube("patch", PLURAL, NAME, "-n", ns, "--type=merge",
+         "-p", json.dumps({"spec": {"trainer": {"train": {"steps": target}, "optim": {"lr": 0.002}}}}))
+    generation = int(kube("get", PLURAL, NAME, "-n", ns, "-o", "jsonpath={.metadata.generation}").stdout)
+    status = wait_until(lambda: (s := job_status(kube, ns, NAME)).get("observedGeneration") == generation and s,
+                        timeout=120, what="the edit to be live (observedGeneration)")
+    assert status["membership"]["generation"] > before and status["membership"]["configHash"] != config
+    progressing = _condition(status, "Progressing")
+    assert progressing["status"] == "False" and progressing["lastTransitionTime"] > edited_at, progressing
+    if status["phase"] == "Running":
+        assert status["progress"]["generation"] == status["membership"]["generation"]
+    status = wait_until(lambda: (s := job_status(kube, ns, NAME)).get("phase") == "Succeeded" and s, timeout=240,
+                        what=f"the job to finish at the edited step count {target}")
+    assert status["progress"]["step"] == status["progress"]["totalSteps"] == target
+
+
+def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in status.get("conditions", []) if c["type"] == type_)

@@ -72,10 +72,11 @@ def test_a_url_is_the_trainers_checkpoint_location_and_resume_from_is_resolved_a
         assert config["checkpoint"]["resumeFrom"] == absolute
 
 
-def test_workers_may_read_only_their_job_and_write_only_their_progress() -> None:
+def test_workers_may_read_only_their_job_and_config_and_write_only_their_progress() -> None:
     job, _ = a_job()
     role = children.worker_rbac(job)[1]
-    assert [r["resourceNames"] for r in role["rules"]] == [["moe"], ["moe-progress"]]
+    assert [r["resourceNames"] for r in role["rules"]] == [["moe"], ["moe-progress"], ["moe-config"]]
+    assert role["rules"][2]["verbs"] == ["get"]
     assert all("delete" not in r["verbs"] and "create" not in r["verbs"] for r in role["rules"])
 
 

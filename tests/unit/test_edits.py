@@ -29,5 +29,4 @@ def test_the_immutable_rows_are_the_crds_transition_rules() -> None:
     ruled = {path for path, node in fields(_spec(), "spec")
              if any(r.get("rule") == "self == oldSelf" for r in node.get("x-kubernetes-validations", []))}
     immutable = {row.path for row in EDITS if row.effect is Effect.IMMUTABLE}
-    # spec.trainer.model keeps its own, older rule (a more specific message) inside the immutable trainer.
-    assert ruled == immutable | {"spec.trainer.model"}
+    assert ruled == immutable

@@ -31,12 +31,15 @@ def worker(index: int, ready: bool = True, **kw: Any) -> Worker:
 
 EP = "job-rdzv:29400"
 """The rendezvous endpoint of `job_spec()`'s job."""
+CFG = "c0ffee0000000000"
+"""The digest of the trainer config the generations of these tests run."""
 
 
-def membership(generation: int, *members: str, state: str = "running", endpoint: str = EP) -> Membership:
-    """A published generation of these members."""
-    return Membership.model_validate({"generation": generation, "worldSize": len(members),
-                                      "members": list(members), "state": state, "rdzvEndpoint": endpoint})
+def membership(generation: int, *members: str, state: str = "running", endpoint: str = EP,
+               config: str | None = CFG) -> Membership:
+    """A published generation of these members, running trainer config `config`."""
+    return Membership.model_validate({"generation": generation, "worldSize": len(members), "members": list(members),
+                                      "state": state, "rdzvEndpoint": endpoint, "configHash": config})
 
 
 def report(generation: int, step: int, updated_ago: float, **kw: Any) -> ProgressReport:

@@ -3,6 +3,8 @@
 The process keeps its data, model and optimizer across generations (as torchft does) and for each
 published generation g in which it has a seat:
 
+    0. runs the trainer config g names: when the job's config was edited since this process started, it
+       reads the current one (`config_source.py`) and rebuilds its trainer from it before joining;
     1. forms g's own process group against the external store (`rendezvous.py`), rank from the
        member list; a newer generation or SIGTERM while peers are still missing abandons the join;
     2. plans the EP x DP layout for W x P ranks and builds its groups, re-seats the expert slices;
@@ -41,6 +43,7 @@ from dstj_api.layout import LayoutError
 from moe_trainer.checkpoint.checkpointer import Checkpointer
 from moe_trainer.parallel.context import backend_for, make_context
 from moe_trainer.runtime.assembly import Reporting, assemble, prepare, start, trainer_for
+from moe_trainer.runtime.config_source import ConfigFollower
 from moe_trainer.runtime.generation import Outcome, run_generation
 from moe_trainer.runtime.membership import MembershipSource
 from moe_trainer.runtime.rendezvous import Seat, is_peer_failure, join, leave, seat_in
@@ -96,11 +99,17 @@ def mark_ready(member_id: str) -> None:
         (READY_DIR / f"dstj-ready-{member_id}").touch()
 
 
+def _data_inputs(cfg: TrainerConfig) -> tuple[object, ...]:
+    """What the built data depends on (`prepare`)."""
+    return cfg.data, cfg.model, cfg.train.seq_len, cfg.train.seed, cfg.train.global_batch, cfg.checkpoint
+
+
 class ElasticWorker:
     """Follows the published membership and trains each generation it has a seat in, in this process."""
 
-    def __init__(self, cfg: TrainerConfig, source: MembershipSource, me: Identity) -> None:
-        self.cfg, self.source, self.me = cfg, source, me
+    def __init__(self, config: ConfigFollower, source: MembershipSource, me: Identity) -> None:
+        self.config, self.source, self.me = config, source, me
+        cfg = self.cfg = config.cfg
         self.device = pick_device(cfg)
         if self.device.type == "cuda":
             torch.cuda.set_device(me.local_rank)
@@ -146,10 +155,23 @@ class ElasticWorker:
             if m is not None and m.generation > self.done_generation:
                 seat = seat_in(m, self.me.member_id, self.me.run_id, self.me.rdzv_endpoint,
                                self.me.local_rank, self.me.nproc)
-                if seat is not None:
+                cfg = self.config.for_generation(m.config_hash) if seat is not None else None
+                if seat is not None and cfg is not None:
+                    if cfg is not self.cfg:
+                        self._adopt(cfg, m.generation)
                     return seat
             time.sleep(POLL_S)
         return EXIT_STOPPED
+
+    def _adopt(self, cfg: TrainerConfig, generation: int) -> None:
+        """Run `cfg` from `generation` on (the job's spec was edited): the trainer is rebuilt from it and loads the
+        committed checkpoint, as a newcomer's does, so nothing from the old config lingers in memory. The data is
+        rebuilt only when its inputs changed (the operator refuses such edits; a local run might make one)."""
+        old, self.cfg = self.cfg, cfg
+        self.trainer = None
+        if _data_inputs(old) != _data_inputs(cfg):
+            self._data = prepare(cfg)
+        self._say(f"generation {generation}: runs the edited trainer config {self.config.digest}")
 
     def _superseded(self, generation: int) -> bool:
         """Whether generation `generation` should stop: SIGTERM, or the operator published another state."""
