@@ -12,7 +12,7 @@ import yaml
 
 from localcluster.kubectl import Kubectl
 from localcluster.provisioner import CLASS
-from localcluster.waiting import wait_until
+from localcluster.waiting import WaitTimeout, wait_until
 from tests.operator.conftest import job_status
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "moe-tiny.yaml"
@@ -32,8 +32,13 @@ def test_the_example_job_succeeds_in_a_namespace_that_enforces_the_restricted_pr
     job["spec"]["trainer"]["train"]["steps"] = STEPS
     kube_nodes("apply", "-f", "-", stdin=json.dumps(job))
 
-    wait_until(lambda: job_status(kube_nodes, ns, name).get("phase") in ("Succeeded", "Failed"), timeout=420,
-               what="the job to finish: " + json.dumps(job_status(kube_nodes, ns, name))[:1500])
+    try:
+        wait_until(lambda: job_status(kube_nodes, ns, name).get("phase") in ("Succeeded", "Failed"), timeout=420,
+                   what="the job to finish")
+    except WaitTimeout:
+        pods = kube_nodes("get", "pods", "-n", ns, "-o", "wide").stdout
+        raise AssertionError(f"the job did not finish: {json.dumps(job_status(kube_nodes, ns, name))[:1500]}\n"
+                             f"{pods}") from None
     status = job_status(kube_nodes, ns, name)
     assert status["phase"] == "Succeeded", json.dumps(status)[:1500]
     assert status["progress"]["step"] == STEPS and status.get("crashes", 0) == 0
