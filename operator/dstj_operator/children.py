@@ -26,6 +26,7 @@ from dstj_api.contract import (
     INDEX_LABEL,
     JOB_LABEL,
     KIND,
+    LEGACY_READY_DIR,
     PLURAL,
     PROGRESS_KEY,
     READY_DIR,
@@ -167,7 +168,8 @@ def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, s
         # operator put the pod in a generation, so the running members never wait through a start-up.
         # A member's later probe failures do not unseat it (decide.seated): a slow exec on a loaded
         # node must not restart the group.
-        "readinessProbe": {"exec": {"command": ["sh", "-c", f"test -f {READY_DIR}/dstj-ready-$HOSTNAME"]},
+        "readinessProbe": {"exec": {"command": ["sh", "-c", f"test -f {READY_DIR}/dstj-ready-$HOSTNAME || "
+                                                f"test -f {LEGACY_READY_DIR}/dstj-ready-$HOSTNAME"]},
                            "periodSeconds": 1, "timeoutSeconds": 5, "failureThreshold": 3},
         **container_fields(o),
     }

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dstj_api.contract import READY_DIR
+from dstj_api.contract import LEGACY_READY_DIR, READY_DIR
 from dstj_operator import children, podspec
 from tests.unit.test_children import a_job
 
@@ -71,6 +71,7 @@ def test_the_worker_writes_only_to_emptydirs_of_its_own_beside_its_checkpoints()
     assert "persistentVolumeClaim" in mounts[children.CHECKPOINT_MOUNT]
     probe = pod["containers"][0]["readinessProbe"]["exec"]["command"]
     assert f"{READY_DIR}/dstj-ready-$HOSTNAME" in probe[-1]
+    assert f"{LEGACY_READY_DIR}/dstj-ready-$HOSTNAME" in probe[-1]  # a trainer image older than the operator
 
 
 def test_a_users_own_volume_at_tmp_takes_the_place_of_the_default_one() -> None:

@@ -96,7 +96,9 @@ def mark_ready(member_id: str) -> None:
     """Say this worker can join a group now (torch imported, data built): the operator counts a pod in a
     generation only once it is Ready, so running members do not stop and wait through its start-up."""
     if os.environ.get(ENV_READY_PROBE) == "1":
-        (READY_DIR / f"dstj-ready-{member_id}").touch()
+        # A pod of an operator older than this trainer mounts no READY_DIR and probes /tmp.
+        directory = READY_DIR if READY_DIR.is_dir() else Path(contract.LEGACY_READY_DIR)
+        (directory / f"dstj-ready-{member_id}").touch()
 
 
 def _data_inputs(cfg: TrainerConfig) -> tuple[object, ...]:
