@@ -39,6 +39,12 @@ ENV_RUN_ID: Final = "DSTJ_RUN_ID"
 """The rendezvous key prefix (the job's uid: a re-created job never meets the old one's keys)."""
 ENV_READY_PROBE: Final = "DSTJ_READY_PROBE"
 """`1`: the worker writes its readiness file once it can join a group."""
+READY_DIR: Final = "/run/dstj"
+"""Where that file goes: `READY_DIR/dstj-ready-<member id>`, tested by the pod's readiness probe. The operator
+mounts an emptyDir here (the worker's root file system is read-only; `/tmp` is the user's scratch)."""
+LEGACY_READY_DIR: Final = "/tmp"
+"""Where trainers and operators older than `READY_DIR` put and look for the file: the probe accepts either, and a
+worker whose pod has no `READY_DIR` writes here, so an operator and a trainer image of different releases agree."""
 ENV_LENIENT_CONFIG: Final = "DSTJ_LENIENT_CONFIG"
 """`1`: the `--config` file was rendered by the operator (validated against its model, which may be newer):
 the worker ignores fields it does not know instead of refusing the config. Unset: a user's file, read strictly."""

@@ -33,6 +33,16 @@ def _mount(libc: ctypes.CDLL, src: str | None, dst: str, flags: int) -> None:
         raise OSError(err, f"mount {src} on {dst}: {os.strerror(err)}")
 
 
+def _source(path: str) -> str:
+    """A name for ``path`` that stays valid whatever is mounted later: ``/proc/self/fd/N`` of an O_PATH
+    descriptor (closed by the exec). A missing source raises: the pod is going away and its volume with it."""
+    try:
+        fd = os.open(path, os.O_PATH)
+    except FileNotFoundError:
+        raise FileNotFoundError(2, f"mount source {path} is gone") from None
+    return f"/proc/self/fd/{fd}"
+
+
 def _mountpoint(src: str, dst: str, record: str) -> None:
     """Create the mount point like the source (a directory, or an empty file for a file).
 
@@ -75,14 +85,19 @@ def main(spec_path: str) -> None:
         # emptyDir at /tmp, with the clone under /tmp) would hide Python itself. Such a mount is
         # skipped: the container then shares that host directory, as every other path here.
         image = os.path.realpath(os.environ.get("VIRTUAL_ENV") or sys.prefix)
+        mounts = []
         for m in spec["mounts"]:  # parents first: the agent sorts them by depth
             target = os.path.realpath(m["target"])
             if image == target or image.startswith(target.rstrip("/") + "/"):
                 print(f"localcluster: not mounting {m['target']}: it would hide the image at {image}",
                       file=sys.stderr, flush=True)
                 continue
-            _mountpoint(m["source"], m["target"], spec["mountpointRecord"])
-            _mount(libc, m["source"], m["target"], MS_BIND | MS_REC)
+            # Every source is opened before anything is mounted: an emptyDir at /tmp must not hide a
+            # hostPath or volume directory that lives under the host's /tmp from the mounts after it.
+            mounts.append((m, _source(m["source"])))
+        for m, source in mounts:
+            _mountpoint(source, m["target"], spec["mountpointRecord"])
+            _mount(libc, source, m["target"], MS_BIND | MS_REC)
             if m.get("readOnly"):
                 _mount(libc, None, m["target"], MS_BIND | MS_REMOUNT | MS_RDONLY)
         os.chdir(spec["workingDir"])

@@ -26,13 +26,16 @@ from dstj_api.contract import (
     INDEX_LABEL,
     JOB_LABEL,
     KIND,
+    LEGACY_READY_DIR,
     PLURAL,
     PROGRESS_KEY,
+    READY_DIR,
     ROLE_LABEL,
     TEMPLATE_ANNOTATION,
     VERSION,
 )
 from dstj_operator.naming import CHILD_TAILS, rendezvous_pod_name, worker_name
+from dstj_operator.podspec import ALL_SCRATCH, container_fields, pod_fields, scratch
 from dstj_operator.spec import DeepSeekTrainingJobSpec
 
 # JOB_LABEL, INDEX_LABEL and ROLE_LABEL stay importable from here (older code does); dstj_api.contract defines them.
@@ -97,15 +100,27 @@ def workers_service(job: dict[str, Any]) -> dict[str, Any]:
                      "ports": [{"name": "metrics", "port": METRICS_PORT}]}}
 
 
+def _tolerations(spec: DeepSeekTrainingJobSpec) -> list[dict[str, Any]]:
+    """The user's tolerations, and leave a lost node after `unreachableSeconds`, not the default 300 s: a worker
+    or a store pod there is replaced only once it is evicted."""
+    unreachable = spec.fault_policy.unreachable_seconds
+    return [{"key": f"node.kubernetes.io/{taint}", "operator": "Exists", "effect": "NoExecute",
+             "tolerationSeconds": unreachable} for taint in ("unreachable", "not-ready")] + (spec.pod.tolerations or [])
+
+
 def rendezvous_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, suffix: str) -> dict[str, Any]:
     """The small pod that runs the c10d store, so losing a worker never loses the store."""
     meta = _meta(job, rendezvous_pod_name(job["metadata"]["name"], suffix), "rendezvous")
+    volumes, mounts = scratch(["tmp"])
+    # Where and how the job's pods run (node selector, tolerations, security, pulls) holds for the store too.
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {
-        "restartPolicy": "Always", "automountServiceAccountToken": False,
+        "restartPolicy": "Always", "automountServiceAccountToken": False, **pod_fields(spec.pod),
+        "tolerations": _tolerations(spec), "volumes": volumes,
         "containers": [{"name": "store", "image": spec.image,
                         "command": ["python", "-m", "moe_trainer.rdzv_store", "--port", str(spec.rendezvous.port)],
-                        "ports": [{"containerPort": spec.rendezvous.port}],
-                        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}}}]}}
+                        "ports": [{"containerPort": spec.rendezvous.port}], "volumeMounts": mounts,
+                        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}},
+                        **container_fields(spec.pod)}]}}
 
 
 def rendezvous_port(pod: dict[str, Any]) -> int | None:
@@ -122,7 +137,6 @@ def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, s
     name = worker_name(job_name, index, suffix)
     meta = _meta(job, name, "worker", labels={**(o.labels or {}), INDEX_LABEL: str(index)})
     meta["annotations"] = {**(o.annotations or {}), TEMPLATE_ANNOTATION: pod_template_hash(spec)}
-    unreachable = spec.fault_policy.unreachable_seconds
     env = [
         {"name": ENV_MEMBER_ID, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": ENV_MEMBERSHIP, "value": f"k8s:{job['metadata']['namespace']}/{job_name}"},
@@ -154,9 +168,15 @@ def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, s
         # operator put the pod in a generation, so the running members never wait through a start-up.
         # A member's later probe failures do not unseat it (decide.seated): a slow exec on a loaded
         # node must not restart the group.
-        "readinessProbe": {"exec": {"command": ["sh", "-c", "test -f /tmp/dstj-ready-$HOSTNAME"]},
+        "readinessProbe": {"exec": {"command": ["sh", "-c", f"test -f {READY_DIR}/dstj-ready-$HOSTNAME || "
+                                                f"test -f {LEGACY_READY_DIR}/dstj-ready-$HOSTNAME"]},
                            "periodSeconds": 1, "timeoutSeconds": 5, "failureThreshold": 3},
+        **container_fields(o),
     }
+    # A read-only root file system: the trainer writes to emptyDirs (scratch, shared memory, readiness) only.
+    scratch_volumes, scratch_mounts = scratch(ALL_SCRATCH, taken={m["mountPath"] for m in mounts})
+    mounts.extend(scratch_mounts)
+    volumes.extend(scratch_volumes)
     resources = dict(o.resources or {})
     if spec.devices_per_worker:
         limits = dict(resources.get("limits", {}))
@@ -170,20 +190,11 @@ def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, s
         "hostname": name, "subdomain": n["workers"],
         "terminationGracePeriodSeconds": 60,  # time to checkpoint at the next step boundary
         "containers": [container], "volumes": volumes,
-        # Replace a worker on a lost node after `unreachableSeconds`, not the default 300 s.
-        "tolerations": [
-            {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
-             "tolerationSeconds": unreachable},
-            {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
-             "tolerationSeconds": unreachable},
-            *(o.tolerations or []),
-        ],
+        "tolerations": _tolerations(spec),
     }
-    for key, value in (("nodeSelector", o.node_selector), ("affinity", o.affinity),
-                       ("topologySpreadConstraints", o.topology_spread_constraints),
-                       ("priorityClassName", o.priority_class_name)):
-        if value:
-            pod_spec[key] = value
+    pod_spec.update(pod_fields(o))
+    if o.topology_spread_constraints:
+        pod_spec["topologySpreadConstraints"] = o.topology_spread_constraints
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
 
 

@@ -7,7 +7,7 @@ created before a CRD upgrade), and `crd.py` renders the same rules as CEL for th
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -18,19 +18,52 @@ from dstj_api.wire import WireModel
 
 
 class PodOverrides(WireModel):
-    """What a user may set on worker pods (merged into the pods the operator builds)."""
+    """What a user may set on worker pods (merged into the pods the operator builds).
+
+    The rendezvous store pod takes the fields that say where and how the job's pods run: nodeSelector,
+    tolerations, affinity, priorityClassName, schedulerName, runtimeClassName, imagePullSecrets,
+    imagePullPolicy and both security contexts.
+    """
 
     resources: dict[str, Any] | None = Field(None, description="Container resources (requests/limits).")
-    node_selector: dict[str, str] | None = Field(None, description="Pod nodeSelector.")
-    tolerations: list[dict[str, Any]] | None = Field(None, description="Extra pod tolerations.")
-    affinity: dict[str, Any] | None = Field(None, description="Pod affinity.")
+    node_selector: dict[str, str] | None = Field(
+        None, description="Pod nodeSelector (workers and the rendezvous store)."
+    )
+    tolerations: list[dict[str, Any]] | None = Field(
+        None, description="Extra pod tolerations (workers and the rendezvous store)."
+    )
+    affinity: dict[str, Any] | None = Field(None, description="Pod affinity (workers and the rendezvous store).")
     topology_spread_constraints: list[dict[str, Any]] | None = Field(None, description="Pod topology spread.")
-    priority_class_name: str | None = Field(None, description="Pod priorityClassName.")
+    priority_class_name: str | None = Field(
+        None, description="Pod priorityClassName (workers and the rendezvous store)."
+    )
     env: list[dict[str, Any]] | None = Field(None, description="Extra container env entries.")
     volumes: list[dict[str, Any]] | None = Field(None, description="Extra pod volumes.")
     volume_mounts: list[dict[str, Any]] | None = Field(None, description="Extra container volumeMounts.")
     labels: dict[str, str] | None = Field(None, description="Extra pod labels (e.g. a Kueue queue name).")
     annotations: dict[str, str] | None = Field(None, description="Extra pod annotations.")
+    image_pull_secrets: list[dict[str, str]] | None = Field(
+        None, description="Pod imagePullSecrets (e.g. [{name: regcred}]), for a private registry; workers and the "
+        "rendezvous store.",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        None, description="Container imagePullPolicy of workers and the rendezvous store (unset: Kubernetes' "
+        "default for the image's tag).",
+    )
+    security_context: dict[str, Any] | None = Field(
+        None, description="Pod securityContext, merged over the defaults key by key (a key you set replaces that "
+        "default's whole value): runAsNonRoot true, runAsUser, runAsGroup and fsGroup 65532 (the images' user), "
+        "seccompProfile RuntimeDefault, which pass the restricted Pod Security profile.",
+    )
+    container_security_context: dict[str, Any] | None = Field(
+        None, description="Container securityContext, merged over the defaults key by key (a key you set replaces "
+        "that default's whole value): allowPrivilegeEscalation false, capabilities drop ALL, readOnlyRootFilesystem "
+        "true (the trainer writes only to its volumes: emptyDirs at /tmp and /dev/shm, and checkpoints).",
+    )
+    scheduler_name: str | None = Field(None, description="Pod schedulerName (workers and the rendezvous store).")
+    runtime_class_name: str | None = Field(
+        None, description="Pod runtimeClassName (workers and the rendezvous store)."
+    )
 
 
 class CheckpointStorage(WireModel):
@@ -72,7 +105,8 @@ class FaultPolicy(WireModel):
         600, ge=1, description="Running this long since the last crash resets the backoff and the crash budget."
     )
     unreachable_seconds: int = Field(
-        10, ge=1, description="How long a worker's node may be unreachable before the worker is replaced."
+        10, ge=1, description="How long a worker's (or the rendezvous store's) node may be unreachable before the "
+        "pod is replaced."
     )
     stall_seconds: int = Field(600, ge=10, description="No progress for this long sets the Stalled condition.")
     restart_on_stall: bool = Field(False, description="Start a new generation when Stalled.")

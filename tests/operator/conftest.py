@@ -99,13 +99,22 @@ def worker_pods(kube: Kubectl, ns: str, name: str, *, live_only: bool = True) ->
     return pods
 
 
+DATA_MOUNT = "/data"
+"""Where tiny jobs' workers read the corpus: a hostPath volume of the test's directory, as a cluster would give
+it (the worker's own `/tmp` is an emptyDir, so a host file under `/tmp` is not in its view)."""
+
+
 def tiny_job(ns: str, name: str, workdir: Path, *, steps: int = 12, replicas: int = 2, interval: int = 4,
              **spec: Any) -> dict[str, Any]:
-    """A tiny CPU job over the Python docs corpus, checkpointing under `workdir`."""
+    """A tiny CPU job over the Python docs corpus (from `workdir`, mounted read-only), checkpointing under it."""
     from pydoc_data.topics import topics
 
-    corpus = workdir / "corpus.txt"
+    corpus = workdir / "data" / "corpus.txt"
+    corpus.parent.mkdir(exist_ok=True)
     corpus.write_text("\n\n".join(topics[k] for k in sorted(topics)))
+    pod = dict(spec.pop("pod", {}))
+    pod["volumes"] = [*pod.get("volumes", []), {"name": "data", "hostPath": {"path": str(corpus.parent)}}]
+    pod["volumeMounts"] = [*pod.get("volumeMounts", []), {"name": "data", "mountPath": DATA_MOUNT, "readOnly": True}]
     return {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
         "metadata": {"name": name, "namespace": ns},
@@ -114,8 +123,10 @@ def tiny_job(ns: str, name: str, workdir: Path, *, steps: int = 12, replicas: in
             "checkpoint": {"hostPath": str(workdir / "checkpoints")},
             "trainer": {"model": {"preset": "tiny", "vocabSize": 256},
                         "train": {"steps": steps, "globalBatch": 8, "microBatch": 2, "seqLen": 32, "logEvery": 1},
-                        "data": {"source": "path", "path": str(corpus), "tokenizer": "bytes", "minChars": 100},
+                        "data": {"source": "path", "path": f"{DATA_MOUNT}/{corpus.name}", "tokenizer": "bytes",
+                                 "minChars": 100},
                         "checkpoint": {"interval": interval}},
+            "pod": pod,
             **spec,
         },
     }

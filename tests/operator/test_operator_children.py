@@ -32,8 +32,10 @@ def test_children_heal_and_follow_live_edits_of_a_running_job(
     kube = kube_nodes
     data_log = tmp_path / "data-log"  # each rank's record of the steps it trained, per generation
     data_log.mkdir()
-    job = tiny_job(ns, NAME, tmp_path, steps=100000, interval=5,
-                   pod={"env": [{"name": "DSTJ_DATA_LOG", "value": str(data_log)}]})
+    job = tiny_job(ns, NAME, tmp_path, steps=100000, interval=5, pod={
+        "env": [{"name": "DSTJ_DATA_LOG", "value": "/data-log"}],
+        "volumes": [{"name": "data-log", "hostPath": {"path": str(data_log)}}],
+        "volumeMounts": [{"name": "data-log", "mountPath": "/data-log"}]})
     kube("apply", "-f", "-", stdin=json.dumps(job))
     wait_until(lambda: training(kube, ns, NAME) is not None, timeout=180, what="training")
 

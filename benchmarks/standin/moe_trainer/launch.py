@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from kubernetes import client, config
 
-from dstj_api.contract import ENV_PROGRESS, ENV_READY_PROBE, EXIT_STOPPED, PROGRESS_KEY
+from dstj_api.contract import ENV_PROGRESS, ENV_READY_PROBE, EXIT_STOPPED, PROGRESS_KEY, READY_DIR
 
 PERIOD = 5.0
 
@@ -27,7 +27,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
     # Ready at once, as the real worker is once torch is imported (the readiness probe reads this file).
     if os.environ.get(ENV_READY_PROBE) == "1":
-        open(f"/tmp/dstj-ready-{os.environ['HOSTNAME']}", "w").close()
+        open(f"{READY_DIR}/dstj-ready-{os.environ['HOSTNAME']}", "w").close()
     config.load_incluster_config()
     api = client.CoreV1Api()
     namespace, name = os.environ[ENV_PROGRESS].removeprefix("k8s:").split("/")

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from dstj_api import EXIT_STOPPED, TrainerConfig
+from dstj_api import EXIT_STOPPED, TrainerConfig, contract
 from dstj_api.contract import ENV_READY_PROBE
 from dstj_api.layout import LayoutError
 from moe_trainer.checkpoint.checkpointer import Checkpointer
@@ -87,16 +87,18 @@ def restart_process(done_generation: int) -> None:
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
-READY_DIR = Path("/tmp")
-"""Where `mark_ready` leaves `dstj-ready-<member id>` for the pod's readiness probe (see the operator's
-worker pod: `test -f /tmp/dstj-ready-$HOSTNAME`; the member id is the pod name, its hostname)."""
+READY_DIR = Path(contract.READY_DIR)
+"""Where `mark_ready` leaves `dstj-ready-<member id>` for the pod's readiness probe (an emptyDir of the operator's
+worker pod, which tests `dstj-ready-$HOSTNAME`; the member id is the pod name, its hostname)."""
 
 
 def mark_ready(member_id: str) -> None:
     """Say this worker can join a group now (torch imported, data built): the operator counts a pod in a
     generation only once it is Ready, so running members do not stop and wait through its start-up."""
     if os.environ.get(ENV_READY_PROBE) == "1":
-        (READY_DIR / f"dstj-ready-{member_id}").touch()
+        # A pod of an operator older than this trainer mounts no READY_DIR and probes /tmp.
+        directory = READY_DIR if READY_DIR.is_dir() else Path(contract.LEGACY_READY_DIR)
+        (directory / f"dstj-ready-{member_id}").touch()
 
 
 def _data_inputs(cfg: TrainerConfig) -> tuple[object, ...]:
