@@ -37,6 +37,18 @@ SPEC_RULES = [
      "message": "spec.trainer.parallel.expertParallel must divide spec.trainer.model.moe.nRouted",
      "fieldPath": ".trainer.parallel.expertParallel"},
 ]
+AUTOSCALING_RULES = [
+    {"rule": "!has(self.autoscaling) || !has(self.autoscaling.allowedWorldSizes) || "
+             "self.autoscaling.allowedWorldSizes.all(n, self.minReplicas <= n && n <= self.maxReplicas)",
+     "message": "spec.autoscaling.allowedWorldSizes: every entry must lie within [spec.minReplicas, "
+                "spec.maxReplicas]; drop the others or widen the bounds",
+     "fieldPath": ".autoscaling.allowedWorldSizes", "reason": "FieldValueInvalid"},
+    {"rule": "!has(self.autoscaling) || !has(self.autoscaling.allowedWorldSizes) || "
+             "!has(self.autoscaling.powersOfTwo) || !self.autoscaling.powersOfTwo",
+     "message": "spec.autoscaling: set allowedWorldSizes or powersOfTwo, not both",
+     "fieldPath": ".autoscaling.powersOfTwo"},
+]
+"""The autoscaling rules the spec models check too (`AutoscalingSpec`, `_check_world_sizes`)."""
 MODEL_IMMUTABLE = {"rule": "self == oldSelf",
                    "message": "spec.trainer.model is immutable: checkpoints of one architecture cannot resume "
                               "another; create a new job"}
@@ -87,7 +99,7 @@ def spec_schema() -> dict[str, Any]:
     """The structural schema of `.spec`, with its CEL rules."""
     raw = DeepSeekTrainingJobSpec.model_json_schema(by_alias=True)
     schema = structural(raw, raw.get("$defs", {}))
-    schema["x-kubernetes-validations"] = SPEC_RULES
+    schema["x-kubernetes-validations"] = SPEC_RULES + AUTOSCALING_RULES
     model = schema["properties"]["trainer"]["properties"]["model"]
     # No server-side defaults inside the model: the API server would fill every field, and filled fields
     # override the preset (a job naming `preset: base` would train the default-sized model).

@@ -8,11 +8,11 @@ operator never acts on a spec the API server would refuse (e.g. one created befo
 from __future__ import annotations
 
 import copy
-from typing import Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, model_validator
 
-from dstj_api import TrainerConfig
+from dstj_api import LayoutError, TrainerConfig, plan_layout
 from dstj_api.wire import WireModel
 
 
@@ -91,6 +91,65 @@ class RendezvousSpec(WireModel):
     )
 
 
+MAX_WORLD_SIZES = 64
+"""The most entries `autoscaling.allowedWorldSizes` may list (CEL rules cost grows with list length)."""
+
+
+class AutoscalingSpec(WireModel):
+    """The operator chooses the world size itself (status.targetReplicas), between minReplicas and replicas.
+
+    Off by default: then `spec.replicas` is the size, and `kubectl scale` and HPAs work as before. On,
+    `spec.replicas` is the ceiling and the operator never writes it.
+    """
+
+    enabled: bool = Field(False, description="Let the operator choose the world size between minReplicas and "
+                          "replicas (the ceiling); its choice is status.targetReplicas.")
+    policy: Literal["Capacity"] = Field("Capacity", description="Capacity: grow one eligible size at a time while "
+                                        "workers schedule, settle at the size that fits.")
+    unschedulable_seconds: int = Field(
+        300, ge=10, description="Seconds a worker may stay unschedulable before it is removed and the job settles "
+        "at the size that fits. Cluster autoscalers add nodes because pods are Pending, so keep it at or above "
+        "their provisioning time (300 s or more) where one runs.",
+    )
+    growth_backoff_seconds: int = Field(
+        60, ge=1, description="Seconds to wait before trying to grow again after capacity ran out; doubles with "
+        "each failed try in a row. A new node or freed pods in the namespace retry at once.",
+    )
+    max_growth_backoff_seconds: int = Field(
+        900, ge=1, description="The longest growth backoff in seconds (never less than growthBackoffSeconds).",
+    )
+    allowed_world_sizes: list[Annotated[int, Field(ge=1, le=1024)]] | None = Field(
+        None, max_length=MAX_WORLD_SIZES, json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Only these worker counts (each within [minReplicas, maxReplicas]); unset: every count whose "
+        "layout is valid.",
+    )
+    powers_of_two: bool = Field(False, description="Only worker counts that are powers of two (1, 2, 4, ...).")
+    min_scaling_efficiency: float = Field(
+        0.0, ge=0.0, le=1.0, description="Stop growing when one more worker adds less than this fraction of a "
+        "worker's share of tokens/s (0 = rule off). On, the job starts at the smallest eligible size and measures "
+        "each step.",
+    )
+    cooldown_seconds: int = Field(
+        3600, ge=0, description="Seconds before a size found not to pay (minScalingEfficiency) is tried again.",
+    )
+    surplus_priority_class_name: str | None = Field(
+        None, description="PriorityClass of workers above minReplicas: name a lower one so surplus workers yield "
+        "to other workloads; the operator itself never preempts to grow.",
+    )
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> Self:
+        sizes = self.allowed_world_sizes
+        if sizes is not None and self.powers_of_two:
+            raise ValueError("autoscaling: set allowedWorldSizes or powersOfTwo, not both (list only powers of "
+                             "two in allowedWorldSizes)")
+        if sizes is not None and len(set(sizes)) != len(sizes):
+            raise ValueError(f"autoscaling.allowedWorldSizes lists a size twice ({sizes}); list each once")
+        if sizes is not None and not sizes:
+            raise ValueError("autoscaling.allowedWorldSizes is empty; list at least one worker count or unset it")
+        return self
+
+
 class DeepSeekTrainingJobSpec(WireModel):
     """An elastic training run of a DeepSeek-style MoE model."""
 
@@ -110,6 +169,8 @@ class DeepSeekTrainingJobSpec(WireModel):
         None, ge=1, description="Fail the job after it has trained this long; only time in phase Running counts "
         "(suspended or waiting for workers stops the clock).",
     )
+    autoscaling: AutoscalingSpec = Field(default_factory=lambda: AutoscalingSpec(),
+                                         description="Let the operator choose the world size (off by default).")
 
     @model_validator(mode="after")
     def _check_bounds(self) -> Self:
@@ -121,6 +182,23 @@ class DeepSeekTrainingJobSpec(WireModel):
         sources = [s for s in (self.checkpoint.pvc, self.checkpoint.host_path, self.checkpoint.url) if s]
         if len(sources) > 1:
             raise ValueError("checkpoint: set at most one of pvc, hostPath and url")
+        return self
+
+    @model_validator(mode="after")
+    def _check_world_sizes(self) -> Self:
+        """Each allowedWorldSizes entry lies within the bounds and has a layout (EP x DP) for this model."""
+        ranks = max(self.devices_per_worker, 1)
+        parallel, experts = self.trainer.parallel, self.trainer.model.moe.n_routed
+        for n in self.autoscaling.allowed_world_sizes or []:
+            if not self.min_replicas <= n <= self.max_replicas:
+                raise ValueError(
+                    f"autoscaling.allowedWorldSizes entry {n} lies outside [minReplicas ({self.min_replicas}), "
+                    f"maxReplicas ({self.max_replicas})]; drop it or widen the bounds"
+                )
+            try:
+                plan_layout(n * ranks, experts, parallel.expert_parallel, parallel.ep_cap)
+            except LayoutError as e:
+                raise ValueError(f"autoscaling.allowedWorldSizes entry {n} has no layout: {e}; drop it") from e
         return self
 
 

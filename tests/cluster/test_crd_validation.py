@@ -58,6 +58,12 @@ BAD_CREATES = [
     pytest.param({"devicesPerWorker": 17}, "spec.devicesPerWorker", id="too-many-devices"),
     pytest.param({"trainer": {"optim": {"lr": 0}}}, "spec.trainer.optim.lr", id="zero-learning-rate"),
     pytest.param({"faultPolicy": {"crashBudget": -1}}, "spec.faultPolicy.crashBudget", id="negative-crash-budget"),
+    pytest.param({"autoscaling": {"allowedWorldSizes": [2, 16]}}, "spec.autoscaling.allowedWorldSizes: every entry",
+                 id="allowed-size-above-max"),
+    pytest.param({"autoscaling": {"allowedWorldSizes": [2, 2]}}, "spec.autoscaling.allowedWorldSizes",
+                 id="allowed-size-twice"),
+    pytest.param({"autoscaling": {"allowedWorldSizes": [2], "powersOfTwo": True}},
+                 "set allowedWorldSizes or powersOfTwo, not both", id="sizes-and-powers-of-two"),
 ]
 
 

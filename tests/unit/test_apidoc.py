@@ -26,7 +26,7 @@ def test_every_spec_field_has_a_row_with_its_description() -> None:
 def test_every_cel_rule_and_printer_column_is_listed() -> None:
     doc = render()
     rules = list(cel_rules(SPEC))
-    assert len(rules) == 4
+    assert len(rules) == 6
     for _, rule in rules:
         assert rule["message"] in doc
     for column in VERSION["additionalPrinterColumns"]:

@@ -56,6 +56,11 @@ def test_structural_refuses_what_kubernetes_cannot_express() -> None:
                      id="replicas-above-max"),
         pytest.param({"checkpoint": {"pvc": "a", "hostPath": "/b"}}, "at most one of pvc, hostPath and url",
                      id="two-checkpoint-sources"),
+        pytest.param({"autoscaling": {"allowedWorldSizes": [2, 16]}},
+                     "allowedWorldSizes entry 16 lies outside",
+                     id="allowed-size-above-max"),
+        pytest.param({"autoscaling": {"allowedWorldSizes": [2], "powersOfTwo": True}},
+                     "set allowedWorldSizes or powersOfTwo, not both", id="sizes-and-powers-of-two"),
     ],
 )
 def test_the_operator_refuses_what_the_cel_rules_refuse(spec: dict[str, Any], message: str) -> None:
