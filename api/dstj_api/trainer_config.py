@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic.alias_generators import to_snake
 
 from dstj_api.errors import ConfigError, format_validation_error
 from dstj_api.lenient import read_lenient
+from dstj_api.rules import Filled, IsInt, Not, Rule, all_of, enforce, f, implies
 from dstj_api.wire import WireModel
+
+_REACHABLE = f("topkGroups") * (f("nRouted") // f("nGroups"))
+"""Experts a token can reach under group-limited routing."""
 
 
 class MoEConfig(WireModel):
@@ -43,29 +47,38 @@ class MoEConfig(WireModel):
         None, gt=0, description="Tokens per expert allowed, as a multiple of the even share; null = no drop."
     )
 
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule("topK", f("topK") <= f("nRouted"), "topK ({topK}) must be <= nRouted ({nRouted}); lower topK"),
+        Rule("nGroups", (f("nRouted") % f("nGroups")).eq(0),
+             "nGroups ({nGroups}) must divide nRouted ({nRouted}); pick a divisor"),
+        Rule("topkGroups", f("topkGroups") <= f("nGroups"),
+             "topkGroups ({topkGroups}) must be <= nGroups ({nGroups}); lower topkGroups"),
+        # Only where the rules above hold: a topK above nRouted is reported once, by the first rule.
+        Rule("topK", implies(all_of(f("topK") <= f("nRouted"), (f("nRouted") % f("nGroups")).eq(0),
+                                    f("topkGroups") <= f("nGroups")), f("topK") <= _REACHABLE),
+             "topK ({topK}) exceeds the experts reachable in topkGroups groups ({reachable}); "
+             "raise topkGroups or lower topK", {"reachable": _REACHABLE}),
+    )
+
     @model_validator(mode="after")
     def _check_routing(self) -> Self:
-        if self.top_k > self.n_routed:
-            raise ValueError(f"topK ({self.top_k}) must be <= nRouted ({self.n_routed}); lower topK")
-        if self.n_routed % self.n_groups:
-            raise ValueError(
-                f"nGroups ({self.n_groups}) must divide nRouted ({self.n_routed}); pick a divisor"
-            )
-        if self.topk_groups > self.n_groups:
-            raise ValueError(f"topkGroups ({self.topk_groups}) must be <= nGroups ({self.n_groups})")
-        reachable = self.topk_groups * (self.n_routed // self.n_groups)
-        if self.top_k > reachable:
-            raise ValueError(
-                f"topK ({self.top_k}) exceeds the experts reachable in topkGroups groups ({reachable}); "
-                "raise topkGroups or lower topK"
-            )
-        return self
+        return enforce(self)
+
+
+def _preset_schema(schema: dict[str, Any]) -> None:
+    """`preset` is one of PRESETS in the schema. Not nullable there: the API server then drops a null preset,
+    which means no preset, as here (a nullable enum would refuse null)."""
+    schema.pop("anyOf", None)
+    schema.update(type="string", enum=list(PRESETS))
 
 
 class ModelConfig(WireModel):
     """Decoder-only transformer; the first `n_dense_layers` use a dense FFN, the rest MoE."""
 
-    preset: str | None = Field(None, description="Start from a named preset; fields given override it.")
+    preset: str | None = Field(
+        None, description="Start from a named preset; fields given override it.",
+        json_schema_extra=lambda schema: _preset_schema(schema),
+    )
     vocab_size: int = Field(512, ge=2, description="Vocabulary size (the BPE tokenizer is trained to it).")
     dim: int = Field(64, ge=8, description="Model width (D).")
     n_layers: int = Field(2, ge=1, le=256, description="Transformer blocks.")
@@ -90,16 +103,17 @@ class ModelConfig(WireModel):
             return _deep_merge(PRESETS[name], data)
         return data
 
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule("nHeads", all_of((f("dim") % f("nHeads")).eq(0), ((f("dim") // f("nHeads")) % 2).eq(0)),
+             "nHeads ({nHeads}) must divide dim ({dim}) into an even head size (RoPE rotates pairs); "
+             "change dim or nHeads"),
+        Rule("nDenseLayers", f("nDenseLayers") <= f("nLayers"),
+             "nDenseLayers ({nDenseLayers}) must be <= nLayers ({nLayers}); lower nDenseLayers or add layers"),
+    )
+
     @model_validator(mode="after")
     def _check_shapes(self) -> Self:
-        if self.dim % self.n_heads or (self.dim // self.n_heads) % 2:
-            raise ValueError(
-                f"nHeads ({self.n_heads}) must divide dim ({self.dim}) into an even head size "
-                "(RoPE rotates pairs); change dim or nHeads"
-            )
-        if self.n_dense_layers > self.n_layers:
-            raise ValueError(f"nDenseLayers ({self.n_dense_layers}) must be <= nLayers ({self.n_layers})")
-        return self
+        return enforce(self)
 
 
 class OptimConfig(WireModel):
@@ -157,14 +171,15 @@ class TrainConfig(WireModel):
         None, ge=1, le=65535, description="Serve Prometheus metrics on this port + local rank (null = off)."
     )
 
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule("microBatch", (f("globalBatch") % f("microBatch")).eq(0),
+             "microBatch ({microBatch}) must divide globalBatch ({globalBatch}); "
+             "the global batch is split into whole micro-batches"),
+    )
+
     @model_validator(mode="after")
     def _check_batch(self) -> Self:
-        if self.global_batch % self.micro_batch:
-            raise ValueError(
-                f"microBatch ({self.micro_batch}) must divide globalBatch ({self.global_batch}); "
-                "the global batch is split into whole micro-batches"
-            )
-        return self
+        return enforce(self)
 
 
 class CheckpointConfig(WireModel):
@@ -187,11 +202,16 @@ class ParallelConfig(WireModel):
     )
     ep_cap: int = Field(8, ge=1, description="Largest EP degree auto may pick.")
 
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule("expertParallel", implies(IsInt(f("expertParallel")), f("expertParallel") >= 1),
+             "expertParallel must be auto or >= 1 (got {expertParallel})"),
+        Rule("expertParallel", implies(Not(IsInt(f("expertParallel"))), f("expertParallel").eq("auto")),
+             "expertParallel must be auto or an integer (got {expertParallel})"),
+    )
+
     @model_validator(mode="after")
     def _check_ep(self) -> Self:
-        if isinstance(self.expert_parallel, int) and self.expert_parallel < 1:
-            raise ValueError(f"expertParallel must be auto or >= 1 (got {self.expert_parallel})")
-        return self
+        return enforce(self)
 
 
 class TrainerConfig(WireModel):
@@ -204,23 +224,24 @@ class TrainerConfig(WireModel):
     checkpoint: CheckpointConfig = Field(default_factory=lambda: CheckpointConfig())
     parallel: ParallelConfig = Field(default_factory=lambda: ParallelConfig())
 
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule("train.seqLen", f("train.seqLen") <= f("model.maxSeqLen"),
+             "train.seqLen ({train.seqLen}) exceeds model.maxSeqLen ({model.maxSeqLen}); "
+             "raise model.maxSeqLen or shorten train.seqLen"),
+        Rule("model.vocabSize", implies(f("data.tokenizer").eq("bytes"), f("model.vocabSize") >= 256),
+             "data.tokenizer=bytes needs model.vocabSize >= 256 (got {model.vocabSize}); raise it or use bpe"),
+        Rule("parallel.expertParallel",
+             implies(all_of(IsInt(f("parallel.expertParallel")), f("parallel.expertParallel") >= 1),
+                     (f("model.moe.nRouted") % f("parallel.expertParallel")).eq(0)),
+             "parallel.expertParallel ({parallel.expertParallel}) must divide model.moe.nRouted "
+             "({model.moe.nRouted}); pick a divisor or auto"),
+        Rule("data.path", implies(f("data.source").eq("path"), Filled(f("data.path"))),
+             "data.source=path needs data.path (a file or directory of .txt/.jsonl)"),
+    )
+
     @model_validator(mode="after")
     def _check_cross(self) -> Self:
-        if self.train.seq_len > self.model.max_seq_len:
-            raise ValueError(
-                f"train.seqLen ({self.train.seq_len}) exceeds model.maxSeqLen ({self.model.max_seq_len}); "
-                "raise model.maxSeqLen or shorten train.seqLen"
-            )
-        if self.data.tokenizer == "bytes" and self.model.vocab_size < 256:
-            raise ValueError(f"data.tokenizer=bytes needs model.vocabSize >= 256 (got {self.model.vocab_size})")
-        ep = self.parallel.expert_parallel
-        if isinstance(ep, int) and self.model.moe.n_routed % ep:
-            raise ValueError(
-                f"parallel.expertParallel ({ep}) must divide model.moe.nRouted ({self.model.moe.n_routed})"
-            )
-        if self.data.source == "path" and not self.data.path:
-            raise ValueError("data.source=path needs data.path (a file or directory of .txt/.jsonl)")
-        return self
+        return enforce(self)
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

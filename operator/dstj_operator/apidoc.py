@@ -147,12 +147,15 @@ def render() -> str:
         "",
         "## Cross-field rules (CEL)",
         "",
-        "Checked by the API server on create and update; the message is what `kubectl` prints.",
+        "Checked by the API server on create and update, from the same rules the operator and the trainer "
+        "check (`RULES` in `dstj_api/trainer_config.py`, `dstj_operator/spec.py` and `dstj_operator/naming.py`). "
+        "A field left out counts with its preset's value, else its default. `kubectl` prints the message "
+        "with the values of the object (here without them).",
         "",
-        "| On | Rule | Message |",
-        "|---|---|---|",
-        *(f"| `{path}{rule.get('fieldPath', '')}` | `{_cell(rule['rule'])}` | {_cell(rule['message'])} |"
-          for path, rule in cel_rules(spec)),
+        "| On | Message |",
+        "|---|---|",
+        *(f"| `{(path + rule.get('fieldPath', '')).lstrip('.')}` | {_cell(rule['message'])} |"
+          for path, rule in cel_rules(version["schema"]["openAPIV3Schema"], "")),
         "",
         "## `spec`",
         "",

@@ -28,6 +28,7 @@ from dstj_api.contract import (
     ROLE_LABEL,
     VERSION,
 )
+from dstj_operator.naming import CHILD_TAILS, rendezvous_pod_name, worker_name
 from dstj_operator.spec import DeepSeekTrainingJobSpec
 
 # JOB_LABEL, INDEX_LABEL and ROLE_LABEL stay importable from here (older code does); dstj_api.contract defines them.
@@ -55,9 +56,7 @@ def _meta(job: dict[str, Any], name: str, role: str, owned: bool = True,
 def names(job: dict[str, Any]) -> dict[str, str]:
     """The fixed names of a job's children."""
     base = job["metadata"]["name"]
-    return {"config": f"{base}-config", "rdzv": f"{base}-rdzv", "workers": f"{base}-workers",
-            "account": f"{base}-worker",
-            "progress": f"{base}-progress", "pvc": f"{base}-checkpoints"}
+    return {role: f"{base}{tail}" for role, tail in CHILD_TAILS.items()}
 
 
 def trainer_config_map(job: dict[str, Any], spec: DeepSeekTrainingJobSpec) -> dict[str, Any]:
@@ -91,7 +90,7 @@ def workers_service(job: dict[str, Any]) -> dict[str, Any]:
 
 def rendezvous_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, suffix: str) -> dict[str, Any]:
     """The small pod that runs the c10d store, so losing a worker never loses the store."""
-    meta = _meta(job, f"{names(job)['rdzv']}-{suffix}", "rendezvous")
+    meta = _meta(job, rendezvous_pod_name(job["metadata"]["name"], suffix), "rendezvous")
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": {
         "restartPolicy": "Always", "automountServiceAccountToken": False,
         "containers": [{"name": "store", "image": spec.image,
@@ -104,7 +103,7 @@ def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, s
     """Worker `index`: the supervisor that trains every membership generation it is a member of, in place."""
     n, job_name = names(job), job["metadata"]["name"]
     o = spec.pod
-    name = f"{job_name}-worker-{index}-{suffix}"
+    name = worker_name(job_name, index, suffix)
     meta = _meta(job, name, "worker", labels={**(o.labels or {}), INDEX_LABEL: str(index)})
     if o.annotations:
         meta["annotations"] = dict(o.annotations)
@@ -202,7 +201,7 @@ def progress_config_map(job: dict[str, Any]) -> dict[str, Any]:
 def disruption_budget(job: dict[str, Any], spec: DeepSeekTrainingJobSpec) -> dict[str, Any]:
     """Voluntary evictions may take workers down to minReplicas, never below."""
     return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-            "metadata": _meta(job, f"{job['metadata']['name']}-workers", "workers"),
+            "metadata": _meta(job, names(job)["workers"], "workers"),
             "spec": {"minAvailable": spec.min_replicas,
                      "selector": {"matchLabels": {JOB_LABEL: job["metadata"]["name"], ROLE_LABEL: "worker"}}}}
 
@@ -211,7 +210,7 @@ def rendezvous_network_policy(job: dict[str, Any], spec: DeepSeekTrainingJobSpec
     """Only the job's own pods may reach the store (it has no authentication)."""
     job_name = job["metadata"]["name"]
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": _meta(job, f"{names(job)['rdzv']}-ingress", "rendezvous"),
+            "metadata": _meta(job, names(job)["ingress"], "rendezvous"),
             "spec": {"podSelector": {"matchLabels": {JOB_LABEL: job_name, ROLE_LABEL: "rendezvous"}},
                      "policyTypes": ["Ingress"],
                      "ingress": [{"from": [{"podSelector": {"matchLabels": {JOB_LABEL: job_name}}}],

@@ -2,8 +2,9 @@
 
 Kubernetes wants a structural OpenAPI v3.0 schema: no `$ref`, no `anyOf` of types, `nullable`
 instead of a null type, boolean `exclusiveMinimum`. `structural` rewrites pydantic's JSON Schema
-into that form. Cross-field rules go in as CEL (`x-kubernetes-validations`), so the API server
-itself refuses a bad spec with a message that names the field. A test keeps `crds/` in sync.
+into that form. Cross-field rules go in as CEL (`x-kubernetes-validations`) rendered from the same
+`RULES` the pydantic models check (`dstj_api.cel`), so the API server itself refuses a bad spec with a
+message that names the field. A test keeps `crds/` in sync.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ from typing import Any
 
 import yaml
 
+from dstj_api.cel import DirectScope, Tree, tree_validations, validation
 from dstj_api.contract import GROUP, KIND, PLURAL, SHORT_NAME, VERSION
+from dstj_api.trainer_config import PRESETS
+from dstj_operator.naming import JOB_NAME_RULES
 from dstj_operator.spec import DeepSeekTrainingJobSpec
 from dstj_operator.status import JobStatus
 
@@ -23,32 +27,8 @@ CRD_FILE = f"crds/{GROUP}_{PLURAL}.yaml"
 
 _DROP = {"title", "additionalProperties", "$defs"}
 
-SPEC_RULES = [
-    {"rule": "self.minReplicas <= self.replicas && self.replicas <= self.maxReplicas",
-     "message": "spec.replicas must lie within [spec.minReplicas, spec.maxReplicas]",
-     "fieldPath": ".replicas", "reason": "FieldValueInvalid"},
-    {"rule": "!has(self.checkpoint) || [has(self.checkpoint.pvc), has(self.checkpoint.hostPath), "
-             "has(self.checkpoint.url)].filter(x, x).size() <= 1",
-     "message": "spec.checkpoint: set at most one of pvc, hostPath and url", "fieldPath": ".checkpoint"},
-    {"rule": "!has(self.trainer) || !has(self.trainer.parallel) || !has(self.trainer.parallel.expertParallel) || "
-             "type(self.trainer.parallel.expertParallel) == string || !has(self.trainer.model.moe) || "
-             "!has(self.trainer.model.moe.nRouted) || "
-             "self.trainer.model.moe.nRouted % int(self.trainer.parallel.expertParallel) == 0",
-     "message": "spec.trainer.parallel.expertParallel must divide spec.trainer.model.moe.nRouted",
-     "fieldPath": ".trainer.parallel.expertParallel"},
-]
-AUTOSCALING_RULES = [
-    {"rule": "!has(self.autoscaling) || !has(self.autoscaling.allowedWorldSizes) || "
-             "self.autoscaling.allowedWorldSizes.all(n, self.minReplicas <= n && n <= self.maxReplicas)",
-     "message": "spec.autoscaling.allowedWorldSizes: every entry must lie within [spec.minReplicas, "
-                "spec.maxReplicas]; drop the others or widen the bounds",
-     "fieldPath": ".autoscaling.allowedWorldSizes", "reason": "FieldValueInvalid"},
-    {"rule": "!has(self.autoscaling) || !has(self.autoscaling.allowedWorldSizes) || "
-             "!has(self.autoscaling.powersOfTwo) || !self.autoscaling.powersOfTwo",
-     "message": "spec.autoscaling: set allowedWorldSizes or powersOfTwo, not both",
-     "fieldPath": ".autoscaling.powersOfTwo"},
-]
-"""The autoscaling rules the spec models check too (`AutoscalingSpec`, `_check_world_sizes`)."""
+SPEC_TREE = Tree(DeepSeekTrainingJobSpec, {("trainer", "model"): PRESETS})
+"""The spec's models, and where presets fill fields the user did not write."""
 MODEL_IMMUTABLE = {"rule": "self == oldSelf",
                    "message": "spec.trainer.model is immutable: checkpoints of one architecture cannot resume "
                               "another; create a new job"}
@@ -99,13 +79,17 @@ def spec_schema() -> dict[str, Any]:
     """The structural schema of `.spec`, with its CEL rules."""
     raw = DeepSeekTrainingJobSpec.model_json_schema(by_alias=True)
     schema = structural(raw, raw.get("$defs", {}))
-    schema["x-kubernetes-validations"] = SPEC_RULES + AUTOSCALING_RULES
     model = schema["properties"]["trainer"]["properties"]["model"]
     # No server-side defaults inside the model: the API server would fill every field, and filled fields
     # override the preset (a job naming `preset: base` would train the default-sized model).
     _drop_defaults(model)
     model["default"] = {"preset": "tiny"}
     model["x-kubernetes-validations"] = [MODEL_IMMUTABLE]
+    for path, rules in tree_validations(SPEC_TREE).items():
+        node = schema
+        for key in path:
+            node = node["properties"][key]
+        node.setdefault("x-kubernetes-validations", []).extend(rules)
     return schema
 
 
@@ -126,6 +110,13 @@ def status_schema() -> dict[str, Any]:
     return schema
 
 
+def add_name_rules(root: dict[str, Any]) -> None:
+    """CEL on the object's root: the job's name must leave room for every child's name."""
+    # Declared so that the rule's fieldPath is valid (the API server allows `name` and `generateName` here).
+    root["properties"]["metadata"] = {"type": "object", "properties": {"name": {"type": "string"}}}
+    root["x-kubernetes-validations"] = [validation(rule, DirectScope(("metadata",))) for rule in JOB_NAME_RULES]
+
+
 def _drop_defaults(node: dict[str, Any]) -> None:
     node.pop("default", None)
     for sub in (node.get("properties") or {}).values():
@@ -143,7 +134,7 @@ def build_crd() -> dict[str, Any]:
         ("Loss", "number", ".status.progress.loss"), ("Checkpoint", "integer", ".status.progress.lastCheckpointStep"),
         ("Age", "date", ".metadata.creationTimestamp"),
     ]
-    return {
+    crd: dict[str, Any] = {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": f"{PLURAL}.{GROUP}"},
@@ -166,6 +157,8 @@ def build_crd() -> dict[str, Any]:
             }],
         },
     }
+    add_name_rules(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    return crd
 
 
 def render() -> str:

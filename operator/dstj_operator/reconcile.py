@@ -10,7 +10,6 @@ the handler writes the status and only then sends the events.
 from __future__ import annotations
 
 import logging
-import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from dstj_api import format_validation_error
-from dstj_operator import children, conditions, metrics
+from dstj_operator import children, conditions, metrics, naming
 from dstj_operator.cluster import Cluster
 from dstj_operator.decide import EndKind, classify_end, observe
 from dstj_operator.policies import crash_budget, deadline, join_timeout, scale, stall, start_gang, success, suspend, ttl
@@ -59,7 +58,7 @@ class Outcome:
 
 
 def _suffix() -> str:
-    return secrets.token_hex(3)
+    return naming.new_suffix()
 
 
 def _selector(job: dict[str, Any], role: str) -> str:
@@ -137,6 +136,9 @@ def reconcile(cluster: Cluster, job: dict[str, Any], now: datetime | None = None
             return out
         message = format_validation_error(e, "spec").replace("\n", " ")
         return _end(cluster, job, out, None, now, False, conditions.INVALID_SPEC, message)
+    bad_name = naming.job_name_problem(meta["name"])
+    if bad_name is not None and status.phase != "Failed":  # admitted by an older CRD: no child name would fit
+        return _end(cluster, job, out, spec, now, False, conditions.INVALID_SPEC, f"metadata.name: {bad_name}")
     if ignored and status.ignored_fields != ignored:
         out.event("UnknownFields", f"ignored fields this operator does not know: {', '.join(ignored)}; "
                   "upgrade the operator to the CRD's version", "Warning")

@@ -1,18 +1,35 @@
 """The DeepSeekTrainingJob spec: what users write, as pydantic models (the CRD is generated from them).
 
-Field names are camelCase on the wire. Cross-field rules that the API server must enforce are
-written as CEL (`x-kubernetes-validations`) in `crd.py`; the same rules are checked here so the
-operator never acts on a spec the API server would refuse (e.g. one created before a CRD upgrade).
+Field names are camelCase on the wire. Cross-field rules are data (`RULES`, see `dstj_api.rules`):
+pydantic checks them here, so the operator never acts on a spec the API server would refuse (e.g. one
+created before a CRD upgrade), and `crd.py` renders the same rules as CEL for the API server.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from dstj_api import LayoutError, TrainerConfig, plan_layout
+from dstj_api import TrainerConfig
+from dstj_api.rules import (
+    ITEM,
+    Every,
+    Filled,
+    Gcd,
+    IsInt,
+    Larger,
+    Not,
+    Present,
+    Rule,
+    all_of,
+    any_of,
+    enforce,
+    f,
+    implies,
+    lit,
+)
 from dstj_api.wire import WireModel
 
 
@@ -91,15 +108,27 @@ class RendezvousSpec(WireModel):
     )
 
 
+MAX_REPLICAS = 1024
+"""The most workers a job may have."""
+MAX_DEVICES_PER_WORKER = 16
+"""The most GPUs (processes) per worker."""
+
+_EP = f("trainer.parallel.expertParallel")
+_PROCS = Larger(f("devicesPerWorker"), lit(1))
+_EP_STEP = _EP // Gcd(_EP, _PROCS, MAX_DEVICES_PER_WORKER)
+"""Workers per EP group: a world of n workers x PROCS processes is divisible by EP iff this divides n."""
+_SOURCES = [Filled(f(f"checkpoint.{name}")) for name in ("pvc", "hostPath", "url")]
+
+
 MAX_WORLD_SIZES = 64
-"""The most entries `autoscaling.allowedWorldSizes` may list (CEL rules cost grows with list length)."""
+"""The most entries `autoscaling.allowedWorldSizes` may list (the API server bounds a rule's cost by it)."""
 
 
 class AutoscalingSpec(WireModel):
     """The operator chooses the world size itself (status.targetReplicas), between minReplicas and replicas.
 
     Off by default: then `spec.replicas` is the size, and `kubectl scale` and HPAs work as before. On,
-    `spec.replicas` is the ceiling and the operator never writes it.
+    `spec.replicas` is the ceiling and the operator never writes it (GitOps tools would revert it).
     """
 
     enabled: bool = Field(False, description="Let the operator choose the world size between minReplicas and "
@@ -118,8 +147,8 @@ class AutoscalingSpec(WireModel):
     max_growth_backoff_seconds: int = Field(
         900, ge=1, description="The longest growth backoff in seconds (never less than growthBackoffSeconds).",
     )
-    allowed_world_sizes: list[Annotated[int, Field(ge=1, le=1024)]] | None = Field(
-        None, max_length=MAX_WORLD_SIZES, json_schema_extra={"x-kubernetes-list-type": "set"},
+    allowed_world_sizes: list[Annotated[int, Field(ge=1, le=MAX_REPLICAS)]] | None = Field(
+        None, min_length=1, max_length=MAX_WORLD_SIZES, json_schema_extra={"x-kubernetes-list-type": "set"},
         description="Only these worker counts (each within [minReplicas, maxReplicas]); unset: every count whose "
         "layout is valid.",
     )
@@ -137,27 +166,32 @@ class AutoscalingSpec(WireModel):
         "to other workloads; the operator itself never preempts to grow.",
     )
 
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule("powersOfTwo", Not(all_of(Present(f("allowedWorldSizes")), f("powersOfTwo"))),
+             "autoscaling: set allowedWorldSizes or powersOfTwo, not both (list only powers of two in "
+             "allowedWorldSizes)"),
+    )
+
     @model_validator(mode="after")
     def _check_sizes(self) -> Self:
-        sizes = self.allowed_world_sizes
-        if sizes is not None and self.powers_of_two:
-            raise ValueError("autoscaling: set allowedWorldSizes or powersOfTwo, not both (list only powers of "
-                             "two in allowedWorldSizes)")
-        if sizes is not None and len(set(sizes)) != len(sizes):
+        sizes = self.allowed_world_sizes or []
+        if len(set(sizes)) != len(sizes):  # the CRD makes it a set: the API server refuses duplicates itself
             raise ValueError(f"autoscaling.allowedWorldSizes lists a size twice ({sizes}); list each once")
-        if sizes is not None and not sizes:
-            raise ValueError("autoscaling.allowedWorldSizes is empty; list at least one worker count or unset it")
-        return self
+        return enforce(self)
 
 
 class DeepSeekTrainingJobSpec(WireModel):
     """An elastic training run of a DeepSeek-style MoE model."""
 
-    replicas: int = Field(2, ge=1, le=1024, description="Workers wanted (the scale subresource's replicas).")
-    min_replicas: int = Field(1, ge=1, le=1024, description="Fewest workers to train on; below it the job waits.")
-    max_replicas: int = Field(8, ge=1, le=1024, description="Most workers the job may scale to.")
+    replicas: int = Field(2, ge=1, le=MAX_REPLICAS, description="Workers wanted (the scale subresource's replicas).")
+    min_replicas: int = Field(
+        1, ge=1, le=MAX_REPLICAS, description="Fewest workers to train on; below it the job waits."
+    )
+    max_replicas: int = Field(8, ge=1, le=MAX_REPLICAS, description="Most workers the job may scale to.")
     image: str = Field("moe-trainer:latest", description="Trainer image.")
-    devices_per_worker: int = Field(0, ge=0, le=16, description="GPUs per worker (one process each); 0 = CPU.")
+    devices_per_worker: int = Field(
+        0, ge=0, le=MAX_DEVICES_PER_WORKER, description="GPUs per worker (one process each); 0 = CPU."
+    )
     pod: PodOverrides = Field(default_factory=lambda: PodOverrides(), description="Worker pod overrides.")
     trainer: TrainerConfig = Field(default_factory=lambda: TrainerConfig(), description="The trainer config.")
     checkpoint: CheckpointStorage = Field(default_factory=lambda: CheckpointStorage(), description="Checkpoints.")
@@ -172,34 +206,38 @@ class DeepSeekTrainingJobSpec(WireModel):
     autoscaling: AutoscalingSpec = Field(default_factory=lambda: AutoscalingSpec(),
                                          description="Let the operator choose the world size (off by default).")
 
-    @model_validator(mode="after")
-    def _check_bounds(self) -> Self:
-        if not self.min_replicas <= self.replicas <= self.max_replicas:
-            raise ValueError(
-                f"need minReplicas ({self.min_replicas}) <= replicas ({self.replicas}) <= maxReplicas "
-                f"({self.max_replicas}); change replicas or the bounds"
-            )
-        sources = [s for s in (self.checkpoint.pvc, self.checkpoint.host_path, self.checkpoint.url) if s]
-        if len(sources) > 1:
-            raise ValueError("checkpoint: set at most one of pvc, hostPath and url")
-        return self
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule("replicas", all_of(f("minReplicas") <= f("replicas"), f("replicas") <= f("maxReplicas")),
+             "need minReplicas ({minReplicas}) <= replicas ({replicas}) <= maxReplicas ({maxReplicas}); "
+             "change replicas or the bounds"),
+        Rule("checkpoint",
+             Not(any_of(all_of(_SOURCES[0], _SOURCES[1]), all_of(_SOURCES[0], _SOURCES[2]),
+                        all_of(_SOURCES[1], _SOURCES[2]))),
+             "checkpoint: set at most one of pvc, hostPath and url"),
+        # The world size is workers x processes per worker, and EP must divide it (and nRouted).
+        Rule("trainer.parallel.expertParallel",
+             implies(all_of(IsInt(_EP), _EP >= 1), (f("maxReplicas") // _EP_STEP) * _EP_STEP >= f("minReplicas")),
+             "trainer.parallel.expertParallel ({trainer.parallel.expertParallel}) divides no world size of "
+             "minReplicas ({minReplicas}) to maxReplicas ({maxReplicas}) workers ({procs} process(es) each, so "
+             "the worker count must be a multiple of {step}); widen the bounds or set expertParallel: auto",
+             {"procs": _PROCS, "step": _EP_STEP}),
+        Rule("autoscaling.allowedWorldSizes",
+             Every(f("autoscaling.allowedWorldSizes"),
+                   all_of(f("minReplicas") <= f(ITEM), f(ITEM) <= f("maxReplicas"))),
+             "every autoscaling.allowedWorldSizes entry must lie within minReplicas ({minReplicas}) to maxReplicas "
+             "({maxReplicas}); drop the others or widen the bounds"),
+        # Each allowed size needs a layout: the same divisibility as above, entry by entry.
+        Rule("autoscaling.allowedWorldSizes",
+             implies(all_of(IsInt(_EP), _EP >= 1), Every(f("autoscaling.allowedWorldSizes"),
+                                                         (f(ITEM) % _EP_STEP).eq(0))),
+             "every autoscaling.allowedWorldSizes entry must be a multiple of {step}, the workers of an "
+             "expert-parallel group (expertParallel {trainer.parallel.expertParallel} over {procs} process(es) per "
+             "worker); drop the others or set expertParallel: auto", {"procs": _PROCS, "step": _EP_STEP}),
+    )
 
     @model_validator(mode="after")
-    def _check_world_sizes(self) -> Self:
-        """Each allowedWorldSizes entry lies within the bounds and has a layout (EP x DP) for this model."""
-        ranks = max(self.devices_per_worker, 1)
-        parallel, experts = self.trainer.parallel, self.trainer.model.moe.n_routed
-        for n in self.autoscaling.allowed_world_sizes or []:
-            if not self.min_replicas <= n <= self.max_replicas:
-                raise ValueError(
-                    f"autoscaling.allowedWorldSizes entry {n} lies outside [minReplicas ({self.min_replicas}), "
-                    f"maxReplicas ({self.max_replicas})]; drop it or widen the bounds"
-                )
-            try:
-                plan_layout(n * ranks, experts, parallel.expert_parallel, parallel.ep_cap)
-            except LayoutError as e:
-                raise ValueError(f"autoscaling.allowedWorldSizes entry {n} has no layout: {e}; drop it") from e
-        return self
+    def _check_bounds(self) -> Self:
+        return enforce(self)
 
 
 def parse_spec(raw: dict[str, Any]) -> tuple[DeepSeekTrainingJobSpec, list[str]]:

@@ -25,10 +25,10 @@ def test_every_spec_field_has_a_row_with_its_description() -> None:
 
 def test_every_cel_rule_and_printer_column_is_listed() -> None:
     doc = render()
-    rules = list(cel_rules(SPEC))
-    assert len(rules) == 6
+    rules = list(cel_rules(VERSION["schema"]["openAPIV3Schema"], ""))
+    assert len(rules) >= 18
     for _, rule in rules:
-        assert rule["message"] in doc
+        assert rule["message"].replace("|", "\\|") in doc
     for column in VERSION["additionalPrinterColumns"]:
         assert f"| {column['name']} | {column['type']} | `{column['jsonPath']}` |" in doc
 

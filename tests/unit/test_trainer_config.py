@@ -29,6 +29,18 @@ BAD = [
     pytest.param({"data": {"source": "path"}}, "(root)", "data.source=path needs data.path", id="path-without-path"),
     pytest.param({"model": {"preset": "tiny", "moe": {"capacityFactor": -1}}}, "model.moe.capacityFactor",
                  "greater than 0", id="negative-capacity"),
+    pytest.param({"model": {"preset": "tiny", "moe": {"nGroups": 2, "topkGroups": 3}}}, "model.moe",
+                 "topkGroups (3) must be <= nGroups (2); lower topkGroups", id="more-group-picks-than-groups"),
+    pytest.param({"model": {"preset": "base", "moe": {"topkGroups": 1, "topK": 9}}}, "model.moe",
+                 "topK (9) exceeds the experts reachable in topkGroups groups (8)", id="top-k-beyond-reachable"),
+    pytest.param({"model": {"preset": "tiny", "nDenseLayers": 3}}, "model", "nDenseLayers (3) must be <= nLayers (2)",
+                 id="more-dense-layers-than-layers"),
+    pytest.param({"model": {"preset": "tiny", "vocabSize": 255}, "data": {"tokenizer": "bytes"}}, "(root)",
+                 "needs model.vocabSize >= 256 (got 255)", id="byte-tokenizer-with-a-small-vocabulary"),
+    pytest.param({"parallel": {"expertParallel": 0}}, "parallel", "expertParallel must be auto or >= 1 (got 0)",
+                 id="zero-expert-parallel"),
+    pytest.param({"parallel": {"expertParallel": 3}}, "(root)",
+                 "parallel.expertParallel (3) must divide model.moe.nRouted (8)", id="expert-parallel-not-dividing"),
 ]
 
 
