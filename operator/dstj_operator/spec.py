@@ -230,9 +230,10 @@ class DeepSeekTrainingJobSpec(WireModel):
         Rule("autoscaling.allowedWorldSizes",
              implies(all_of(IsInt(_EP), _EP >= 1), Every(f("autoscaling.allowedWorldSizes"),
                                                          (f(ITEM) % _EP_STEP).eq(0))),
-             "every autoscaling.allowedWorldSizes entry must be a multiple of {step}, the workers of an "
-             "expert-parallel group (expertParallel {trainer.parallel.expertParallel} over {procs} process(es) per "
-             "worker); drop the others or set expertParallel: auto", {"procs": _PROCS, "step": _EP_STEP}),
+             "every autoscaling.allowedWorldSizes entry must be a multiple of the workers one expert-parallel group "
+             "spans ({step}), from trainer.parallel.expertParallel ({trainer.parallel.expertParallel}) and "
+             "devicesPerWorker ({procs} processes per worker); drop the others or set expertParallel: auto",
+             {"procs": _PROCS, "step": _EP_STEP}),
     )
 
     @model_validator(mode="after")

@@ -37,8 +37,8 @@ def test_the_fields_are_camel_case_on_the_wire() -> None:
                  "minReplicas (1) to maxReplicas (8); drop the others", id="above-max"),
     pytest.param({"allowedWorldSizes": [1, 4]}, {"minReplicas": 2}, "must lie within minReplicas (2)", id="below-min"),
     pytest.param({"allowedWorldSizes": [3, 4]}, {"trainer": {"parallel": {"expertParallel": 2}}},
-                 "entry must be a multiple of 2, the workers of an expert-parallel group (expertParallel 2 over 1 "
-                 "process(es) per worker)", id="no-layout"),
+                 "entry must be a multiple of the workers one expert-parallel group spans (2), from "
+                 "trainer.parallel.expertParallel (2)", id="no-layout"),
     pytest.param({"powersOfTwo": True, "allowedWorldSizes": [4]}, {}, "not both", id="both-restrictions"),
     pytest.param({"minScalingEfficiency": 1.5}, {}, "less than or equal to 1", id="efficiency-above-one"),
     pytest.param({"unschedulableSeconds": 1}, {}, "greater than or equal to 10", id="too-short-to-schedule"),
