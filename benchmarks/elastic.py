@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from dstj_api import TrainerConfig
-from moe_trainer.checkpoint import Checkpointer
-from moe_trainer.trainer import Trainer
+from moe_trainer.checkpoint.checkpointer import Checkpointer
+from moe_trainer.training.trainer import Trainer
 from tests.trainer.elastic_harness import Cluster, free_port, wait_for
 
 PROBE_NATIVE = {"torchrun native shrink, defaults": 42.8, "torchrun native shrink, last_call_timeout=1": 14.9}

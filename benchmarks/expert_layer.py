@@ -12,8 +12,9 @@ from typing import Any
 import torch
 
 from benchmarks.timing import median_seconds
-from moe_trainer.experts import SwiGLU, grouped_mm_works
-from moe_trainer.moe import MoE
+from dstj_api import MoEConfig
+from moe_trainer.model.experts import SwiGLU, grouped_mm_works
+from moe_trainer.model.moe import MoE
 from tests.trainer.reference_moe import naive_moe_forward
 
 DIM, EXPERT_DIM, TOP_K, TOKENS = 256, 128, 6, 4096
@@ -37,7 +38,8 @@ def _fwd_bwd(fn: Any, x: torch.Tensor) -> Any:
 def measure(n_experts: int, repeats: int = 5) -> dict[str, float]:
     """tokens/s of fast, naive and dense layers at `n_experts` routed experts."""
     torch.manual_seed(0)
-    moe = MoE(DIM, EXPERT_DIM, n_experts, 0, TOP_K, bias_update_rate=0.0)
+    moe = MoE(DIM, MoEConfig(expert_dim=EXPERT_DIM, n_routed=n_experts, n_shared=0, top_k=TOP_K,
+                             bias_update_rate=0.0))
     dense = SwiGLU(DIM, TOP_K * EXPERT_DIM)
     x = torch.randn(TOKENS, DIM, requires_grad=True)
     fns = {

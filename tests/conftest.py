@@ -111,7 +111,9 @@ def install_crd(kube: Kubectl) -> Kubectl:
     from dstj_operator.crd import CRD_FILE, GROUP, PLURAL
 
     kube("apply", "--server-side", "--force-conflicts", "-f", str(Path(__file__).resolve().parents[1] / CRD_FILE))
+    # check=False: a CRD created a moment ago has no conditions yet, and kubectl's jsonpath filter fails on that.
     wait_until(lambda: kube("get", f"crd/{PLURAL}.{GROUP}", "-o",
-                            "jsonpath={.status.conditions[?(@.type=='Established')].status}").stdout == "True",
+                            "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+                            check=False).stdout == "True",
                timeout=30, what="the CRD to be established")
     return kube

@@ -22,6 +22,7 @@ import yaml
 
 from dstj_api.contract import KIND, VERSION
 from dstj_operator.cluster import Cluster
+from dstj_operator.converge import Mode
 from dstj_operator.crd import GROUP, PLURAL
 from dstj_operator.reconcile import reconcile
 from localcluster.build import BuildError
@@ -102,14 +103,17 @@ RESOURCES = {
 }
 #: What each Cluster method needs, besides create_if_absent (recorded per object below).
 CLUSTER_CALLS = {
-    "connect": [], "create_if_absent": [], "ensure": [],
+    "connect": [], "create_if_absent": [], "converge": [],
     "pods": [("", "pods", "list")], "delete_pod": [("", "pods", "delete")],
     "progress": [("", "configmaps", "get")], "event": [("", "events", "create")],
 }
+#: Child kinds the handlers watch by label, so a child edited or deleted by hand heals in the next pass.
+WATCHED_CHILDREN = [RESOURCES[k] for k in ("Pod", "ConfigMap", "Service", "ServiceAccount", "Role", "RoleBinding",
+                                           "PodDisruptionBudget", "NetworkPolicy", "PersistentVolumeClaim")]
 #: What handlers.py and kopf's watches need: watch the job, its pods and ConfigMaps; read and patch the job.
 HANDLER_CALLS = [
     *((GROUP, PLURAL, v) for v in ("list", "watch", "get", "delete")), (GROUP, f"{PLURAL}/status", "patch"),
-    ("", "pods", "list"), ("", "pods", "watch"), ("", "configmaps", "list"), ("", "configmaps", "watch"),
+    *((group, resource, verb) for group, resource in WATCHED_CHILDREN for verb in ("list", "watch")),
 ]
 
 
@@ -125,8 +129,11 @@ class RecordingCluster:
         self.needs.add((group, resource, "create"))
         return True
 
-    def ensure(self, obj: dict[str, Any]) -> bool:
-        return self.create_if_absent(obj)
+    def converge(self, obj: dict[str, Any], mode: Mode = Mode.APPLY) -> bool:
+        self.create_if_absent(obj)  # server-side apply creates a missing child: it needs create and patch
+        if mode is not Mode.CREATE_ONLY:  # apply, or read and replace what apply cannot undo
+            self.needs |= {(*RESOURCES[obj["kind"]], verb) for verb in ("patch", "get", "update")}
+        return True
 
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         return []

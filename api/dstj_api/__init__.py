@@ -20,8 +20,10 @@ from dstj_api.trainer_config import (
     ParallelConfig,
     TrainConfig,
     TrainerConfig,
+    config_digest,
     load_trainer_config,
     model_preset,
+    parse_trainer_config,
 )
 
 __all__ = [
@@ -40,9 +42,11 @@ __all__ = [
     "ProgressReport",
     "TrainConfig",
     "TrainerConfig",
+    "config_digest",
     "format_validation_error",
     "load_trainer_config",
     "model_preset",
+    "parse_trainer_config",
     "plan_layout",
     "read_lenient",
 ]

@@ -22,6 +22,9 @@ INDEX_LABEL: Final = f"{GROUP}/index"
 """A worker pod's index (0 .. replicas-1)."""
 ROLE_LABEL: Final = f"{GROUP}/role"
 """What a child is: worker, rendezvous, config, progress, ..."""
+TEMPLATE_ANNOTATION: Final = f"{GROUP}/pod-template"
+"""On a worker pod: the digest of the spec fields it was built from that a rolled edit changes (image, pod,
+devicesPerWorker). Pods of one generation all carry the same."""
 
 # Environment of a worker pod, set by the operator and read by the trainer.
 ENV_MEMBER_ID: Final = "DSTJ_MEMBER_ID"
@@ -39,6 +42,11 @@ ENV_READY_PROBE: Final = "DSTJ_READY_PROBE"
 ENV_LENIENT_CONFIG: Final = "DSTJ_LENIENT_CONFIG"
 """`1`: the `--config` file was rendered by the operator (validated against its model, which may be newer):
 the worker ignores fields it does not know instead of refusing the config. Unset: a user's file, read strictly."""
+ENV_CONFIG: Final = "DSTJ_CONFIG"
+"""Where a worker reads the current trainer config when a generation names another than the one it runs:
+`k8s:NAMESPACE/CONFIGMAP` (key `CONFIG_KEY`) or `file:PATH`; unset: its `--config` file, read again."""
+CONFIG_KEY: Final = "trainer.json"
+"""The key of the trainer-config ConfigMap's data (and the file name it is mounted as)."""
 ENV_TERMINATION_LOG: Final = "DSTJ_TERMINATION_LOG"
 """Where the worker writes its termination message when this is set (the local cluster's process nodes set it:
 their containers share one file system); else `/dev/termination-log` when writable (a kubelet's default path)."""

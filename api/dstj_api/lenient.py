@@ -59,6 +59,11 @@ def read_lenient(model: type[M], data: Any, what: str) -> M:
     `what` names the source in the log line ("membership", "progress report", ...). Raises the
     ValidationError of the remaining problems, if any, as a strict parse of the pruned data would.
     """
+    return read_lenient_naming(model, data, what)[0]
+
+
+def read_lenient_naming(model: type[M], data: Any, what: str) -> tuple[M, list[str]]:
+    """`read_lenient`, and the fields it dropped (as users write them), for callers that report them."""
     pruned, dropped = data, []
     for _ in range(_MAX_ROUNDS):
         try:
@@ -77,5 +82,5 @@ def read_lenient(model: type[M], data: Any, what: str) -> M:
         if dropped:
             log.debug("%s: ignoring fields this version does not know (written by a newer one?): %s",
                       what, ", ".join(dropped))
-        return result
-    return model.model_validate(pruned)  # raises: unknown fields kept appearing
+        return result, dropped
+    return model.model_validate(pruned), dropped  # raises: unknown fields kept appearing

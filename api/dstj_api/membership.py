@@ -27,6 +27,10 @@ class Membership(WireModel):
         description="A planned resize: this earlier generation may still commit the checkpoint it takes when "
         "stopping, so no step is lost. Unset after a failure.",
     )
+    config_hash: str | None = Field(
+        None, description="The digest (`config_digest`) of the trainer config this generation runs: a member whose "
+        "config differs reads the current one before it joins. Unset by operators older than the field.",
+    )
     state: Literal["running", "suspended", "finished"] = Field(
         "running", description="suspended: members stop with a checkpoint; finished: nothing more to run."
     )
@@ -41,21 +45,28 @@ class Membership(WireModel):
 class ProgressReport(WireModel):
     """What rank 0 reports after each logged step (the operator mirrors it into the job status)."""
 
-    step: int = Field(ge=0)
-    total_steps: int = Field(ge=1)
-    generation: int = Field(ge=0)
+    step: int = Field(ge=0, description="Optimizer steps finished.")
+    total_steps: int = Field(ge=1, description="train.steps: the step the run finishes at.")
+    generation: int = Field(ge=0, description="The membership generation whose group ran these steps.")
     generation_start_step: int | None = Field(
         None, ge=0,
         description="The step this generation resumed from: it ran steps generationStartStep+1 .. step at worldSize, "
         "so every step's world size is known exactly. Unset by trainers older than the field.",
     )
-    world_size: int = Field(ge=1)
-    expert_parallel: int = Field(ge=1)
-    data_parallel: int = Field(ge=1)
-    loss: float | None = None
-    tokens_per_second: float | None = None
-    max_violation: float | None = None
-    last_checkpoint_step: int | None = None
-    last_checkpoint_time: datetime | None = None
-    state: Literal["running", "stopped", "finished"] = "running"
-    updated: datetime
+    world_size: int = Field(ge=1, description="Ranks in the group (workers x processes per worker).")
+    expert_parallel: int = Field(ge=1, description="Expert-parallel degree of the group's layout (EP).")
+    data_parallel: int = Field(ge=1, description="Data-parallel degree of the group's layout (DP = worldSize / EP).")
+    loss: float | None = Field(None, description="Training loss of the last step (nats per token).")
+    tokens_per_second: float | None = Field(None, description="Training throughput over the last log interval.")
+    max_violation: float | None = Field(
+        None, description="Expert load balance of the last step: max load / mean load - 1, worst MoE layer."
+    )
+    last_checkpoint_step: int | None = Field(None, description="The step of the committed (latest) checkpoint.")
+    last_checkpoint_time: datetime | None = Field(
+        None, description="When this report saw that checkpoint committed (the report's time)."
+    )
+    state: Literal["running", "stopped", "finished"] = Field(
+        "running", description="running; stopped: the group stopped at a step boundary (a new generation, a "
+        "preemption); finished: train.steps reached."
+    )
+    updated: datetime = Field(description="When rank 0 wrote this report.")

@@ -9,6 +9,7 @@ how to fix the config.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
@@ -289,6 +290,12 @@ def model_preset(name: str) -> ModelConfig:
     return ModelConfig(preset=name)
 
 
+def config_digest(text: str) -> str:
+    """The digest a membership generation names its trainer config by: of the rendered JSON text, exactly as the
+    operator writes it into the config ConfigMap and the worker reads it (file or API)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def load_trainer_config(source: str | Path | dict[str, Any], *, lenient: bool = False) -> TrainerConfig:
     """Parse a trainer config from a JSON file path or a dict; raise ConfigError naming each bad field.
 
@@ -296,17 +303,25 @@ def load_trainer_config(source: str | Path | dict[str, Any], *, lenient: bool = 
     model): fields this version does not know are dropped with a debug log instead of refused. A config a
     user wrote is read strictly, so a typo is never silently ignored.
     """
-    label = "trainer config"
     if isinstance(source, dict):
-        data = source
-    else:
-        label = str(source)
-        try:
-            data = json.loads(Path(source).read_text())
-        except FileNotFoundError as e:
-            raise ConfigError(f"{label}: no such file; pass --config PATH to a JSON trainer config") from e
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{label}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+        return _validate(source, "trainer config", lenient)
+    try:
+        text = Path(source).read_text()
+    except FileNotFoundError as e:
+        raise ConfigError(f"{source}: no such file; pass --config PATH to a JSON trainer config") from e
+    return parse_trainer_config(text, str(source), lenient=lenient)
+
+
+def parse_trainer_config(text: str, label: str, *, lenient: bool = False) -> TrainerConfig:
+    """A trainer config from its JSON text (`label` names where it came from in errors); see load_trainer_config."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{label}: not valid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+    return _validate(data, label, lenient)
+
+
+def _validate(data: Any, label: str, lenient: bool) -> TrainerConfig:
     try:
         return read_lenient(TrainerConfig, data, label) if lenient else TrainerConfig.model_validate(data)
     except ValidationError as e:

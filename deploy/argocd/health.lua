@@ -9,7 +9,10 @@
 -- get there; Degraded = failed or stuck, a person should look; Suspended = paused on purpose):
 --
 --   no status / no phase                   -> Progressing "waiting for the operator"
---   status.observedGeneration < generation -> Progressing "spec change not yet observed"
+--   status.observedGeneration < generation -> Progressing: the Progressing condition's reason and message
+--                                             while an edit rolls out, else "spec change not yet observed";
+--                                             Degraded when the rollout is blocked (RolloutBlocked: its
+--                                             replacement pods cannot start; the old pods keep training)
 --   Failed                                 -> Degraded, the Failed condition's reason and message
 --   Succeeded                              -> Healthy "training finished"
 --   Suspended                              -> Suspended
@@ -82,6 +85,8 @@ end
 
 -- A status written for an older spec says nothing about the current one (the rule Argo CD
 -- applies to Deployments), so this comes before the phase: e.g. right after `kubectl scale`.
+-- The operator holds observedGeneration back until the training group runs the edited spec
+-- (a new generation at a step boundary), and says what it waits for in the Progressing condition.
 local generation = nil
 if obj.metadata ~= nil then
   generation = obj.metadata.generation
@@ -89,8 +94,16 @@ end
 local observed = status.observedGeneration
 if generation ~= nil and observed ~= nil and observed < generation then
   hs.status = "Progressing"
-  hs.message = "spec change not yet observed (generation " .. tostring(generation)
-    .. ", observed " .. tostring(observed) .. ")"
+  local rolling = condition(status, "Progressing")
+  if is_true(rolling) then
+    if rolling.reason == "RolloutBlocked" then
+      hs.status = "Degraded"
+    end
+    hs.message = explain(rolling, "rolling out the edited spec")
+  else
+    hs.message = "spec change not yet observed (generation " .. tostring(generation)
+      .. ", observed " .. tostring(observed) .. ")"
+  end
   return hs
 end
 

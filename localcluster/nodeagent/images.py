@@ -7,10 +7,11 @@ come from the host. The image name still matters in two ways:
 
 * it is recorded in the container status (``image``, and ``imageID`` as ``localcluster://``
   plus the name), so the operator and users see what they asked for;
-* when a container has no ``command``, the image's entry point comes from ``ENTRYPOINTS``
-  (matched on the repository's last path component, tag and registry ignored), as an image's
-  ENTRYPOINT would; ``args`` are appended. An image with no entry there and no ``command``
-  fails to start with reason ``CreateContainerError``.
+* the images a process node "has" are the repositories in ``ENTRYPOINTS`` (matched on the
+  repository's last path component, tag and registry ignored); any other image cannot be pulled:
+  the container waits with reason ``ErrImagePull``, then ``ImagePullBackOff``, as on a kubelet;
+* when a container has no ``command``, the image's entry point comes from ``ENTRYPOINTS``, as an
+  image's ENTRYPOINT would; ``args`` are appended.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class ImageError(ValueError):
-    """The container can not be started from this image (no command, unknown entry point)."""
+    """The container can not be started from this image."""
+
+
+class ImageNotFound(ImageError):
+    """No such image on process nodes (a kubelet's failed pull)."""
 
 
 def repository(image: str) -> str:
@@ -45,13 +50,11 @@ def repository(image: str) -> str:
 
 def argv(image: str, command: list[str] | None, args: list[str] | None) -> list[str]:
     """The process's argv: ``command + args``, or the image's entry point + ``args``."""
-    if command:
-        return [*command, *(args or [])]
     entry = ENTRYPOINTS.get(repository(image))
     if entry is None:
-        raise ImageError(f"image {image!r} has no entry point on process nodes and the container has no "
-                         f"command; set command, or use one of {sorted(ENTRYPOINTS)}")
-    return [*entry, *(args or [])]
+        raise ImageNotFound(f"failed to pull image {image!r}: not found (process nodes have the repositories "
+                            f"{sorted(ENTRYPOINTS)})")
+    return [*(command or entry), *(args or [])]
 
 
 def base_env(python: Path, hostname: str) -> dict[str, str]:

@@ -35,6 +35,11 @@ from localcluster.nodeagent.status import Slot
 Obj = dict[str, Any]
 
 
+def _pull_reason(previous: str) -> str:
+    """A kubelet's reasons for a failed pull: ErrImagePull the first time, ImagePullBackOff while it retries."""
+    return "ImagePullBackOff" if previous in ("ErrImagePull", "ImagePullBackOff") else "ErrImagePull"
+
+
 class PodWorker:
     """Runs one pod; the agent feeds it the pod's updates and its removal from the API."""
 
@@ -179,7 +184,8 @@ class PodWorker:
         try:
             how = self._launch(slot)
         except (envvars.EnvError, images.ImageError, volumes.VolumeError) as e:
-            slot.waiting_reason = ("CreateContainerError" if isinstance(e, images.ImageError)
+            slot.waiting_reason = (_pull_reason(slot.waiting_reason) if isinstance(e, images.ImageNotFound)
+                                   else "CreateContainerError" if isinstance(e, images.ImageError)
                                    else "CreateContainerConfigError")
             slot.waiting_message = str(e)
             self.retry_at = time.monotonic() + 1.0

@@ -8,14 +8,17 @@ import os
 import sys
 
 import kopf
-from kubernetes import config
+from kubernetes import client, config
 from prometheus_client import start_http_server
 
 import dstj_operator.handlers  # noqa: F401 - registers the handlers
-from dstj_operator.health import serve_health
+from dstj_operator.crd_revision import check_installed_crd
+from dstj_operator.health import Probes, serve_health
 from dstj_operator.leader import LeaseElector
 from dstj_operator.metrics import LEADER
+from dstj_operator.passes import PASSES
 from dstj_operator.settings import OperatorSettings, SettingsError
+from dstj_operator.watches import WatchTracker, expected_streams
 
 EXIT_LEASE_LOST = 3
 """Exit code of a leader that lost its lease: the pod restarts and waits as a standby."""
@@ -32,12 +35,15 @@ def load_kube_config() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve probes and metrics, win the leader lease when elected, then run kopf until stopped."""
+    """Check the CRD, serve probes and metrics, win the leader lease when elected, then run kopf until stopped.
+
+    Exit codes: 2 a bad setting or a missing or older CRD (the message says what to do), 3 the lease was lost.
+    """
     argparse.ArgumentParser(
         prog="python -m dstj_operator", description="The DeepSeekTrainingJob operator.",
         epilog="Configured by environment: DSTJ_WATCH_NAMESPACES, DSTJ_LEADER_ELECTION, DSTJ_LEADER_LEASE, "
                "DSTJ_LEADER_LEASE_SECONDS, POD_NAME, POD_NAMESPACE, DSTJ_METRICS_PORT, DSTJ_HEALTH_PORT, "
-               "DSTJ_LOG_LEVEL (see docs/operations.md).").parse_args(argv)
+               "DSTJ_STUCK_SECONDS, DSTJ_LOG_LEVEL (see docs/operations.md).").parse_args(argv)
     try:
         settings = OperatorSettings.from_env()
     except SettingsError as e:
@@ -47,14 +53,24 @@ def main(argv: list[str] | None = None) -> int:
     kopf.configure(verbose=settings.log_level == "debug", log_format=kopf.LogFormat.JSON)
     logging.getLogger().setLevel(settings.log_level.upper())
     load_kube_config()
-    if settings.health_port:
-        serve_health(settings.health_port)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port)
+    problem = check_installed_crd(client.ApiextensionsV1Api())
+    if problem:  # Helm never upgrades crds/: an operator newer than its CRD must not run
+        print(f"dstj-operator: {problem}", file=sys.stderr)
+        return 2
+    watches = WatchTracker(expected_streams(settings.watch_namespaces))
+    watches.install()
     elector = None
     if settings.leader_election:
         elector = LeaseElector(settings.lease_name, settings.lease_namespace, settings.identity,
                                settings.lease_seconds)
+    if settings.health_port:
+        serve_health(settings.health_port, Probes(
+            passes=PASSES, stuck_seconds=settings.stuck_seconds, watches=watches.state,
+            leading=lambda: elector is None or elector.leading,
+            lease_read_at=lambda: elector.last_read if elector else None, lease_seconds=settings.lease_seconds))
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    if elector is not None:
         elector.acquire()
         elector.keep(on_lost=lambda: os._exit(EXIT_LEASE_LOST))  # never two writers: stop at once
     else:

@@ -22,6 +22,7 @@ from pydantic.alias_generators import to_camel
 from dstj_api.trainer_config import PRESETS
 from dstj_operator import conditions
 from dstj_operator.crd import GROUP, KIND, PLURAL, SHORT, VERSION, build_crd
+from dstj_operator.edits import EDITS
 
 DOC_FILE = "docs/api.md"
 
@@ -160,6 +161,16 @@ def render() -> str:
         "## `spec`",
         "",
         *field_table(spec, "spec"),
+        "",
+        "## Editing a running job",
+        "",
+        "What an edit of each field does to an existing job (`kubectl edit`, `kubectl apply`, a GitOps sync). "
+        "*live*: the operator acts on it in the pass the edit triggers; *new pods*: pods created after the edit "
+        "get it, running ones keep theirs; *immutable*: the API server refuses the edit with the message shown.",
+        "",
+        "| Field | Edit | What happens |",
+        "|---|---|---|",
+        *(f"| `{row.path}` | {row.effect.value} | {_cell(row.what)} |" for row in EDITS),
         "",
         "## Model presets (`spec.trainer.model.preset`)",
         "",

@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from dstj_api import config_digest
 from dstj_api.contract import (
+    CONFIG_KEY,
+    ENV_CONFIG,
     ENV_LENIENT_CONFIG,
     ENV_MEMBER_ID,
     ENV_MEMBERSHIP,
@@ -26,6 +29,7 @@ from dstj_api.contract import (
     PLURAL,
     PROGRESS_KEY,
     ROLE_LABEL,
+    TEMPLATE_ANNOTATION,
     VERSION,
 )
 from dstj_operator.naming import CHILD_TAILS, rendezvous_pod_name, worker_name
@@ -68,7 +72,12 @@ def trainer_config_map(job: dict[str, Any], spec: DeepSeekTrainingJobSpec) -> di
         absolute = "://" in start or start.startswith("/")
         trainer.checkpoint.resume_from = start if absolute else f"{trainer.checkpoint.dir.rstrip('/')}/{start}"
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(job, names(job)["config"], "config"),
-            "data": {"trainer.json": trainer.model_dump_json(by_alias=True, indent=2)}}
+            "data": {CONFIG_KEY: trainer.model_dump_json(by_alias=True, indent=2)}}
+
+
+def trainer_config_hash(config_map: dict[str, Any]) -> str:
+    """The digest a generation names the trainer config in `config_map` by (see `Membership.configHash`)."""
+    return config_digest(config_map["data"][CONFIG_KEY])
 
 
 def rendezvous_service(job: dict[str, Any], spec: DeepSeekTrainingJobSpec) -> dict[str, Any]:
@@ -99,14 +108,20 @@ def rendezvous_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, suffix: s
                         "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}}}]}}
 
 
+def rendezvous_port(pod: dict[str, Any]) -> int | None:
+    """The port a rendezvous store pod listens on (None when it names none)."""
+    ports = (pod.get("spec") or {}).get("containers", [{}])[0].get("ports") or [{}]
+    port = ports[0].get("containerPort")
+    return int(port) if port is not None else None
+
+
 def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, suffix: str) -> dict[str, Any]:
     """Worker `index`: the supervisor that trains every membership generation it is a member of, in place."""
     n, job_name = names(job), job["metadata"]["name"]
     o = spec.pod
     name = worker_name(job_name, index, suffix)
     meta = _meta(job, name, "worker", labels={**(o.labels or {}), INDEX_LABEL: str(index)})
-    if o.annotations:
-        meta["annotations"] = dict(o.annotations)
+    meta["annotations"] = {**(o.annotations or {}), TEMPLATE_ANNOTATION: pod_template_hash(spec)}
     unreachable = spec.fault_policy.unreachable_seconds
     env = [
         {"name": ENV_MEMBER_ID, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -115,6 +130,7 @@ def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, s
         {"name": ENV_RDZV_ENDPOINT, "value": f"{n['rdzv']}:{spec.rendezvous.port}"},
         {"name": ENV_RUN_ID, "value": job["metadata"]["uid"]},
         {"name": ENV_READY_PROBE, "value": "1"},
+        {"name": ENV_CONFIG, "value": f"k8s:{job['metadata']['namespace']}/{n['config']}"},
         {"name": ENV_LENIENT_CONFIG, "value": "1"},  # the config is ours: a newer operator's field must not crash-loop
         *(o.env or []),
     ]
@@ -128,7 +144,7 @@ def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, s
         volumes.append({"name": "checkpoints", **source})
     container: dict[str, Any] = {
         "name": "trainer", "image": spec.image,
-        "command": ["python", "-m", "moe_trainer.launch", "--config", f"{CONFIG_MOUNT}/trainer.json",
+        "command": ["python", "-m", "moe_trainer.launch", "--config", f"{CONFIG_MOUNT}/{CONFIG_KEY}",
                     f"--nproc-per-node={max(1, spec.devices_per_worker)}"],
         "env": env, "volumeMounts": mounts, "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
         # The trainer writes what to change into the message file on a config error (exit EXIT_CONFIG); any
@@ -171,14 +187,24 @@ def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, s
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
 
 
+def pod_template_hash(spec: DeepSeekTrainingJobSpec) -> str:
+    """The digest of the spec fields whose edit is rolled (image, pod, devicesPerWorker): a worker pod built from
+    other values is replaced, all of a generation at one step boundary (`policies.roll`)."""
+    rolled = {"image": spec.image, "devicesPerWorker": spec.devices_per_worker,
+              "pod": spec.pod.model_dump(mode="json", by_alias=True, exclude_none=True)}
+    return config_digest(json.dumps(rolled, sort_keys=True))
+
+
 def worker_rbac(job: dict[str, Any]) -> list[dict[str, Any]]:
-    """ServiceAccount, Role and RoleBinding: workers read their own job and write only their progress."""
+    """ServiceAccount, Role and RoleBinding: workers read their own job and trainer config, and write only their
+    progress."""
     n, job_name = names(job), job["metadata"]["name"]
     rules = [
         {"apiGroups": [GROUP], "resources": [PLURAL], "resourceNames": [job_name],
          "verbs": ["get", "watch", "list"]},
         {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [n["progress"]],
          "verbs": ["get", "update", "patch"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [n["config"]], "verbs": ["get"]},
     ]
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(job, n["account"], "rbac")},

@@ -1,10 +1,12 @@
 """The operator's only door to the API server: a few typed calls over the official client.
 
 Everything the reconciler needs is read back from the cluster on every pass (the operator keeps
-no state of its own); writes are create-if-absent, so running a pass twice changes nothing. The
-one thing remembered is a hint: which static children were seen to exist in the last
-`RECHECK_SECONDS`, so a busy job's passes do not re-POST each of them (one 409 apiece) on every
-progress report. A child deleted behind the operator's back is re-created within that time.
+no state of its own). Static children converge by server-side apply (create, update, or take back a
+field edited by hand); running a pass twice changes nothing. The one thing remembered is a hint: which
+child was applied with which hash and resourceVersion, so a busy job's passes do not re-apply each
+child on every progress report. A watch event that shows the child changed or gone drops the hint
+(`forget`), so a child edited or deleted by hand heals in the pass that event triggers; the hint also
+expires after `RECHECK_SECONDS`, for kinds a restricted operator cannot watch.
 """
 
 from __future__ import annotations
@@ -22,13 +24,55 @@ from pydantic import ValidationError
 
 from dstj_api import ProgressReport, read_lenient
 from dstj_api.contract import GROUP, KIND, PROGRESS_KEY, VERSION
+from dstj_operator.converge import Mode, hash_of, matches, replacement, stamped
 
 log = logging.getLogger(__name__)
 
-RECHECK_SECONDS = 30.0
-"""How long a child seen to exist is taken to still exist by `ensure`."""
-_seen: dict[tuple[str, str, str, str], float] = {}
-"""(owner uid, kind, namespace, name) -> when the child was last created or found existing."""
+RECHECK_SECONDS = 300.0
+"""How long an applied child is taken to be as applied without a watch event saying otherwise."""
+FIELD_MANAGER = "dstj-operator"
+"""The server-side apply field manager: the fields it sets are the operator's, and a hand edit of one is
+taken back."""
+
+
+@dataclass(slots=True, frozen=True)
+class _Hint:
+    hash: str
+    resource_version: str
+    mode: Mode
+    at: float
+
+
+_applied: dict[tuple[str, str, str, str], _Hint] = {}
+"""(owner uid, kind, namespace, name) -> how the child was last applied or found."""
+_APPLY_CALLS = {
+    "ConfigMap": ("CoreV1Api", "patch_namespaced_config_map"),
+    "Service": ("CoreV1Api", "patch_namespaced_service"),
+    "ServiceAccount": ("CoreV1Api", "patch_namespaced_service_account"),
+    "Role": ("RbacAuthorizationV1Api", "patch_namespaced_role"),
+    "RoleBinding": ("RbacAuthorizationV1Api", "patch_namespaced_role_binding"),
+    "PodDisruptionBudget": ("PolicyV1Api", "patch_namespaced_pod_disruption_budget"),
+    "NetworkPolicy": ("NetworkingV1Api", "patch_namespaced_network_policy"),
+}
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str, str, str]:
+    meta = obj["metadata"]
+    owner = next((r["uid"] for r in meta.get("ownerReferences") or []), "")
+    return owner, obj["kind"], meta.get("namespace", ""), meta["name"]
+
+
+def forget(obj: dict[str, Any], deleted: bool = False) -> None:
+    """A watch event of a child: drop its hint when the child is gone or changed by someone else (its
+    resourceVersion is not the one the operator applied). A create-only child's hint survives changes:
+    the progress ConfigMap changes with every report, and is the trainer's to write."""
+    key = _key(obj)
+    hint = _applied.get(key)
+    if hint is None:
+        return
+    changed = (obj["metadata"].get("resourceVersion") != hint.resource_version) and hint.mode is not Mode.CREATE_ONLY
+    if deleted or changed:
+        _applied.pop(key, None)
 
 
 _api_client: Any = None
@@ -86,22 +130,51 @@ class Cluster:
                 return False
             raise
 
-    def ensure(self, obj: dict[str, Any]) -> bool:
-        """`create_if_absent`, skipped when the same owner's child was seen in the last `RECHECK_SECONDS`."""
-        meta = obj["metadata"]
-        owner = next((r["uid"] for r in meta.get("ownerReferences") or []), "")
-        key = (owner, obj["kind"], meta.get("namespace", ""), meta["name"])
-        now = time.monotonic()
-        if now - _seen.get(key, -RECHECK_SECONDS) < RECHECK_SECONDS:
+    def converge(self, obj: dict[str, Any], mode: Mode = Mode.APPLY) -> bool:
+        """Make the child match `obj` (stamped with its hash); True when an API call was made.
+
+        Skipped while the hint says the child stands as last applied with the same hash.
+        """
+        obj = stamped(obj)
+        key, digest, now = _key(obj), hash_of(obj) or "", time.monotonic()
+        hint = _applied.get(key)
+        if hint is not None and hint.hash == digest and now - hint.at < RECHECK_SECONDS:
             return False
-        created = self.create_if_absent(obj)
-        _seen[key] = now
-        if len(_seen) > 10_000:  # jobs come and go: drop hints that have expired
+        if mode is Mode.CREATE_ONLY:
+            self.create_if_absent(obj)
+            version = ""
+        else:
+            version = self._apply(obj)
+        _applied[key] = _Hint(digest, version, mode, now)
+        if len(_applied) > 10_000:  # jobs come and go: drop hints that have expired
             # list() copies under the GIL: other passes' threads may add hints meanwhile.
-            for k, t in list(_seen.items()):
-                if now - t >= RECHECK_SECONDS:
-                    _seen.pop(k, None)
-        return created
+            for k, h in list(_applied.items()):
+                if now - h.at >= RECHECK_SECONDS:
+                    _applied.pop(k, None)
+        return True
+
+    def _apply(self, obj: dict[str, Any]) -> str:
+        """Make the child match `obj`; returns its new resourceVersion.
+
+        Server-side apply first (one call: creates a missing child, updates the operator's fields, takes
+        back a field edited by hand). What apply cannot undo, because another manager now owns it (a list
+        item added by hand, a list key changed), is replaced: read, then PUT the operator's content whole.
+        """
+        api_class, method = _APPLY_CALLS[obj["kind"]]
+        api = getattr(client, api_class)(self.apis)
+        name, ns = obj["metadata"]["name"], obj["metadata"]["namespace"]
+        live: dict[str, Any] | None = None
+        try:
+            live = _json(getattr(api, method)(name, ns, obj, field_manager=FIELD_MANAGER, force=True,
+                                              _content_type="application/apply-patch+yaml", _preload_content=False))
+        except ApiException as e:
+            if e.status not in (409, 422):  # an apply that would leave the object invalid: replace it instead
+                raise
+        if live is None or not matches(live, obj):
+            current = live or _json(getattr(api, method.replace("patch_", "read_"))(name, ns, _preload_content=False))
+            live = _json(getattr(api, method.replace("patch_", "replace_"))(
+                name, ns, replacement(current, obj), field_manager=FIELD_MANAGER, _preload_content=False))
+        return str((live.get("metadata") or {}).get("resourceVersion", ""))
 
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         """Pods matching a label selector, as plain dicts."""

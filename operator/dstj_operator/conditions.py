@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from dstj_operator.status import Condition
+from dstj_operator.status import Condition, stamp
 
 # Condition types.
 SYNCED = "Synced"
@@ -23,6 +23,9 @@ RESTARTING = "Restarting"
 """True while replacements wait out the crash backoff."""
 STALLED = "Stalled"
 """Running, but no progress report for faultPolicy.stallSeconds."""
+PROGRESSING = "Progressing"
+"""True while a training group runs an older spec than the job's (a live edit rolling out); False once the
+edit is live (then status.observedGeneration has caught up with metadata.generation)."""
 SUSPENDED = "Suspended"
 """spec.suspend is true (Stopping while workers checkpoint and go)."""
 SUCCEEDED = "Succeeded"
@@ -54,7 +57,11 @@ CRASH_BACKOFF = "CrashBackoff"
 NO_BACKOFF = "NoBackoff"
 
 NO_PROGRESS = "NoProgress"
-PROGRESSING = "Progressing"
+MAKING_PROGRESS = "Progressing"
+
+ROLLING_OUT = "RollingOut"
+ROLLOUT_BLOCKED = "RolloutBlocked"
+UP_TO_DATE = "UpToDate"
 
 STOPPING = "Stopping"
 SUSPENDED_BY_SPEC = "SuspendedBySpec"
@@ -78,7 +85,8 @@ REASONS: dict[str, tuple[str, ...]] = {
     RUNNING: (TRAINING, WAITING, GATHERING, FINISHED, CRASH_BUDGET, DEADLINE, INVALID_SPEC, WORKER_CONFIG),
     DEGRADED: (ALL_READY, BELOW_TARGET, BELOW_MIN),
     RESTARTING: (CRASH_BACKOFF, NO_BACKOFF),
-    STALLED: (NO_PROGRESS, PROGRESSING),
+    STALLED: (NO_PROGRESS, MAKING_PROGRESS),
+    PROGRESSING: (ROLLING_OUT, ROLLOUT_BLOCKED, UP_TO_DATE),
     SUSPENDED: (STOPPING, SUSPENDED_BY_SPEC, NOT_SUSPENDED),
     SUCCEEDED: (FINISHED,),
     FAILED: (CRASH_BUDGET, DEADLINE, INVALID_SPEC, WORKER_CONFIG),
@@ -90,7 +98,7 @@ REASONS: dict[str, tuple[str, ...]] = {
 
 def now() -> str:
     """RFC 3339 time, as Kubernetes writes it."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return stamp(datetime.now(UTC))
 
 
 def set_condition(conditions: list[Condition], type_: str, status: bool, reason: str, message: str,

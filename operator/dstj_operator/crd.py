@@ -17,6 +17,8 @@ import yaml
 from dstj_api.cel import DirectScope, Tree, tree_validations, validation
 from dstj_api.contract import GROUP, KIND, PLURAL, SHORT_NAME, VERSION
 from dstj_api.trainer_config import PRESETS
+from dstj_operator.crd_revision import CRD_REVISION, REVISION_ANNOTATION
+from dstj_operator.edits import IMMUTABLE_RULES
 from dstj_operator.naming import JOB_NAME_RULES
 from dstj_operator.spec import DeepSeekTrainingJobSpec
 from dstj_operator.status import JobStatus
@@ -29,9 +31,6 @@ _DROP = {"title", "additionalProperties", "$defs"}
 
 SPEC_TREE = Tree(DeepSeekTrainingJobSpec, {("trainer", "model"): PRESETS})
 """The spec's models, and where presets fill fields the user did not write."""
-MODEL_IMMUTABLE = {"rule": "self == oldSelf",
-                   "message": "spec.trainer.model is immutable: checkpoints of one architecture cannot resume "
-                              "another; create a new job"}
 
 
 def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -84,12 +83,16 @@ def spec_schema() -> dict[str, Any]:
     # override the preset (a job naming `preset: base` would train the default-sized model).
     _drop_defaults(model)
     model["default"] = {"preset": "tiny"}
-    model["x-kubernetes-validations"] = [MODEL_IMMUTABLE]
     for path, rules in tree_validations(SPEC_TREE).items():
         node = schema
         for key in path:
             node = node["properties"][key]
         node.setdefault("x-kubernetes-validations", []).extend(rules)
+    for path, message in IMMUTABLE_RULES.items():
+        node = schema
+        for key in path:
+            node = node["properties"][key]
+        node.setdefault("x-kubernetes-validations", []).append({"rule": "self == oldSelf", "message": message})
     return schema
 
 
@@ -128,7 +131,9 @@ def _drop_defaults(node: dict[str, Any]) -> None:
 def build_crd() -> dict[str, Any]:
     """The whole CustomResourceDefinition object."""
     columns = [
-        ("Phase", "string", ".status.phase"), ("Ready", "integer", ".status.readyReplicas"),
+        ("Phase", "string", ".status.phase"),
+        ("Progressing", "string", '.status.conditions[?(@.type=="Progressing")].status'),
+        ("Ready", "integer", ".status.readyReplicas"),
         ("Desired", "integer", ".spec.replicas"), ("Generation", "integer", ".status.membership.generation"),
         ("Layout", "string", ".status.layout"), ("Step", "integer", ".status.progress.step"),
         ("Loss", "number", ".status.progress.loss"), ("Checkpoint", "integer", ".status.progress.lastCheckpointStep"),
@@ -137,7 +142,7 @@ def build_crd() -> dict[str, Any]:
     crd: dict[str, Any] = {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{GROUP}"},
+        "metadata": {"name": f"{PLURAL}.{GROUP}", "annotations": {REVISION_ANNOTATION: str(CRD_REVISION)}},
         "spec": {
             "group": GROUP,
             "names": {"kind": KIND, "plural": PLURAL, "singular": KIND.lower(), "shortNames": [SHORT],

@@ -41,6 +41,10 @@ class Worker:
     """Its node stopped reporting (Ready False, ContainersReady still True)."""
     created: str = ""
     """metadata.creationTimestamp (RFC 3339: sorts in time order)."""
+    template: str | None = None
+    """The pod template digest it was built from (None: built by an operator older than the annotation)."""
+    stuck: str = ""
+    """Why it cannot start, when a kubelet or the scheduler says so (a failed pull, unschedulable)."""
 
     @property
     def may_stay(self) -> bool:
@@ -91,8 +95,24 @@ def classify_end(pod: dict[str, Any]) -> tuple[EndKind | None, str]:
     return EndKind.CRASHED, status.get("reason") or "Failed"
 
 
-def observe(pod: dict[str, Any], index_label: str) -> Worker:
-    """A worker pod as facts."""
+STUCK_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerError",
+                 "CreateContainerConfigError")
+"""Container waiting reasons that say the pod cannot start without a change (a restart would not help)."""
+
+
+def _stuck(status: dict[str, Any]) -> str:
+    for cs in status.get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in STUCK_REASONS:
+            return _one_line(f"{waiting['reason']}: {waiting.get('message', '')}".rstrip(": "), keep_end=False)
+    for c in status.get("conditions") or []:
+        if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
+            return _one_line(f"Unschedulable: {c.get('message', '')}".rstrip(": "), keep_end=False)
+    return ""
+
+
+def observe(pod: dict[str, Any], index_label: str, template_annotation: str = "") -> Worker:
+    """A worker pod as facts (`template_annotation`: the annotation that names its pod template)."""
     meta, status = pod["metadata"], pod.get("status") or {}
     conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
     ready = conditions.get("Ready") == "True"
@@ -101,4 +121,6 @@ def observe(pod: dict[str, Any], index_label: str) -> Worker:
     return Worker(name=meta["name"], index=int(meta["labels"][index_label]), phase=status.get("phase", "Pending"),
                   ready=ready and not terminating and end is None, terminating=terminating, end=end, reason=reason,
                   node_lost=conditions.get("Ready") == "False" and conditions.get("ContainersReady") == "True",
-                  created=meta.get("creationTimestamp", ""))
+                  created=meta.get("creationTimestamp", ""),
+                  template=(meta.get("annotations") or {}).get(template_annotation) if template_annotation else None,
+                  stuck=_stuck(status))

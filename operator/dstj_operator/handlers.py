@@ -1,6 +1,7 @@
 """kopf handlers: thin; every event that concerns a job triggers one reconcile pass of that job.
 
-Events of the job itself, of its pods and of its progress ConfigMap all call `sync(job)`, which
+Events of the job itself and of its children (pods, the progress report, and every other child kind,
+watched by the job label, so a child edited or deleted by hand heals at once) all call `sync(job)`, which
 reads the job fresh, reconciles it and writes the status only when it changed. A lock per job
 keeps passes from overlapping (they come from different watch streams), so a pass always sees the
 pods the previous one created. Events that arrive while a pass of the same job is already waiting
@@ -30,8 +31,9 @@ from kubernetes.client.rest import ApiException
 
 from dstj_operator import apierrors, conditions, metrics
 from dstj_operator.children import JOB_LABEL
-from dstj_operator.cluster import Cluster, shared_api_client
+from dstj_operator.cluster import Cluster, forget, shared_api_client
 from dstj_operator.crd import GROUP, PLURAL, VERSION
+from dstj_operator.passes import PASSES
 from dstj_operator.patch import merge_patch
 from dstj_operator.reconcile import reconcile
 from dstj_operator.requeue import Requeue
@@ -65,7 +67,7 @@ def sync(namespace: str, name: str) -> None:
             metrics.COALESCED_EVENTS.inc()
             return
         _waiting.add(key)
-    with _locks[key]:
+    with PASSES.pending(), _locks[key]:  # PASSES: /healthz fails when pending passes stop finishing
         with _waiting_lock:
             _waiting.discard(key)  # from here on this pass reads the cluster: later events need another
         _sync_locked(namespace, name)
@@ -164,9 +166,21 @@ def job_event(*, type: str, name: str, namespace: str | None, **_: Any) -> None:
         sync(namespace, name)
 
 
-@kopf.on.event("", "v1", "pods", labels={JOB_LABEL: kopf.PRESENT})
-@kopf.on.event("", "v1", "configmaps", labels={JOB_LABEL: kopf.PRESENT})
-def child_event(*, labels: Mapping[str, str], namespace: str | None, **_: Any) -> None:
-    """A worker or store pod, or the progress report, changed: reconcile its job."""
-    if namespace:
-        sync(namespace, labels[JOB_LABEL])
+CHILD_KINDS = [("", "v1", "pods"), ("", "v1", "configmaps"), ("", "v1", "services"), ("", "v1", "serviceaccounts"),
+               ("", "v1", "persistentvolumeclaims"), ("rbac.authorization.k8s.io", "v1", "roles"),
+               ("rbac.authorization.k8s.io", "v1", "rolebindings"), ("policy", "v1", "poddisruptionbudgets"),
+               ("networking.k8s.io", "v1", "networkpolicies")]
+"""Every kind of child, watched by the job label: a pod or a report changed, or a child was edited or deleted."""
+
+
+def child_event(*, type: str, body: Mapping[str, Any], labels: Mapping[str, str], namespace: str | None,
+                **_: Any) -> None:
+    """A child of a job changed or went: drop what the operator remembered of it, and reconcile its job."""
+    if not namespace:
+        return
+    forget({"kind": body.get("kind", ""), "metadata": dict(body.get("metadata") or {})}, deleted=type == "DELETED")
+    sync(namespace, labels[JOB_LABEL])
+
+
+for _group, _version, _plural in CHILD_KINDS:
+    kopf.on.event(_group, _version, _plural, labels={JOB_LABEL: kopf.PRESENT})(child_event)

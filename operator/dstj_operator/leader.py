@@ -38,6 +38,10 @@ class LeaseElector:
         self._seen: tuple[str | None, float] = (None, 0.0)
         """(resourceVersion of the Lease last seen, monotonic time it was first seen)."""
         self._stop = threading.Event()
+        self.leading = False
+        """True from `acquire`'s return until the Lease is lost or released."""
+        self.last_read: float | None = None
+        """Monotonic time of the last successful read (or creation) of the Lease: a standby's readiness."""
 
     def _body(self, acquire_time: datetime | None, transitions: int) -> Any:
         now = _now()
@@ -56,11 +60,13 @@ class LeaseElector:
                 raise
             try:
                 self.api.create_namespaced_lease(self.namespace, self._body(None, 0))
+                self.last_read = time.monotonic()
                 return True
             except ApiException as e2:
                 if e2.status == 409:
                     return False
                 raise
+        self.last_read = time.monotonic()
         spec = lease.spec
         rv = lease.metadata.resource_version
         if rv != self._seen[0]:
@@ -90,6 +96,7 @@ class LeaseElector:
         while not self._stop.is_set():
             try:
                 if self.try_acquire():
+                    self.leading = True
                     metrics.LEADER.set(1)
                     return
             except ApiException as e:
@@ -111,6 +118,7 @@ class LeaseElector:
                     log.warning("leader lease renewal failed: %s", e)
                     if time.monotonic() - last_ok < self.lease_seconds * 2 / 3:
                         continue
+                self.leading = False
                 metrics.LEADER.set(0)
                 on_lost()
                 return
@@ -122,6 +130,7 @@ class LeaseElector:
     def release(self) -> None:
         """Give the Lease up at a clean stop, so a standby takes over at once instead of after expiry."""
         self._stop.set()
+        self.leading = False
         try:
             lease = self.api.read_namespaced_lease(self.name, self.namespace)
             if lease.spec.holder_identity == self.identity:

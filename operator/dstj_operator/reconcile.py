@@ -2,8 +2,9 @@
 
 This module orchestrates; the decisions are the policies' (`dstj_operator.policies`), the objects the
 builders' (`children`), the pod facts `decide`'s. Stateless and idempotent: every fact comes from the
-cluster, children are created only when absent, and pod names carry a random suffix, so a second pass
-(or a restarted operator) makes no duplicates. Returns the new status and the events that describe it;
+cluster, children are applied to match the spec (`Cluster.converge`), and pod names carry a random suffix
+while missing indices are the only ones created, so a second pass (or a restarted operator) makes no
+duplicates. Returns the new status and the events that describe it;
 the handler writes the status and only then sends the events.
 """
 
@@ -16,14 +17,27 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from dstj_api import format_validation_error
+from dstj_api import Membership, format_validation_error
+from dstj_api.contract import TEMPLATE_ANNOTATION
 from dstj_operator import children, conditions, metrics, naming
 from dstj_operator.cluster import Cluster
+from dstj_operator.converge import Mode, stamped
 from dstj_operator.decide import EndKind, classify_end, observe
-from dstj_operator.policies import crash_budget, deadline, join_timeout, scale, stall, start_gang, success, suspend, ttl
-from dstj_operator.policies.clock import stamp
+from dstj_operator.policies import (
+    crash_budget,
+    deadline,
+    join_timeout,
+    roll,
+    rollout,
+    scale,
+    stall,
+    start_gang,
+    success,
+    suspend,
+    ttl,
+)
 from dstj_operator.spec import DeepSeekTrainingJobSpec, parse_spec
-from dstj_operator.status import COUNTED_KEEP, JobStatus
+from dstj_operator.status import COUNTED_KEEP, JobStatus, stamp
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +85,8 @@ def _finish(cluster: Cluster, job: dict[str, Any], out: Outcome, spec: DeepSeekT
     the job deleted once its TTL has passed."""
     ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
     keep_ended = out.status.phase == "Failed"
+    conditions.set_condition(out.status.conditions, conditions.PROGRESSING, False, conditions.UP_TO_DATE, "",
+                             stamp(now))
     for p in cluster.pods(ns, f"{children.JOB_LABEL}={name}"):
         if not p["metadata"].get("deletionTimestamp") and not (keep_ended and classify_end(p)[0] is not None):
             cluster.delete_pod(ns, p["metadata"]["name"])
@@ -98,23 +114,31 @@ def _end(cluster: Cluster, job: dict[str, Any], out: Outcome, spec: DeepSeekTrai
     return _finish(cluster, job, out, spec, now)
 
 
-def _ensure_children(cluster: Cluster, job: dict[str, Any], spec: DeepSeekTrainingJobSpec, out: Outcome) -> None:
-    objs = [children.trainer_config_map(job, spec), children.rendezvous_service(job, spec),
-            children.workers_service(job), *children.worker_rbac(job), children.progress_config_map(job),
-            children.disruption_budget(job, spec), children.rendezvous_network_policy(job, spec)]
+def _ensure_children(cluster: Cluster, job: dict[str, Any], spec: DeepSeekTrainingJobSpec, config: dict[str, Any],
+                     out: Outcome) -> None:
+    """Every child as the spec now asks: applied when it differs, re-created when missing. The rendezvous
+    pod is replaced only when it listens on another port than rendezvous.port: replacing it costs the running
+    group its store, which another input (an image, a toleration) is not worth; the next store pod created
+    (after a loss) has them."""
+    applied = [config, children.rendezvous_service(job, spec),
+               children.workers_service(job), *children.worker_rbac(job), children.disruption_budget(job, spec),
+               children.rendezvous_network_policy(job, spec)]
     pvc = children.checkpoint_pvc(job, spec)
-    for obj in [*objs, *([pvc] if pvc else [])]:
-        if cluster.ensure(obj):
-            log.info("created %s/%s", obj["kind"], obj["metadata"]["name"])
+    created_once = [children.progress_config_map(job), *([pvc] if pvc else [])]
+    for obj, mode in [*((o, Mode.APPLY) for o in applied), *((o, Mode.CREATE_ONLY) for o in created_once)]:
+        if cluster.converge(obj, mode):
+            log.debug("applied %s/%s", obj["kind"], obj["metadata"]["name"])
     ns = job["metadata"]["namespace"]
+    desired = children.rendezvous_pod(job, spec, _suffix())
     pods = cluster.pods(ns, _selector(job, "rendezvous"))
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")
-            and (p.get("status") or {}).get("phase") not in ("Failed", "Succeeded")]
+            and (p.get("status") or {}).get("phase") not in ("Failed", "Succeeded")
+            and children.rendezvous_port(p) == spec.rendezvous.port]
     for p in pods:
         if p not in live and not p["metadata"].get("deletionTimestamp"):
             cluster.delete_pod(ns, p["metadata"]["name"], 0)
     if not live:
-        cluster.create_if_absent(children.rendezvous_pod(job, spec, _suffix()))
+        cluster.create_if_absent(stamped(desired))
         out.event("RendezvousCreated", "started the rendezvous store pod")
 
 
@@ -127,6 +151,7 @@ def reconcile(cluster: Cluster, job: dict[str, Any], now: datetime | None = None
     status = JobStatus.read(job.get("status"))
     out = Outcome(status)
     conds, book = status.conditions, status.bookkeeping
+    stored_observed = status.observed_generation
     status.observed_generation = meta.get("generation")
     status.selector = _selector(job, "worker")
     try:
@@ -152,12 +177,14 @@ def reconcile(cluster: Cluster, job: dict[str, Any], now: datetime | None = None
         return _end(cluster, job, out, spec, now, False, conditions.DEADLINE,
                     f"trained longer than activeDeadlineSeconds ({spec.active_deadline_seconds}s of running time)")
     out.later(clock.recheck_in)
-    _ensure_children(cluster, job, spec, out)
+    config = children.trainer_config_map(job, spec)
+    _ensure_children(cluster, job, spec, config, out)
     conditions.set_condition(conds, conditions.SYNCED, True, conditions.SYNC_OK,
                              "config, services, RBAC and the rendezvous store exist", at)
     book.sync_failures = 0
 
-    workers = [observe(p, children.INDEX_LABEL) for p in cluster.pods(ns, _selector(job, "worker"))]
+    pods = cluster.pods(ns, _selector(job, "worker"))
+    workers = [observe(p, children.INDEX_LABEL, TEMPLATE_ANNOTATION) for p in pods]
     was_running = status.phase == "Running"
     if crash_budget.stable(spec, book, was_running, now):
         book.consecutive_crashes = 0
@@ -195,18 +222,46 @@ def reconcile(cluster: Cluster, job: dict[str, Any], now: datetime | None = None
         if success.finished(progress):
             return _end(cluster, job, out, spec, now, True, conditions.FINISHED, f"trained {progress.step} steps")
 
-    _converge_workers(cluster, job, spec, workers, out, now)
-    running = _publish(job, spec, workers, out, now)
+    live = scale.live(spec, workers)
+    plan = roll.RollPlan(candidates=live) if spec.suspend else roll.plan(
+        spec, live, status.membership, status.progress, children.pod_template_hash(spec), book.generation_time, now)
+    _converge_workers(cluster, job, spec, workers, plan, out, now)
+    config_hash = children.trainer_config_hash(config)
+    running = _publish(job, spec, workers, config_hash, plan, out, now)
     book.running_seconds, book.running_since = deadline.tick(book, running, now)
+    verdict = rollout.evaluate(spec_changed=stored_observed != meta.get("generation"), running=running,
+                               membership=status.membership, progress=status.progress, config_hash=config_hash,
+                               endpoint=_endpoint(job, spec), stale_pods=plan.stale_members)
+    if not verdict.up_to_date:
+        status.observed_generation = stored_observed
+    blocked = not verdict.up_to_date and bool(plan.blocked)
+    reason = (conditions.UP_TO_DATE if verdict.up_to_date else conditions.ROLLOUT_BLOCKED if blocked
+              else conditions.ROLLING_OUT)
+    before = status.condition(conditions.PROGRESSING)
+    was_blocked = before is not None and before.reason == conditions.ROLLOUT_BLOCKED
+    conditions.set_condition(conds, conditions.PROGRESSING, not verdict.up_to_date, reason,
+                             plan.blocked if blocked else verdict.waiting_for, at)
+    if blocked and not was_blocked:
+        out.event("RolloutBlocked", plan.blocked, "Warning")
     return out
 
 
+def _endpoint(job: dict[str, Any], spec: DeepSeekTrainingJobSpec) -> str:
+    """host:port of the job's rendezvous store, as the spec asks for it."""
+    return f"{children.names(job)['rdzv']}:{spec.rendezvous.port}"
+
+
 def _converge_workers(cluster: Cluster, job: dict[str, Any], spec: DeepSeekTrainingJobSpec,
-                      workers: list[Any], out: Outcome, now: datetime) -> None:
-    """Remove ended and unwanted workers; create the missing ones, unless a crash backoff holds them."""
+                      workers: list[Any], plan: roll.RollPlan, out: Outcome, now: datetime) -> None:
+    """Remove ended and unwanted workers, and those a rolled edit replaced; create the missing ones and the
+    replacements, unless a crash backoff holds them."""
     ns, status = job["metadata"]["namespace"], out.status
     for w in scale.to_delete(spec, workers):
         cluster.delete_pod(ns, w.name)
+    for w in plan.retire:
+        status.bookkeeping.counted_pods.append(w.name)  # replaced, not preempted: never counted as an end
+        cluster.delete_pod(ns, w.name)
+        out.event("WorkerReplaced", f"{w.name} (index {w.index}) replaced by a pod of the edited template")
     wait = crash_budget.backoff_left(spec, status.bookkeeping, now)
     if wait > 0:
         conditions.set_condition(status.conditions, conditions.RESTARTING, True, conditions.CRASH_BACKOFF,
@@ -218,38 +273,47 @@ def _converge_workers(cluster: Cluster, job: dict[str, Any], spec: DeepSeekTrain
     conditions.set_condition(status.conditions, conditions.RESTARTING, False, conditions.NO_BACKOFF, "", stamp(now))
     if spec.suspend:
         return
-    for index in scale.missing_indices(workers, spec.replicas):
+    for index in sorted(set(scale.missing_indices(workers, spec.replicas)) | set(plan.surge)):
         pod = children.worker_pod(job, spec, index, _suffix())
         cluster.create_if_absent(pod)
         out.event("WorkerCreated", f"created {pod['metadata']['name']} for index {index}")
 
 
-def _publish(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, workers: list[Any], out: Outcome,
-             now: datetime) -> bool:
-    """Publish the membership the policies choose and set the conditions and phase; True while training."""
+def _publish(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, workers: list[Any], config_hash: str,
+             plan: roll.RollPlan, out: Outcome, now: datetime) -> bool:
+    """Publish the membership the policies choose (its members run the trainer config `config_hash` names) and
+    set the conditions and phase; True while training."""
     status, at = out.status, stamp(now)
     conds, book = status.conditions, status.bookkeeping
     current = status.membership
-    endpoint = f"{children.names(job)['rdzv']}:{spec.rendezvous.port}"
+    endpoint = _endpoint(job, spec)
     live = scale.live(spec, workers)
     gang = start_gang.evaluate(spec, status, live, now)
     book.gang_since = gang.since
     out.later(gang.recheck_in)
     if spec.suspend:
         new = suspend.membership(current, endpoint)
+    elif plan.stop:  # the same stop as a suspension: the group checkpoints at a step boundary and waits
+        new = suspend.membership(current, endpoint)
+        if new is not None:
+            _bump(out, new, "RolloutStop", f"generation {new.generation}: generation {new.handoff_from} stops at a "
+                  "step boundary with a checkpoint; its replacements on the edited pod template take over")
+            new = None
+    elif plan.hold:
+        new = None
     else:
-        new = scale.next_membership(current, live, spec.replicas, spec.min_replicas, endpoint) \
-            if gang.may_start else None
+        new = scale.next_membership(current, plan.candidates, spec.replicas, spec.min_replicas, endpoint,
+                                    config_hash) if gang.may_start else None
     if new is not None:
-        status.membership = new
-        metrics.GENERATION_BUMPS.inc()
         handoff = f" (handoff from {new.handoff_from})" if new.handoff_from is not None else ""
-        out.event("GenerationBumped", f"generation {new.generation}: {new.world_size} workers {new.members}{handoff}")
+        _bump(out, new, "GenerationBumped", f"generation {new.generation}: {new.world_size} workers {new.members}"
+              f"{handoff}")
     if status.desired_replicas not in (None, spec.replicas):
         out.event("Scaled", f"replicas {status.desired_replicas} -> {spec.replicas}")
     status.desired_replicas = spec.replicas
-    ready = len(scale.seated(status.membership, live))
-    status.replicas, status.ready_replicas = len(live), ready
+    ready = min(spec.replicas, len(scale.seated(status.membership, live)))
+    # A replacement starting beside its pod (a rolled edit) counts once: the scale subresource reports indices.
+    status.replicas, status.ready_replicas = len({w.index for w in live}), ready
     if spec.suspend:
         if workers:  # Suspended only once every worker is gone: until then they write their final checkpoint
             conditions.set_condition(conds, conditions.SUSPENDED, True, conditions.STOPPING,
@@ -258,7 +322,7 @@ def _publish(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, workers: list[A
             status.phase = "Suspended"
             conditions.set_condition(conds, conditions.SUSPENDED, True, conditions.SUSPENDED_BY_SPEC,
                                      "spec.suspend is true; all workers stopped after a checkpoint", at)
-        conditions.set_condition(conds, conditions.STALLED, False, conditions.PROGRESSING, "", at)
+        conditions.set_condition(conds, conditions.STALLED, False, conditions.MAKING_PROGRESS, "", at)
         return False
     conditions.set_condition(conds, conditions.SUSPENDED, False, conditions.NOT_SUSPENDED, "", at)
     reason = (conditions.ALL_READY if ready >= spec.replicas
@@ -285,20 +349,26 @@ def _publish(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, workers: list[A
     return running
 
 
+def _bump(out: Outcome, new: Membership, reason: str, message: str, type_: str = "Normal") -> None:
+    """Publish `new` as the job's generation: status, metric and the event that says why."""
+    out.status.membership = new
+    metrics.GENERATION_BUMPS.inc()
+    out.event(reason, message, type_)
+
+
 def _check_stall(spec: DeepSeekTrainingJobSpec, out: Outcome, running: bool, now: datetime) -> None:
     status = out.status
     verdict = stall.evaluate(spec, status, running, now)
     conditions.set_condition(status.conditions, conditions.STALLED, verdict.stalled,
-                             conditions.NO_PROGRESS if verdict.stalled else conditions.PROGRESSING,
+                             conditions.NO_PROGRESS if verdict.stalled else conditions.MAKING_PROGRESS,
                              # No live number in the message: each change would be a status write.
                              f"no progress report for faultPolicy.stallSeconds ({spec.fault_policy.stall_seconds}s)"
                              if verdict.stalled else "", stamp(now))
     if verdict.newly:
         out.event("Stalled", f"no progress for {int(verdict.quiet_seconds)}s", "Warning")
     if verdict.restart and status.membership is not None:
-        status.membership = scale.republished(status.membership)
-        metrics.GENERATION_BUMPS.inc()
-        out.event("GenerationBumped", f"generation {status.membership.generation}: restarted after a stall")
+        again = scale.republished(status.membership)
+        _bump(out, again, "GenerationBumped", f"generation {again.generation}: restarted after a stall")
     out.later(verdict.recheck_in)
 
 
@@ -306,10 +376,8 @@ def _check_join(spec: DeepSeekTrainingJobSpec, out: Outcome, running: bool, now:
     status = out.status
     verdict = join_timeout.evaluate(spec, status, running, now)
     if verdict.republish and status.membership is not None:
-        old = status.membership.generation
-        status.membership = scale.republished(status.membership)
-        metrics.GENERATION_BUMPS.inc()
-        out.event("JoinTimeout", f"generation {old} sent no progress in rendezvous.joinTimeoutSeconds "
-                  f"({spec.rendezvous.join_timeout_seconds}s); generation {status.membership.generation}: same "
-                  "members, fresh rendezvous", "Warning")
+        again = scale.republished(status.membership)
+        _bump(out, again, "JoinTimeout", f"generation {status.membership.generation} sent no progress in "
+              f"rendezvous.joinTimeoutSeconds ({spec.rendezvous.join_timeout_seconds}s); generation "
+              f"{again.generation}: same members, fresh rendezvous", "Warning")
     out.later(verdict.recheck_in)

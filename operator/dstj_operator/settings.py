@@ -52,6 +52,9 @@ class OperatorSettings:
     metrics_port: int = 8080
     health_port: int = 8081
     log_level: str = "info"
+    stuck_seconds: int = 300
+    """Seconds with reconcile passes pending and none finished before /healthz fails (the pod restarts).
+    A pass takes well under a second; 5 minutes covers a slow API server without hiding a deadlock long."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -71,4 +74,5 @@ class OperatorSettings:
             metrics_port=_int(env, "DSTJ_METRICS_PORT", 8080, 0, 65535),
             health_port=_int(env, "DSTJ_HEALTH_PORT", 8081, 0, 65535),
             log_level=level,
+            stuck_seconds=_int(env, "DSTJ_STUCK_SECONDS", 300, 10, 86400),
         )

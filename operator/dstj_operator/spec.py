@@ -7,12 +7,12 @@ created before a CRD upgrade), and `crd.py` renders the same rules as CEL for th
 
 from __future__ import annotations
 
-import copy
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
 from dstj_api import TrainerConfig
+from dstj_api.lenient import read_lenient_naming
 from dstj_api.rules import (
     ITEM,
     Every,
@@ -248,21 +248,4 @@ def parse_spec(raw: dict[str, Any]) -> tuple[DeepSeekTrainingJobSpec, list[str]]
     unknown here comes from a newer CRD than this operator: ignore it (and say so) rather than fail a
     running job during an upgrade. Any other error still raises.
     """
-    from pydantic import ValidationError
-
-    data = copy.deepcopy(raw)
-    ignored: list[str] = []
-    for _ in range(20):  # one pass per nesting level is plenty
-        try:
-            return DeepSeekTrainingJobSpec.model_validate(data), ignored
-        except ValidationError as e:
-            extra = [err["loc"] for err in e.errors() if err["type"] == "extra_forbidden"]
-            if not extra or len(extra) < len(e.errors()):
-                raise
-            for loc in extra:
-                parent: Any = data
-                for key in loc[:-1]:
-                    parent = parent[key]
-                parent.pop(loc[-1], None)
-                ignored.append(".".join(str(k) for k in loc))
-    return DeepSeekTrainingJobSpec.model_validate(data), ignored
+    return read_lenient_naming(DeepSeekTrainingJobSpec, raw, "job spec")

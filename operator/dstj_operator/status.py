@@ -9,7 +9,7 @@ compare unequal forever, and every pass would write.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -23,6 +23,11 @@ Phase = Literal["Pending", "Running", "Suspended", "Succeeded", "Failed"]
 PHASES: tuple[str, ...] = ("Pending", "Running", "Suspended", "Succeeded", "Failed")
 COUNTED_KEEP = 200
 """How many ended pod names the bookkeeping remembers, so each end is counted once."""
+
+
+def stamp(when: datetime) -> str:
+    """A time as status fields and conditions hold it: RFC 3339, whole seconds, UTC (as Kubernetes writes)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class _StatusModel(BaseModel):
@@ -89,10 +94,11 @@ class JobStatus(_StatusModel):
     """`.status` of a DeepSeekTrainingJob."""
 
     phase: Phase | None = Field(None, description="Pending, Running, Suspended, Succeeded or Failed.")
-    observed_generation: int | None = Field(None, description="The metadata.generation this status was "
-                                            "computed from.")
+    observed_generation: int | None = Field(None, description="The newest metadata.generation that is live: the "
+                                            "training group runs it (or, with none training, the children match "
+                                            "it). Behind metadata.generation while an edit rolls out (Progressing).")
     conditions: list[Condition] = Field(default_factory=list, description="Synced, Running, Degraded, "
-                                        "Restarting, Stalled, Suspended, Succeeded, Failed, Scaling.")
+                                        "Restarting, Stalled, Progressing, Suspended, Succeeded, Failed, Scaling.")
     replicas: int = Field(0, description="Live worker pods (the scale subresource's status replicas).")
     ready_replicas: int = Field(0, description="Workers that hold a seat in the training group.")
     desired_replicas: int | None = Field(None, description="spec.replicas as last acted on.")
@@ -147,12 +153,3 @@ class JobStatus(_StatusModel):
         """Whether the condition of that type is set and True."""
         c = self.condition(type_)
         return c is not None and c.status == "True"
-
-    def generation_started(self) -> datetime | None:
-        """When the current generation was first seen (None before one is published)."""
-        return parse_time(self.bookkeeping.generation_time)
-
-
-def parse_time(stamp: str | None) -> datetime | None:
-    """An RFC 3339 time as written by `conditions.now` (None when unset)."""
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None

@@ -185,6 +185,15 @@ BAD_UPDATES = [
                  id="data-switched-to-path-without-one"),
     pytest.param({"checkpoint.pvc": "data", "checkpoint.url": "s3://b/run"}, "spec.checkpoint", "at most one of",
                  id="second-checkpoint-source-added"),
+    # What running workers read once, at start, and where the checkpoints live: refused, with what to do instead.
+    pytest.param({"trainer.train.steps": 500}, "spec.trainer", "cannot change on an existing job",
+                 id="training-steps-changed-on-a-running-job"),
+    pytest.param({"trainer.train.seed": 7}, "spec.trainer", "create a new job with spec.checkpoint.resumeFrom",
+                 id="seed-changed"),
+    pytest.param({"trainer.optim.lr": 0.01}, "spec.trainer", "split one training group between two configs",
+                 id="learning-rate-changed"),
+    pytest.param({"checkpoint.url": "s3://bucket/elsewhere"}, "spec.checkpoint", "its checkpoints live in that storage",
+                 id="checkpoint-storage-changed"),
 ]
 
 

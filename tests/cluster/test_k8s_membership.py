@@ -13,7 +13,7 @@ from dstj_api.contract import GROUP, KIND, PROGRESS_KEY, VERSION
 from dstj_operator.crd import CRD_FILE, PLURAL
 from localcluster.kubectl import Kubectl
 from localcluster.waiting import wait_until
-from moe_trainer.k8s_membership import ConfigMapProgressSink, JobStatusMembershipSource
+from moe_trainer.runtime.k8s_membership import ConfigMapProgressSink, JobStatusMembershipSource
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = "membership-source"

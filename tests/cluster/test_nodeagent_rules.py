@@ -63,9 +63,10 @@ def test_the_image_decides_the_entry_point_only_without_a_command(image: str, co
     assert images.argv(image, command, args) == argv
 
 
-def test_an_unknown_image_without_a_command_cannot_start() -> None:
-    with pytest.raises(images.ImageError, match="no entry point"):
-        images.argv("ghcr.io/x/unknown:1", None, None)
+def test_an_image_process_nodes_do_not_have_cannot_be_pulled_with_or_without_a_command() -> None:
+    for command in (None, ["sh"]):
+        with pytest.raises(images.ImageNotFound, match=r"failed to pull image 'ghcr.io/x/unknown:1': not found"):
+            images.argv("ghcr.io/x/unknown:1", command, None)
 
 
 @pytest.mark.parametrize(("init", "policy", "code", "restart"), [

@@ -76,6 +76,18 @@ def job_status(kube: Kubectl, ns: str, name: str) -> dict[str, Any]:
     return json.loads(out.stdout).get("status", {}) if out.returncode == 0 else {}
 
 
+def training(kube: Kubectl, ns: str, name: str, *, world: int | None = None, after: int = -1,
+             past_generation: int = -1) -> dict[str, Any] | None:
+    """The progress report while the published generation trains (past step `after`, at world size `world`,
+    in a generation later than `past_generation`, where asked), else None: a condition to wait for."""
+    status = job_status(kube, ns, name)
+    report = status.get("progress") or {}
+    published = (status.get("membership") or {}).get("generation", -1)
+    ok = (report.get("state") == "running" and report.get("generation") == published > past_generation
+          and report.get("step", 0) > after and (world is None or report.get("worldSize") == world))
+    return report if ok else None
+
+
 def worker_pods(kube: Kubectl, ns: str, name: str, *, live_only: bool = True) -> list[dict[str, Any]]:
     """The job's worker pods (without ended or terminating ones unless asked)."""
     out = kube("get", "pods", "-n", ns, "-l", f"{JOB_LABEL}={name},{ROLE_LABEL}=worker",

@@ -51,12 +51,13 @@ def test_a_suspended_jobs_deadline_does_not_run_and_a_running_one_fails_on_it(
     created = time.monotonic()
     wait_until(lambda: time.monotonic() - created > deadline + 2, timeout=deadline + 10,
                what="the deadline's length of wall time to pass")
-    edit = '{"spec":{"faultPolicy":{"stallSeconds":601}}}'
+    edit = '{"spec":{"faultPolicy":{"stallSeconds":601},"trainer":{"train":{"logEvery":2}}}}'
     kube_nodes("patch", PLURAL, "clock", "-n", ns, "--type=merge", "-p", edit)
     generation = int(kube_nodes("get", PLURAL, "clock", "-n", ns, "-o", "jsonpath={.metadata.generation}").stdout)
     status = wait_until(lambda: (s := job_status(kube_nodes, ns, "clock")).get("observedGeneration") == generation
                         and s, timeout=30, what="the operator to observe the edit")
     assert status["phase"] == "Suspended", status
+    assert _condition(status, "Progressing")["status"] == "False"  # nothing trains: the edit is live at once
     assert status["bookkeeping"].get("runningSeconds", 0) == 0 and "runningSince" not in status["bookkeeping"]
 
     kube_nodes("patch", PLURAL, "clock", "-n", ns, "--type=merge", "-p", '{"spec":{"suspend":false}}')

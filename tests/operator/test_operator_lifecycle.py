@@ -48,9 +48,10 @@ def test_a_crash_looping_worker_fails_the_job_after_the_budget_and_ttl_deletes_i
     failed = next(c for c in status["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "CrashBudgetExceeded" and "crashBudget" in failed["message"]
     assert status["crashes"] > 2 and status.get("preemptions", 0) == 0
-    events = json.loads(kube_nodes("get", "events", "-n", ns, "-o", "json").stdout)["items"]
-    reasons = {e["reason"] for e in events}
-    assert "WorkerCrashed" in reasons and "Failed" in reasons
+    # Events are sent after the status write they describe: wait for them rather than read them at once.
+    events = wait_until(lambda: (items := json.loads(kube_nodes("get", "events", "-n", ns, "-o", "json").stdout)[
+        "items"]) and {"WorkerCrashed", "Failed"} <= {e["reason"] for e in items} and items,
+        timeout=30, what="the WorkerCrashed and Failed events")
     # The worker's own error (its log's last lines, FallbackToLogsOnError) is in the event: no kubectl logs needed.
     crashed = [e["message"] for e in events if e["reason"] == "WorkerCrashed"]
     assert any("PYTHONHASHSEED" in m for m in crashed), crashed

@@ -16,7 +16,7 @@ from localcluster.kubectl import Kubectl
 from localcluster.state import StateDir
 from localcluster.waiting import wait_until
 from tests.cluster.kobjects import unique
-from tests.operator.conftest import job_status, tiny_job, worker_pods
+from tests.operator.conftest import job_status, tiny_job, training, worker_pods
 
 NAME = "spot"
 TAINT = "dstj.test/spot"
@@ -34,12 +34,7 @@ def spot_pool(kube_nodes: Kubectl, state: StateDir) -> Iterator[tuple[str, list[
 
 
 def _training(kube: Kubectl, ns: str, world: int, after: int, past_generation: int = -1) -> dict | None:
-    status = job_status(kube, ns, NAME)
-    p = status.get("progress") or {}
-    gen = (status.get("membership") or {}).get("generation", -1)
-    ok = (p.get("worldSize") == world and p.get("step", 0) > after and p.get("state") == "running"
-          and p.get("generation") == gen > past_generation)
-    return p if ok else None
+    return training(kube, ns, NAME, world=world, after=after, past_generation=past_generation)
 
 
 @pytest.mark.slow

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import torch
 
-from dstj_api import Membership, TrainerConfig
-from moe_trainer.checkpoint import Checkpointer
-from moe_trainer.membership import FileMembershipSource
-from moe_trainer.trainer import Trainer
+from dstj_api import Membership, TrainerConfig, config_digest
+from moe_trainer.checkpoint.checkpointer import Checkpointer
+from moe_trainer.checkpoint.storage import write_json_atomically
+from moe_trainer.runtime.membership import FileMembershipSource
+from moe_trainer.training.trainer import Trainer
 
 
 def free_port() -> int:
@@ -86,13 +87,19 @@ class Cluster:
             "--run-id", "test", f"--nproc-per-node={nproc}",
         ])
 
-    def publish(self, members: list[str], handoff: bool = False) -> int:
-        """Publish the next generation with these members (handoff: a planned resize, not a failure)."""
+    def publish(self, members: list[str], handoff: bool = False, config: TrainerConfig | None = None) -> int:
+        """Publish the next generation with these members (handoff: a planned resize, not a failure); `config`:
+        it runs this config, written where the workers read it (an edit of the job's trainer config)."""
         previous = self.generation
         self.generation += 1
+        digest = None
+        if config is not None:
+            text = config.model_dump_json(by_alias=True)
+            write_json_atomically(self.config_path, text)
+            digest = config_digest(text)
         self.membership.publish(Membership(
             generation=self.generation, world_size=len(members), members=members,
-            handoff_from=previous if handoff and previous >= 0 else None,
+            handoff_from=previous if handoff and previous >= 0 else None, config_hash=digest,
         ))
         return self.generation
 

@@ -14,9 +14,9 @@ import torch
 import torch.distributed as dist
 
 from dstj_api import load_trainer_config
-from moe_trainer.checkpoint import Checkpointer
-from moe_trainer.distributed import init_distributed
-from moe_trainer.trainer import Trainer
+from moe_trainer.checkpoint.checkpointer import Checkpointer
+from moe_trainer.parallel.context import init_distributed
+from moe_trainer.training.trainer import Trainer
 
 
 def main() -> None:

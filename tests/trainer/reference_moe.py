@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from moe_trainer.moe import MoE
+from moe_trainer.model.moe import MoE
 
 
 def naive_moe_forward(moe: MoE, x: Tensor) -> Tensor:

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from dstj_api import TrainerConfig
-from moe_trainer.checkpoint import Checkpointer, check_locations, read_marker
+from moe_trainer.checkpoint.checkpointer import Checkpointer, check_locations, read_marker
 from moe_trainer.misconfig import RunConfigError
-from moe_trainer.trainer import Trainer
+from moe_trainer.training.trainer import Trainer
 
 
 @pytest.fixture(params=["dir", "file-url"])

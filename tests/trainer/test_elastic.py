@@ -11,8 +11,8 @@ import torch
 
 from dstj_api import TrainerConfig
 from dstj_api.contract import ENV_MEMBERSHIP, EXIT_STOPPED
-from moe_trainer.checkpoint import read_marker
-from moe_trainer.trainer import Trainer
+from moe_trainer.checkpoint.checkpointer import read_marker
+from moe_trainer.training.trainer import Trainer
 from tests.trainer.elastic_harness import (
     Cluster,
     committed_trajectory,

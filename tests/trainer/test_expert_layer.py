@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from moe_trainer import experts
-from moe_trainer.moe import MoE
+from dstj_api import MoEConfig
+from moe_trainer.model import experts
+from moe_trainer.model.moe import MoE
 from tests.trainer.reference_moe import naive_moe_forward
 
 DIM, HIDDEN, E, K = 32, 16, 8, 2
@@ -29,7 +30,7 @@ CASES = [
 def make_moe(**overrides: Any) -> MoE:
     kw: dict[str, Any] = dict(n_shared=1, top_k=K) | overrides
     torch.manual_seed(0)
-    moe = MoE(DIM, HIDDEN, E, kw.pop("n_shared"), kw.pop("top_k"), **kw)
+    moe = MoE(DIM, MoEConfig(expert_dim=HIDDEN, n_routed=E, **kw))
     with torch.no_grad():  # a skewed bias makes capacity bite and checks bias is selection-only
         moe.router.expert_bias_E.copy_(torch.linspace(-0.2, 0.2, E))
     return moe

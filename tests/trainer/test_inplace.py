@@ -11,10 +11,10 @@ import torch
 
 from dstj_api import Membership, TrainerConfig
 from dstj_api.contract import EXIT_STOPPED
-from moe_trainer.checkpoint import Checkpointer
-from moe_trainer.metrics import TrainerMetrics
-from moe_trainer.rendezvous import seat_in
-from moe_trainer.trainer import Trainer, single_process
+from moe_trainer.checkpoint.checkpointer import Checkpointer
+from moe_trainer.runtime.metrics import TrainerMetrics
+from moe_trainer.runtime.rendezvous import seat_in
+from moe_trainer.training.trainer import Trainer, single_process
 from tests.trainer.elastic_harness import Cluster, wait_for
 from tests.trainer.test_elastic import _steps, first_step, last_step
 
@@ -128,5 +128,27 @@ def test_a_worker_with_two_local_processes_takes_two_ranks(tiny_config: TrainerC
         assert "layout W=2 EP=2 DP=1" in cluster.log("a")
         assert sorted(p.name for p in tmp_path.glob("data-g0-r*.jsonl")) == ["data-g0-r0.jsonl", "data-g0-r1.jsonl"]
         assert last_step(tmp_path, 0) == 6
+    finally:
+        cluster.close()
+
+
+@pytest.mark.slow
+def test_an_edited_config_is_read_before_the_next_generation_and_the_run_ends_at_the_new_step_count(
+    tiny_config: TrainerConfig, tmp_path: Path
+) -> None:
+    cfg = _config(tiny_config, tmp_path, steps=30)
+    cluster = Cluster(tmp_path, cfg, {"DSTJ_CACHE": os.environ["DSTJ_CACHE"]})
+    try:
+        cluster.start("a")
+        cluster.publish(["a"], config=cfg)
+        wait_for(lambda: any(s >= 2 for s in _steps(tmp_path, 0)), 90, "generation 0 to finish step 2")
+        edited = cfg.model_copy(deep=True)
+        edited.train.steps, edited.optim.lr = 36, cfg.optim.lr / 2
+        cluster.publish(["a"], handoff=True, config=edited)  # what the operator does when spec.trainer is edited
+        assert cluster.agents["a"].wait(120) == 0, cluster.log("a")[-2000:]
+        assert "generation 1: runs the edited trainer config" in cluster.log("a")
+        assert _pids(cluster.log("a")) == {0: cluster.agents["a"].pid, 1: cluster.agents["a"].pid}
+        assert first_step(tmp_path, 1) == last_step(tmp_path, 0) + 1  # at a step boundary: none lost or repeated
+        assert last_step(tmp_path, 1) == 36
     finally:
         cluster.close()

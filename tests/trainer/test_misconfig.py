@@ -12,8 +12,8 @@ import pytest
 
 from dstj_api import EXIT_CONFIG, Membership, TrainerConfig
 from dstj_api.contract import ENV_TERMINATION_LOG
+from moe_trainer.checkpoint.storage import CheckpointStorage
 from moe_trainer.misconfig import RunConfigError
-from moe_trainer.storage import CheckpointStorage
 from tests.trainer.elastic_harness import free_port
 
 
@@ -52,7 +52,7 @@ def _check_shared(rank: int, port: int, root: str, results: mp.Queue) -> None:  
     """One rank of a W=2 gloo group checks the checkpoint directory it was given."""
     import torch.distributed as dist
 
-    from moe_trainer.checkpoint import check_shared
+    from moe_trainer.checkpoint.checkpointer import check_shared
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from dstj_api import TrainerConfig
-from moe_trainer.checkpoint import Checkpointer
-from moe_trainer.trainer import Trainer
+from moe_trainer.checkpoint.checkpointer import Checkpointer
+from moe_trainer.training.trainer import Trainer
 from tests.trainer.elastic_harness import free_port
 
 LAYOUTS = [(1, 1), (2, 1), (2, 2), (4, 1), (4, 2), (4, 4)]  # (W, EP) for the 8-expert tiny preset

@@ -6,14 +6,15 @@ import math
 
 import torch
 
-from moe_trainer.balance import capacity
-from moe_trainer.moe import MoE
+from dstj_api import MoEConfig
+from moe_trainer.model.balance import capacity
+from moe_trainer.model.moe import MoE
 
 
 def test_capacity_keeps_exactly_the_capacity_of_highest_gated_assignments_per_expert() -> None:
     torch.manual_seed(1)
     E, K, T, cf = 8, 2, 96, 1.25
-    moe = MoE(16, 8, E, 0, K, capacity_factor=cf)
+    moe = MoE(16, MoEConfig(expert_dim=8, n_routed=E, n_shared=0, top_k=K, capacity_factor=cf))
     with torch.no_grad():
         moe.router.expert_bias_E[:2] = 5.0  # experts 0 and 1 are chosen by every token
         x = torch.randn(T, 16)
@@ -38,7 +39,7 @@ def test_capacity_keeps_exactly_the_capacity_of_highest_gated_assignments_per_ex
 
 def test_dropped_fraction_is_reported_in_the_step_statistics() -> None:
     torch.manual_seed(2)
-    moe = MoE(16, 8, 4, 0, 1, capacity_factor=1.0)
+    moe = MoE(16, MoEConfig(expert_dim=8, n_routed=4, n_shared=0, top_k=1, capacity_factor=1.0))
     with torch.no_grad():
         moe.router.expert_bias_E[0] = 10.0  # everything wants expert 0; capacity allows a quarter
         moe(torch.randn(40, 16))
@@ -51,7 +52,7 @@ def test_dropped_fraction_is_reported_in_the_step_statistics() -> None:
 def test_bias_balancing_reduces_max_violation_of_a_skewed_router_over_steps() -> None:
     torch.manual_seed(3)
     D, E = 32, 16
-    moe = MoE(D, 16, E, 0, 2, score_func="sigmoid", bias_update_rate=0.02)
+    moe = MoE(D, MoEConfig(expert_dim=16, n_routed=E, n_shared=0, top_k=2, score_func="sigmoid", bias_update_rate=0.02))
     direction = torch.randn(D)
     with torch.no_grad():  # four experts align with the data's mean direction: a badly skewed router
         moe.router.weight_ED[:4] += 0.8 * direction / direction.norm()
@@ -66,7 +67,8 @@ def test_bias_balancing_reduces_max_violation_of_a_skewed_router_over_steps() ->
 
 def test_balancing_bias_changes_selection_but_never_the_gate_values() -> None:
     torch.manual_seed(4)
-    moe = MoE(16, 8, 8, 0, 8, score_func="softmax")  # K = E: every expert is chosen
+    # K = E: every expert is chosen
+    moe = MoE(16, MoEConfig(expert_dim=8, n_routed=8, n_shared=0, top_k=8, score_func="softmax"))
     x = torch.randn(10, 16)
     with torch.no_grad():
         before = moe.router(x).gate_TK.sort(dim=-1).values
@@ -76,7 +78,7 @@ def test_balancing_bias_changes_selection_but_never_the_gate_values() -> None:
 
 
 def test_router_entropy_is_maximal_for_a_uniform_router() -> None:
-    moe = MoE(16, 8, 8, 0, 2)
+    moe = MoE(16, MoEConfig(expert_dim=8, n_routed=8, n_shared=0, top_k=2))
     with torch.no_grad():
         moe.router.weight_ED.zero_()
         moe(torch.randn(12, 16))
@@ -85,10 +87,10 @@ def test_router_entropy_is_maximal_for_a_uniform_router() -> None:
 
 def test_sequence_aux_loss_is_off_by_default_and_trains_the_router_when_on() -> None:
     torch.manual_seed(5)
-    off = MoE(16, 8, 8, 0, 2)
+    off = MoE(16, MoEConfig(expert_dim=8, n_routed=8, n_shared=0, top_k=2))
     off(torch.randn(2, 6, 16))
     assert off.aux_loss_sum is None
-    on = MoE(16, 8, 8, 0, 2, aux_loss_weight=0.01)
+    on = MoE(16, MoEConfig(expert_dim=8, n_routed=8, n_shared=0, top_k=2, aux_loss_weight=0.01))
     on(torch.randn(2, 6, 16))
     assert on.aux_loss_sum is not None
     on.aux_loss_sum.backward()

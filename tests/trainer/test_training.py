@@ -12,7 +12,7 @@ import torch
 
 from dstj_api import TrainerConfig
 from dstj_api.contract import ENV_PROGRESS
-from moe_trainer.trainer import Trainer
+from moe_trainer.training.trainer import Trainer
 from tests.trainer.elastic_harness import relative_distance
 
 

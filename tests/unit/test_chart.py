@@ -1,5 +1,6 @@
 """The Helm chart: lints, renders for each documented value set, refuses bad values naming the field,
-and grants the operator exactly what its code calls (no wildcards, nothing cluster-wide when namespaced).
+and grants the operator exactly what its code calls (no wildcards, nothing cluster-wide when namespaced
+but reading its own CRD).
 """
 
 from __future__ import annotations
@@ -13,11 +14,20 @@ import yaml
 
 from dstj_operator import children
 from dstj_operator.crd import CRD_FILE
+from dstj_operator.crd_revision import CRD_NAME
 from scripts.manifests import CHART, CHART_CRD, DEPLOY, render_deploy
 from tests.helmchart import VALUE_SETS, Helm, allows, by_kind, helm, operator_needs  # noqa: F401 - the helm fixture
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "Namespace"}
+CRD_READER = "dstj-deepseek-operator-crd-reader"
+"""The one cluster-wide grant of a namespaced install: `get` on the operator's own CRD."""
+
+
+def cluster_wide(objs: list[dict[str, Any]]) -> list[str]:
+    """Cluster-scoped objects other than the CRD reader's ClusterRole and binding."""
+    return [f"{o['kind']}/{o['metadata']['name']}" for o in objs
+            if o["kind"] in CLUSTER_SCOPED and o["metadata"]["name"] != CRD_READER]
 
 def operator_rules(objs: list[dict[str, Any]], namespace: str | None) -> list[dict[str, Any]]:
     """The rules the operator's account holds in `namespace` (None: cluster-wide), excluding the Lease Role."""
@@ -51,7 +61,7 @@ def test_default_values_grant_cluster_wide_rbac_to_one_operator_without_leader_e
 
 def test_watch_namespaces_grant_a_role_in_each_and_nothing_cluster_wide(helm: Helm) -> None:  # noqa: F811
     objs = helm.render(VALUE_SETS["namespaced"])
-    assert not [o for o in objs if o["kind"] in CLUSTER_SCOPED]
+    assert not cluster_wide(objs)
     roles = {(o["metadata"]["namespace"], o["metadata"]["name"]) for o in by_kind(objs, "Role")}
     assert roles == {("team-a", "dstj-deepseek-operator"), ("team-b", "dstj-deepseek-operator")}
     for binding in by_kind(objs, "RoleBinding"):
@@ -98,6 +108,7 @@ BAD_VALUES = [
     pytest.param({"metrics": {"serviceMonitor": {"interval": "often"}}}, "/metrics/serviceMonitor/interval",
                  id="interval-not-a-duration"),
     pytest.param({"health": {"port": 8080}}, "metrics.port and health.port must differ", id="ports-collide"),
+    pytest.param({"health": {"stuckSeconds": 1}}, "/health/stuckSeconds", id="stuck-seconds-too-short"),
 ]
 
 
@@ -118,7 +129,19 @@ def test_rbac_has_no_wildcards_and_nothing_cluster_scoped_when_namespaced(
                 assert "*" not in rule.get(field, []), f"{role['metadata']['name']}: {field} has a wildcard"
             assert "nonResourceURLs" not in rule
     if values.get("watchNamespaces"):
-        assert not [o["kind"] for o in objs if o["kind"] in CLUSTER_SCOPED]
+        assert not cluster_wide(objs)
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_the_operator_may_read_its_own_crd_and_no_other(helm: Helm, values: dict[str, Any]) -> None:  # noqa: F811
+    objs = helm.render(values)
+    reader = next(o for o in by_kind(objs, "ClusterRole") if o["metadata"]["name"] == CRD_READER)
+    assert reader["rules"] == [{"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+                                "resourceNames": [CRD_NAME], "verbs": ["get"]}]
+    binding = next(o for o in by_kind(objs, "ClusterRoleBinding") if o["metadata"]["name"] == CRD_READER)
+    assert binding["roleRef"]["name"] == CRD_READER
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "dstj-deepseek-operator",
+                                    "namespace": "dstj-system"}]
 
 
 @pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
@@ -157,12 +180,12 @@ def test_the_deployment_sets_the_operator_runtime_interface(helm: Helm) -> None:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert env(deployment) == {"DSTJ_WATCH_NAMESPACES": "", "DSTJ_LEADER_ELECTION": "false",
                                "DSTJ_LEADER_LEASE": "dstj-deepseek-operator", "DSTJ_METRICS_PORT": "8080",
-                               "DSTJ_HEALTH_PORT": "8081", "DSTJ_LOG_LEVEL": "info"}
+                               "DSTJ_HEALTH_PORT": "8081", "DSTJ_STUCK_SECONDS": "300", "DSTJ_LOG_LEVEL": "info"}
     downward = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"] if "valueFrom" in e}
     assert downward == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": 8080, "health": 8081}
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert container["image"] == "deepseek-operator:0.1.0"  # the chart's appVersion
 
 

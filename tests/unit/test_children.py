@@ -72,10 +72,11 @@ def test_a_url_is_the_trainers_checkpoint_location_and_resume_from_is_resolved_a
         assert config["checkpoint"]["resumeFrom"] == absolute
 
 
-def test_workers_may_read_only_their_job_and_write_only_their_progress() -> None:
+def test_workers_may_read_only_their_job_and_config_and_write_only_their_progress() -> None:
     job, _ = a_job()
     role = children.worker_rbac(job)[1]
-    assert [r["resourceNames"] for r in role["rules"]] == [["moe"], ["moe-progress"]]
+    assert [r["resourceNames"] for r in role["rules"]] == [["moe"], ["moe-progress"], ["moe-config"]]
+    assert role["rules"][2]["verbs"] == ["get"]
     assert all("delete" not in r["verbs"] and "create" not in r["verbs"] for r in role["rules"])
 
 
@@ -105,3 +106,13 @@ def test_a_workers_termination_message_or_its_logs_tail_reaches_the_pod_status()
     job, spec = a_job()
     container = children.worker_pod(job, spec, 0, "a")["spec"]["containers"][0]
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+
+
+def test_the_rendezvous_port_is_read_back_from_a_store_pod() -> None:
+    from dstj_operator.children import rendezvous_pod, rendezvous_port
+    from dstj_operator.spec import DeepSeekTrainingJobSpec
+
+    job = {"metadata": {"name": "j", "namespace": "ns", "uid": "u"}}
+    spec = DeepSeekTrainingJobSpec.model_validate({"rendezvous": {"port": 29500}})
+    assert rendezvous_port(rendezvous_pod(job, spec, "abc123")) == 29500
+    assert rendezvous_port({"spec": {"containers": [{}]}}) is None

@@ -42,7 +42,7 @@ def test_every_reason_constant_is_declared_under_some_condition() -> None:
     constants = [n.targets[0].id for n in module.body if isinstance(n, ast.Assign)
                  and isinstance(n.targets[0], ast.Name) and isinstance(n.value, ast.Constant)]
     types = {conditions.SYNCED, conditions.RUNNING, conditions.DEGRADED, conditions.RESTARTING, conditions.STALLED,
-             conditions.SUSPENDED, conditions.SUCCEEDED, conditions.FAILED, conditions.SCALING}
+             conditions.PROGRESSING, conditions.SUSPENDED, conditions.SUCCEEDED, conditions.FAILED, conditions.SCALING}
     stray = [c for c in constants if getattr(conditions, c) not in declared | types]
     assert not stray, f"constants in conditions.py that are neither a type nor a declared reason: {stray}"
     assert set(conditions.REASONS) == types
@@ -55,9 +55,9 @@ def test_an_undeclared_reason_is_refused_when_written() -> None:
 
 def test_the_transition_time_moves_only_when_the_status_flips() -> None:
     conds: list[Condition] = []
-    assert conditions.set_condition(conds, conditions.STALLED, False, conditions.PROGRESSING, "", at="t0")
-    assert not conditions.set_condition(conds, conditions.STALLED, False, conditions.PROGRESSING, "", at="t1")
-    assert conditions.set_condition(conds, conditions.STALLED, False, conditions.PROGRESSING, "new", at="t2")
+    assert conditions.set_condition(conds, conditions.STALLED, False, conditions.MAKING_PROGRESS, "", at="t0")
+    assert not conditions.set_condition(conds, conditions.STALLED, False, conditions.MAKING_PROGRESS, "", at="t1")
+    assert conditions.set_condition(conds, conditions.STALLED, False, conditions.MAKING_PROGRESS, "new", at="t2")
     assert conds[0].last_transition_time == "t0"
     assert conditions.set_condition(conds, conditions.STALLED, True, conditions.NO_PROGRESS, "", at="t3")
     assert conds[0].last_transition_time == "t3"

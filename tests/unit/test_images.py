@@ -23,8 +23,8 @@ DOCKERFILES = {"deepseek-operator": ROOT / "operator" / "Dockerfile",
 #: Modules each image runs: its entry point and the commands the operator gives its pods.
 IMAGE_MODULES = {
     "deepseek-operator": ["dstj_operator.__main__"],
-    "moe-trainer": ["moe_trainer.launch", "moe_trainer.train", "moe_trainer.rdzv_store", "moe_trainer.k8s_membership",
-                    "torch.distributed.run"],
+    "moe-trainer": ["moe_trainer.launch", "moe_trainer.train", "moe_trainer.rdzv_store",
+                    "moe_trainer.runtime.k8s_membership", "torch.distributed.run"],
 }
 IMAGE_FILES = {"deepseek-operator": ["operator/requirements.txt"],
                "moe-trainer": ["trainer_image/requirements.txt", "trainer_image/requirements-cuda.txt"]}

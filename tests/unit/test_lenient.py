@@ -13,8 +13,8 @@ from pydantic import ValidationError
 
 from dstj_api import ConfigError, Membership, ProgressReport, load_trainer_config, read_lenient
 from dstj_operator.cluster import parse_progress
-from moe_trainer.k8s_membership import membership_of
-from moe_trainer.membership import FileMembershipSource
+from moe_trainer.runtime.k8s_membership import membership_of
+from moe_trainer.runtime.membership import FileMembershipSource
 
 MEMBERSHIP = {"generation": 3, "worldSize": 2, "members": ["w-0", "w-1"], "rdzvEndpoint": "rdzv:29400",
               "handoffFrom": 2, "state": "running"}

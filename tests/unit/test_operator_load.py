@@ -1,6 +1,6 @@
 """What keeps the operator's cost per job low under load: coalesced events, remembered children.
 
-The API server is the boundary here: `_sync_locked` and `create_if_absent` are replaced by
+The API server is the boundary here: `_sync_locked`, `create_if_absent` and `_apply` are replaced by
 recorders, since what is tested is only how often they run (the passes themselves are tested
 against the local cluster in tests/operator).
 """
@@ -8,12 +8,13 @@ against the local cluster in tests/operator).
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
 
 from dstj_operator import cluster, handlers
+from dstj_operator.converge import Mode
+from localcluster.waiting import wait_until
 
 
 def test_events_arriving_while_a_pass_is_queued_do_not_queue_another(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -30,9 +31,7 @@ def test_events_arriving_while_a_pass_is_queued_do_not_queue_another(monkeypatch
     assert started.wait(5)  # pass 1 holds the lock and has read the cluster
     queued = threading.Thread(target=handlers.sync, args=("ns", "job"))
     queued.start()  # pass 2 waits for the lock: it will see everything that happens from now on
-    deadline = time.monotonic() + 5
-    while ("ns", "job") not in handlers._waiting and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: ("ns", "job") in handlers._waiting, timeout=5, interval=0.01, what="pass 2 to queue")
     for _ in range(20):  # a burst of progress reports: each returns at once
         handlers.sync("ns", "job")
     release.set()
@@ -44,6 +43,8 @@ def test_events_arriving_while_a_pass_is_queued_do_not_queue_another(monkeypatch
 
 
 class CountingCluster(cluster.Cluster):
+    """Counts the API calls `converge` would make (the API server is the boundary)."""
+
     def __init__(self) -> None:
         super().__init__(core=None, apis=None)
         self.calls = 0
@@ -52,26 +53,71 @@ class CountingCluster(cluster.Cluster):
         self.calls += 1
         return False
 
+    def _apply(self, obj: dict[str, Any]) -> str:
+        self.calls += 1
+        return f"rv-{self.calls}"
 
-def test_a_child_seen_recently_is_not_posted_again_until_the_recheck(monkeypatch: pytest.MonkeyPatch) -> None:
-    obj = {"kind": "Service", "metadata": {"name": "job-rdzv", "namespace": "ns",
-                                           "ownerReferences": [{"uid": "u-1"}]}}
+
+SERVICE = {"kind": "Service", "metadata": {"name": "job-rdzv", "namespace": "ns", "ownerReferences": [{"uid": "u-1"}]},
+           "spec": {"ports": [{"port": 29400}]}}
+
+
+def _applied_version(obj: dict[str, Any]) -> dict[str, Any]:
+    hint = cluster._applied[cluster._key(obj)]
+    return {**obj, "metadata": {**obj["metadata"], "resourceVersion": hint.resource_version}}
+
+
+def test_a_child_applied_with_the_same_hash_is_not_applied_again_until_the_recheck(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     c, now = CountingCluster(), [1000.0]
+    monkeypatch.setattr(cluster, "_applied", {})
     monkeypatch.setattr(cluster.time, "monotonic", lambda: now[0])
-    c.ensure(obj)
-    c.ensure(obj)
+    assert c.converge(SERVICE) and not c.converge(SERVICE)
     assert c.calls == 1
-    now[0] += cluster.RECHECK_SECONDS  # a child deleted behind the operator's back comes back by now
-    c.ensure(obj)
+    now[0] += cluster.RECHECK_SECONDS  # a kind the operator cannot watch still heals by now
+    c.converge(SERVICE)
     assert c.calls == 2
-    other_owner = {**obj, "metadata": {**obj["metadata"], "ownerReferences": [{"uid": "u-2"}]}}
-    c.ensure(other_owner)  # a re-created job of the same name is a different owner
+    other_owner = {**SERVICE, "metadata": {**SERVICE["metadata"], "ownerReferences": [{"uid": "u-2"}]}}
+    c.converge(other_owner)  # a re-created job of the same name is a different owner
     assert c.calls == 3
 
 
+def test_a_spec_edit_applies_the_child_again_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    c = CountingCluster()
+    monkeypatch.setattr(cluster, "_applied", {})
+    c.converge(SERVICE)
+    c.converge({**SERVICE, "spec": {"ports": [{"port": 29500}]}})
+    assert c.calls == 2
+
+
+def test_a_child_edited_or_deleted_by_hand_is_applied_again_after_its_watch_event(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    c = CountingCluster()
+    monkeypatch.setattr(cluster, "_applied", {})
+    c.converge(SERVICE)
+    cluster.forget(_applied_version(SERVICE))  # the event of the operator's own apply: nothing changed
+    assert not c.converge(SERVICE)
+    edited = {**SERVICE, "metadata": {**SERVICE["metadata"], "resourceVersion": "someone-else"}}
+    cluster.forget(edited)
+    assert c.converge(SERVICE) and c.calls == 2
+    cluster.forget(_applied_version(SERVICE), deleted=True)
+    assert c.converge(SERVICE) and c.calls == 3
+
+
+def test_the_progress_configmap_is_created_once_and_its_reports_do_not_reapply_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    c = CountingCluster()
+    monkeypatch.setattr(cluster, "_applied", {})
+    progress = {"kind": "ConfigMap", "metadata": {"name": "job-progress", "namespace": "ns",
+                                                  "ownerReferences": [{"uid": "u-1"}]}, "data": {"report": "null"}}
+    c.converge(progress, Mode.CREATE_ONLY)
+    cluster.forget({**progress, "metadata": {**progress["metadata"], "resourceVersion": "report-41"}})
+    assert not c.converge(progress, Mode.CREATE_ONLY) and c.calls == 1
+
+
 def test_expired_hints_are_dropped_once_there_are_many(monkeypatch: pytest.MonkeyPatch) -> None:
-    old = {("gone", "Service", "ns", f"s{i}"): 0.0 for i in range(10_001)}
-    monkeypatch.setattr(cluster, "_seen", old)
+    stale = cluster._Hint("h", "1", Mode.APPLY, 0.0)
+    monkeypatch.setattr(cluster, "_applied", {("gone", "Service", "ns", f"s{i}"): stale for i in range(10_001)})
     monkeypatch.setattr(cluster.time, "monotonic", lambda: 1000.0)
-    CountingCluster().ensure({"kind": "Service", "metadata": {"name": "new", "namespace": "ns"}})
-    assert list(cluster._seen) == [("", "Service", "ns", "new")]
+    CountingCluster().converge({"kind": "Service", "metadata": {"name": "new", "namespace": "ns"}})
+    assert list(cluster._applied) == [("", "Service", "ns", "new")]

@@ -1,9 +1,9 @@
 """The worker supervisor: `python -m moe_trainer.launch --config C --member-id ID --membership file:PATH ...`.
 
 It follows the published membership and trains every generation this worker is a member of,
-reconfiguring in place (`elastic.py`): the trainer process, its data and model survive a generation
+reconfiguring in place (`runtime/elastic.py`): the trainer process, its data and model survive a generation
 change; only the process groups are rebuilt, against the external rendezvous store, with the store
-keys and ranks of the new generation (`rendezvous.py`), and the state is reloaded from the
+keys and ranks of the new generation (`runtime/rendezvous.py`), and the state is reloaded from the
 committed checkpoint into the new layout. A newer generation stops the running one at a step
 boundary with a checkpoint; a peer's death fails the collectives within the gloo timeout (at once
 when its connections close) and the survivors wait for the next generation; SIGTERM checkpoints at
@@ -29,13 +29,15 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 
-from dstj_api import EXIT_CONFIG, EXIT_STOPPED, ConfigError, load_trainer_config
+from dstj_api import EXIT_CONFIG, EXIT_STOPPED, ConfigError
 from dstj_api.contract import ENV_LENIENT_CONFIG, ENV_MEMBER_ID, ENV_MEMBERSHIP, ENV_RDZV_ENDPOINT, ENV_RUN_ID
-from moe_trainer.elastic import ElasticWorker, Identity
-from moe_trainer.membership import membership_source
 from moe_trainer.misconfig import exit_misconfigured
+from moe_trainer.runtime.config_source import ConfigFollower, config_source_from_env
+from moe_trainer.runtime.elastic import ElasticWorker, Identity
+from moe_trainer.runtime.membership import membership_source
 
 log = logging.getLogger("moe_trainer.launch")
 
@@ -48,8 +50,13 @@ POLL_S = 0.1
 def run_in_process(args: argparse.Namespace) -> int:
     """P = 1, or one local process of P: this process trains every generation it has a seat in."""
     # The operator's rendering of the config is read leniently (a newer operator may add a field); a user's strictly.
-    cfg = load_trainer_config(args.config, lenient=os.environ.get(ENV_LENIENT_CONFIG) == "1")
-    worker = ElasticWorker(cfg, membership_source(args.membership), Identity(
+    try:
+        text = Path(args.config).read_text()
+    except FileNotFoundError as e:
+        raise ConfigError(f"{args.config}: no such file; pass --config PATH to a JSON trainer config") from e
+    config = ConfigFollower.from_text(text, config_source_from_env(args.config), args.config,
+                                      lenient=os.environ.get(ENV_LENIENT_CONFIG) == "1")
+    worker = ElasticWorker(config, membership_source(args.membership), Identity(
         member_id=args.member_id, run_id=args.run_id, rdzv_endpoint=args.rdzv_endpoint,
         local_rank=args.local_rank, nproc=args.nproc_per_node,
     ))

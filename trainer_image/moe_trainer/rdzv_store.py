@@ -2,7 +2,7 @@
 
 A c10d TCPStore server that no worker hosts, so losing any worker never loses the store. Every
 generation's process group keeps its keys under its own prefix (`<run>-g<generation>`, see
-`rendezvous.py`), so keys of old generations never mix with new ones. The store has no
+`runtime/rendezvous.py`), so keys of old generations never mix with new ones. The store has no
 authentication: the operator admits only the job's pods to it with a NetworkPolicy.
 """
 

@@ -1,7 +1,8 @@
 """The training entry point: `python -m moe_trainer.train --config CONFIG.json` (alone or under torchrun).
 
 One run in one process group; the elastic path (`launch.py`) instead runs one generation after
-another in the same process (`elastic.py`). Both share the step loop in `generation.py`.
+another in the same process (`runtime/elastic.py`). Both are assembled by `runtime/assembly.py` and
+share the step loop in `runtime/generation.py`.
 
 Prints (on rank 0) the data statistics, a progress line every `train.logEvery` steps and a final
 JSON summary line (`{"event": "summary", ...}`). SIGTERM on any rank stops every rank together at
@@ -16,28 +17,18 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from dstj_api import EXIT_STOPPED, ConfigError, TrainerConfig, load_trainer_config
 from dstj_api.layout import LayoutError
-from moe_trainer.checkpoint import check_locations
-from moe_trainer.data import build_datasets
-from moe_trainer.distributed import init_distributed
-from moe_trainer.generation import (
-    Generation,
-    Outcome,
-    make_checkpointer,
-    print_data_line,
-    resume,
-    run_generation,
-)
-from moe_trainer.membership import membership_from_env, progress_from_env
-from moe_trainer.metrics import TrainerMetrics
 from moe_trainer.misconfig import RunConfigError, exit_misconfigured
-from moe_trainer.rendezvous import leave
-from moe_trainer.trainer import Trainer, pick_device
+from moe_trainer.parallel.context import init_distributed
+from moe_trainer.runtime.assembly import Reporting, assemble, prepare, start, trainer_for
+from moe_trainer.runtime.generation import Outcome, run_generation
+from moe_trainer.runtime.membership import membership_from_env
+from moe_trainer.runtime.rendezvous import leave
+from moe_trainer.training.trainer import Trainer, pick_device
 
 log = logging.getLogger("moe_trainer")
 
@@ -58,21 +49,11 @@ def run(cfg: TrainerConfig) -> dict[str, Any]:
     """Train to `train.steps`, printing progress on rank 0; return the summary (exit EXIT_STOPPED on a stop)."""
     t0 = time.perf_counter()
     device = pick_device(cfg)
-    check_locations(cfg.checkpoint.dir, cfg.checkpoint.resume_from)
-    # Build (or find) the data before joining the group: a cold build can outlast the short
-    # collective timeout that lets survivors notice a dead peer quickly.
-    build_datasets(cfg)
-    trainer = Trainer(cfg, init_distributed(cfg, device), device)
+    data = prepare(cfg)
+    trainer = trainer_for(cfg, init_distributed(cfg, device), device, data)
     _install_stop_handler(trainer)
-    print_data_line(trainer)
-    gen = generation()
-    ckpt = make_checkpointer(cfg, trainer, gen, membership_from_env())
-    metrics = TrainerMetrics(trainer.ctx.rank, cfg.train.metrics_port)
-    metrics.count_restarts(gen)
-    data_log = Path(os.environ["DSTJ_DATA_LOG"]) if os.environ.get("DSTJ_DATA_LOG") else None
-    g = Generation(number=gen, trainer=trainer, ckpt=ckpt, metrics=metrics, data_log=data_log, started=t0,
-                   sink=progress_from_env() if trainer.ctx.rank == 0 else None)  # rank 0 reports
-    resume(g)
+    g = assemble(cfg, trainer, generation(), membership_from_env(), Reporting(cfg), started=t0)
+    start(g)
     outcome, summary = run_generation(g)
     leave()  # exiting with a live gloo group can abort a rank in C++ teardown ("terminate called ...")
     if outcome is Outcome.STOPPED or summary is None:

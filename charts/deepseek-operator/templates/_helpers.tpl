@@ -74,24 +74,29 @@ from the child builders and fails when a rule is missing here.
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch, create, delete]
-# Trainer config and progress ConfigMaps. update/patch are not used by the operator itself, but the
-# per-job worker Role grants them on the progress ConfigMap, and RBAC lets nobody grant more than it holds.
+# Trainer config and progress ConfigMaps: the config is applied (patch); the per-job worker Role grants
+# update/patch on the progress ConfigMap, and RBAC lets nobody grant more than it holds.
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, list, watch, create, update, patch]
-# Children created once per job (create-if-absent).
+# Children: applied (server-side apply creates, updates, takes back hand edits; what apply cannot undo is
+# replaced with update) and watched by label, so one edited or deleted by hand heals in the next pass.
+# PVCs are only created (immutable once bound).
 - apiGroups: [""]
-  resources: [services, serviceaccounts, persistentvolumeclaims]
-  verbs: [get, create]
+  resources: [services, serviceaccounts]
+  verbs: [get, list, watch, create, patch, update]
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [get, list, watch, create]
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
-  verbs: [get, create]
+  verbs: [get, list, watch, create, patch, update]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, create]
+  verbs: [get, list, watch, create, patch, update]
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
-  verbs: [get, create]
+  verbs: [get, list, watch, create, patch, update]
 # Events on jobs (the operator's and kopf's).
 - apiGroups: [""]
   resources: [events]

@@ -52,9 +52,9 @@ from typing import Any
 
 from dstj_api import plan_layout
 from dstj_operator import conditions
-from dstj_operator.policies.clock import age, stamp
+from dstj_operator.policies.clock import age
 from dstj_operator.spec import DeepSeekTrainingJobSpec
-from dstj_operator.status import JobStatus, SizeThroughput, UnpaidSize
+from dstj_operator.status import JobStatus, SizeThroughput, UnpaidSize, stamp
 
 MANY_EXPERTS = 4
 """From this many routed experts on, a size with EP = 1 gives way to a smaller one with EP > 1."""

@@ -5,11 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 
-def stamp(now: datetime) -> str:
-    """`now` as Kubernetes writes times (RFC 3339, seconds, UTC)."""
-    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def age(when: str | datetime | None, now: datetime) -> float | None:
     """Seconds from `when` (an RFC 3339 stamp or a datetime) to `now` (None when unset)."""
     if not when:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from dstj_operator.policies.clock import age, stamp
+from dstj_operator.policies.clock import age
 from dstj_operator.spec import DeepSeekTrainingJobSpec
-from dstj_operator.status import Bookkeeping
+from dstj_operator.status import Bookkeeping, stamp
 
 
 @dataclass(frozen=True, slots=True)

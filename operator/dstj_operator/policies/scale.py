@@ -6,7 +6,8 @@ its seat while its pod lives, even if its readiness probe later fails: a probe t
 loaded node must not stop the whole group twice (out, then back in). It loses the seat when its pod
 ends or is deleted, or when its node is lost (the node controller sets the pod's Ready to False and
 leaves ContainersReady as the kubelet last reported it, True; a probe failure sets both to False).
-A new generation is published when the seated set changes, and only if it holds at least
+A new generation is published when the seated set, the rendezvous endpoint (an edited port) or the
+trainer config (an edited spec.trainer, named by its digest) changes, and only if it holds at least
 `minReplicas` workers; otherwise the last generation stays published and the job waits (a
 condition says why).
 The new generation always names the old one in `handoffFrom`, so the old group may commit the
@@ -36,18 +37,25 @@ def seated(current: Membership | None, workers: list[Worker]) -> list[Worker]:
 
 
 def next_membership(current: Membership | None, workers: list[Worker], replicas: int, min_replicas: int,
-                    endpoint: str) -> Membership | None:
+                    endpoint: str, config_hash: str) -> Membership | None:
     """The membership to publish now, or None when the current one stands."""
     members = [w.name for w in sorted(seated(current, workers), key=lambda w: w.index)[:replicas]]
-    if current is not None and current.members == members:
+    if (current is not None and current.members == members and current.rdzv_endpoint == endpoint
+            and runs_config(current, config_hash)):
         return None
     if len(members) < min_replicas:
         return None
     generation = 0 if current is None else current.generation + 1
     return Membership(
         generation=generation, world_size=len(members), members=members, rdzv_endpoint=endpoint,
-        handoff_from=current.generation if current is not None else None,
+        handoff_from=current.generation if current is not None else None, config_hash=config_hash,
     )
+
+
+def runs_config(current: Membership, config_hash: str) -> bool:
+    """Whether generation `current` runs the trainer config named `config_hash`. One published by an operator
+    older than configHash names none: taken as current, so an operator upgrade restarts no running job."""
+    return current.config_hash is None or current.config_hash == config_hash
 
 
 def republished(current: Membership) -> Membership:

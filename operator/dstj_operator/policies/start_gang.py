@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from dstj_operator.decide import Worker
-from dstj_operator.policies.clock import age, stamp
+from dstj_operator.policies.clock import age
 from dstj_operator.spec import DeepSeekTrainingJobSpec
-from dstj_operator.status import JobStatus
+from dstj_operator.status import JobStatus, stamp
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,9 +7,8 @@ from typing import Any
 
 from dstj_api import Membership, ProgressReport
 from dstj_operator.decide import Worker
-from dstj_operator.policies.clock import stamp
 from dstj_operator.spec import DeepSeekTrainingJobSpec
-from dstj_operator.status import Bookkeeping, JobStatus
+from dstj_operator.status import Bookkeeping, JobStatus, stamp
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -30,10 +29,17 @@ def worker(index: int, ready: bool = True, **kw: Any) -> Worker:
                   phase=kw.pop("phase", "Running"), **kw)
 
 
-def membership(generation: int, *members: str, state: str = "running") -> Membership:
-    """A published generation of these members."""
-    return Membership.model_validate({"generation": generation, "worldSize": len(members),
-                                      "members": list(members), "state": state})
+EP = "job-rdzv:29400"
+"""The rendezvous endpoint of `job_spec()`'s job."""
+CFG = "c0ffee0000000000"
+"""The digest of the trainer config the generations of these tests run."""
+
+
+def membership(generation: int, *members: str, state: str = "running", endpoint: str = EP,
+               config: str | None = CFG) -> Membership:
+    """A published generation of these members, running trainer config `config`."""
+    return Membership.model_validate({"generation": generation, "worldSize": len(members), "members": list(members),
+                                      "state": state, "rdzvEndpoint": endpoint, "configHash": config})
 
 
 def report(generation: int, step: int, updated_ago: float, **kw: Any) -> ProgressReport:

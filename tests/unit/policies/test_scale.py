@@ -7,61 +7,59 @@ from dataclasses import replace
 from dstj_api import Membership
 from dstj_operator.decide import EndKind
 from dstj_operator.policies.scale import missing_indices, next_membership, republished, to_delete
-from tests.unit.policies.builders import job_spec, worker
-
-EP = "job-rdzv:29400"
+from tests.unit.policies.builders import CFG, EP, job_spec, membership, worker
 
 
 def test_the_first_generation_is_published_once_enough_workers_are_ready() -> None:
-    assert next_membership(None, [worker(0), worker(1, ready=False)], 2, 2, EP) is None
-    m = next_membership(None, [worker(0), worker(1)], 2, 2, EP)
+    assert next_membership(None, [worker(0), worker(1, ready=False)], 2, 2, EP, CFG) is None
+    m = next_membership(None, [worker(0), worker(1)], 2, 2, EP, CFG)
     assert m is not None and (m.generation, m.members, m.handoff_from) == (0, ["w0", "w1"], None)
 
 
 def test_a_lost_member_bumps_the_generation_with_a_handoff_for_the_stop_checkpoint() -> None:
     # A preempted member checkpoints with the others before it goes: that checkpoint must commit.
-    current = Membership(generation=4, world_size=3, members=["w0", "w1", "w2"])
-    m = next_membership(current, [worker(0), worker(1), worker(2, ready=False, terminating=True)], 3, 1, EP)
+    current = membership(4, "w0", "w1", "w2")
+    m = next_membership(current, [worker(0), worker(1), worker(2, ready=False, terminating=True)], 3, 1, EP, CFG)
     assert m is not None and (m.generation, m.members, m.handoff_from) == (5, ["w0", "w1"], 4)
 
 
 def test_a_new_ready_worker_grows_the_group_and_hands_off_from_the_old_one() -> None:
-    current = Membership(generation=2, world_size=2, members=["w0", "w1"])
-    m = next_membership(current, [worker(0), worker(1), worker(2)], 3, 1, EP)
+    current = membership(2, "w0", "w1")
+    m = next_membership(current, [worker(0), worker(1), worker(2)], 3, 1, EP, CFG)
     assert m is not None and (m.world_size, m.handoff_from) == (3, 2)
 
 
 def test_an_unchanged_member_set_publishes_nothing() -> None:
-    current = Membership(generation=2, world_size=2, members=["w0", "w1"])
-    assert next_membership(current, [worker(0), worker(1)], 2, 1, EP) is None
+    current = membership(2, "w0", "w1")
+    assert next_membership(current, [worker(0), worker(1)], 2, 1, EP, CFG) is None
 
 
 def test_below_min_replicas_the_job_waits_on_its_last_generation() -> None:
-    current = Membership(generation=2, world_size=2, members=["w0", "w1"])
-    assert next_membership(current, [worker(0), worker(1, ready=False)], 2, 2, EP) is None
+    current = membership(2, "w0", "w1")
+    assert next_membership(current, [worker(0), worker(1, ready=False)], 2, 2, EP, CFG) is None
 
 
 def test_scaling_down_keeps_the_lowest_indices_and_hands_off() -> None:
-    current = Membership(generation=1, world_size=3, members=["w0", "w1", "w2"])
-    m = next_membership(current, [worker(0), worker(1), worker(2)], 2, 1, EP)
+    current = membership(1, "w0", "w1", "w2")
+    m = next_membership(current, [worker(0), worker(1), worker(2)], 2, 1, EP, CFG)
     assert m is not None and (m.members, m.handoff_from) == (["w0", "w1"], 1)
 
 
 def test_a_member_whose_readiness_probe_fails_keeps_its_seat() -> None:
     # A probe timing out on a loaded node must not stop the group, nor start it again when it passes.
-    current = Membership(generation=3, world_size=2, members=["w0", "w1"])
-    assert next_membership(current, [worker(0), worker(1, ready=False)], 2, 2, EP) is None
+    current = membership(3, "w0", "w1")
+    assert next_membership(current, [worker(0), worker(1, ready=False)], 2, 2, EP, CFG) is None
 
 
 def test_a_member_on_a_lost_node_loses_its_seat_at_once() -> None:
-    current = Membership(generation=3, world_size=3, members=["w0", "w1", "w2"])
-    m = next_membership(current, [worker(0), worker(1), worker(2, ready=False, node_lost=True)], 3, 1, EP)
+    current = membership(3, "w0", "w1", "w2")
+    m = next_membership(current, [worker(0), worker(1), worker(2, ready=False, node_lost=True)], 3, 1, EP, CFG)
     assert m is not None and m.members == ["w0", "w1"]
 
 
 def test_readiness_admits_newcomers_only() -> None:
-    current = Membership(generation=3, world_size=1, members=["w0"])
-    assert next_membership(current, [worker(0), worker(1, ready=False)], 2, 1, EP) is None
+    current = membership(3, "w0")
+    assert next_membership(current, [worker(0), worker(1, ready=False)], 2, 1, EP, CFG) is None
 
 
 def test_ended_and_terminating_workers_are_replaced_at_once() -> None:
@@ -93,3 +91,20 @@ def test_republishing_keeps_the_members_under_a_new_generation_without_a_handoff
     current = Membership(generation=5, world_size=2, members=["w0", "w1"], handoff_from=4)
     again = republished(current)
     assert (again.generation, again.members, again.handoff_from) == (6, ["w0", "w1"], None)
+
+
+def test_an_edited_rendezvous_port_publishes_the_same_members_at_the_new_endpoint() -> None:
+    current = membership(2, "w0", "w1")
+    m = next_membership(current, [worker(0), worker(1)], 2, 1, "job-rdzv:29500", CFG)
+    assert m is not None and (m.generation, m.members, m.rdzv_endpoint) == (3, ["w0", "w1"], "job-rdzv:29500")
+
+
+def test_an_edited_trainer_config_publishes_the_same_members_with_a_handoff_and_the_new_digest() -> None:
+    # The running group stops at a step boundary and commits its checkpoint; the members rejoin on the new config.
+    m = next_membership(membership(4, "w0", "w1"), [worker(0), worker(1)], 2, 1, EP, "feed000000000000")
+    assert m is not None
+    assert (m.generation, m.members, m.handoff_from, m.config_hash) == (5, ["w0", "w1"], 4, "feed000000000000")
+
+
+def test_a_generation_published_before_config_digests_is_taken_as_current_so_an_upgrade_restarts_nothing() -> None:
+    assert next_membership(membership(4, "w0", "w1", config=None), [worker(0), worker(1)], 2, 1, EP, CFG) is None

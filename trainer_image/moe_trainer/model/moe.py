@@ -32,9 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from moe_trainer.balance import ExpertLoad, RoutingStats, capacity
-from moe_trainer.expert_parallel import ExpertShard, run_sharded_experts
-from moe_trainer.experts import GroupedExperts, SwiGLU
+from dstj_api import MoEConfig
+from moe_trainer.model.balance import ExpertLoad, RoutingStats, capacity
+from moe_trainer.model.expert_parallel import ExpertShard, run_sharded_experts
+from moe_trainer.model.experts import GroupedExperts, SwiGLU
 
 _RECOMPUTING: contextvars.ContextVar[bool] = contextvars.ContextVar("moe_recomputing", default=False)
 
@@ -66,29 +67,17 @@ class Routing:
 class Router(nn.Module):
     """Top-K router with a selection-only balancing bias and optional group-limited routing."""
 
-    def __init__(
-        self,
-        dim: int,
-        n_routed: int,
-        top_k: int,
-        *,
-        score_func: str = "softmax",
-        temperature: float = 1.0,
-        n_groups: int = 1,
-        topk_groups: int = 1,
-        route_scale: float = 1.0,
-        capacity_factor: float | None = None,
-    ) -> None:
+    def __init__(self, dim: int, cfg: MoEConfig) -> None:
         super().__init__()
-        self.n_routed, self.top_k = n_routed, top_k
-        self.score_func, self.temperature = score_func, temperature
-        self.n_groups, self.topk_groups = n_groups, topk_groups
-        self.route_scale, self.capacity_factor = route_scale, capacity_factor
-        self.weight_ED = nn.Parameter(torch.empty(n_routed, dim))
+        self.n_routed, self.top_k = cfg.n_routed, cfg.top_k
+        self.score_func, self.temperature = cfg.score_func, cfg.temperature
+        self.n_groups, self.topk_groups = cfg.n_groups, cfg.topk_groups
+        self.route_scale, self.capacity_factor = cfg.route_scale, cfg.capacity_factor
+        self.weight_ED = nn.Parameter(torch.empty(cfg.n_routed, dim))
         nn.init.normal_(self.weight_ED, std=dim**-0.5)
         # Not trained by the optimizer: moved by ExpertLoad.finish_step after each step.
         self.expert_bias_E: Tensor
-        self.register_buffer("expert_bias_E", torch.zeros(n_routed), persistent=True)
+        self.register_buffer("expert_bias_E", torch.zeros(cfg.n_routed), persistent=True)
 
     def forward(self, x_TD: Tensor) -> Routing:
         """Route T tokens: choose K experts each, with gate weights and capacity drops."""
@@ -133,36 +122,21 @@ class Router(nn.Module):
 
 
 class MoE(nn.Module):
-    """`[tokens, dim] -> [tokens, dim]` DeepSeek-style MoE (batched `[B, S, dim]` is flattened)."""
+    """`[tokens, dim] -> [tokens, dim]` DeepSeek-style MoE (batched `[B, S, dim]` is flattened).
 
-    def __init__(
-        self,
-        dim: int,
-        expert_dim: int,
-        n_routed: int,
-        n_shared: int,
-        top_k: int,
-        *,
-        score_func: str = "softmax",
-        temperature: float = 1.0,
-        n_groups: int = 1,
-        topk_groups: int = 1,
-        route_scale: float = 1.0,
-        capacity_factor: float | None = None,
-        bias_update_rate: float = 1e-3,
-        aux_loss_weight: float = 0.0,
-    ) -> None:
+    Built from the user's `dstj_api.MoEConfig` as it is (validated there: K <= E, groups divide E, ...),
+    so a new routing setting is one field in the API and one read here, never a keyword threaded through.
+    """
+
+    def __init__(self, dim: int, cfg: MoEConfig) -> None:
         super().__init__()
-        self.dim, self.n_routed, self.top_k = dim, n_routed, top_k
-        self.aux_loss_weight = aux_loss_weight
-        self.router = Router(
-            dim, n_routed, top_k, score_func=score_func, temperature=temperature, n_groups=n_groups,
-            topk_groups=topk_groups, route_scale=route_scale, capacity_factor=capacity_factor,
-        )
-        self.experts = GroupedExperts(n_routed, dim, expert_dim)
+        self.dim, self.n_routed, self.top_k = dim, cfg.n_routed, cfg.top_k
+        self.aux_loss_weight = cfg.aux_loss_weight
+        self.router = Router(dim, cfg)
+        self.experts = GroupedExperts(cfg.n_routed, dim, cfg.expert_dim)
         self.shard: ExpertShard | None = None
-        self.shared = SwiGLU(dim, expert_dim * n_shared) if n_shared > 0 else None
-        self.load = ExpertLoad(n_routed, bias_update_rate)
+        self.shared = SwiGLU(dim, cfg.expert_dim * cfg.n_shared) if cfg.n_shared > 0 else None
+        self.load = ExpertLoad(cfg.n_routed, cfg.bias_update_rate)
         self.aux_loss_sum: Tensor | None = None
         """Sum over this call's sequences of the weighted sequence-level balance loss (or None)."""
 

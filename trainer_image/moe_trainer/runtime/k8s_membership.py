@@ -1,9 +1,10 @@
-"""Membership and progress through the Kubernetes API, for workers running in pods.
+"""Membership, progress and the current trainer config through the Kubernetes API, for workers in pods.
 
 The membership is `.status.membership` of the worker's own DeepSeekTrainingJob, followed by a
 watch in a background thread (cheap for the API server, and a new generation is seen at once).
 The progress report goes into the job's `<job>-progress` ConfigMap, the one object the job's
-ServiceAccount may write. Spec strings: `k8s:NAMESPACE/NAME`.
+ServiceAccount may write. The trainer config is read from `<job>-config` when a generation names another
+config than the one a worker runs (`config_source.py`). Spec strings: `k8s:NAMESPACE/NAME`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, cast
 from pydantic import ValidationError
 
 from dstj_api import Membership, ProgressReport, read_lenient
-from dstj_api.contract import GROUP, PLURAL, PROGRESS_KEY, VERSION
+from dstj_api.contract import CONFIG_KEY, GROUP, PLURAL, PROGRESS_KEY, VERSION
 
 log = logging.getLogger(__name__)
 
@@ -120,3 +121,24 @@ class ConfigMapProgressSink:
             self._api.patch_namespaced_config_map(self.name, self.namespace, body)
         except Exception as e:  # progress is best effort; training goes on
             log.warning("writing the progress report failed: %s", e)
+
+
+class ConfigMapConfigSource:
+    """The job's trainer config, read from its ConfigMap through the API (the worker's Role may get it)."""
+
+    def __init__(self, spec: str) -> None:
+        from kubernetes import client
+
+        self.namespace, self.name = parse_ref(spec)
+        _load_config()
+        self._api = client.CoreV1Api()
+
+    def read(self) -> str | None:
+        """The config's JSON text, or None while it cannot be read (the caller reads again)."""
+        try:
+            cm = self._api.read_namespaced_config_map(self.name, self.namespace)
+        except Exception as e:  # the API may be briefly unreachable
+            log.warning("reading the trainer config failed: %s", e)
+            return None
+        text: str | None = (cm.data or {}).get(CONFIG_KEY)
+        return text

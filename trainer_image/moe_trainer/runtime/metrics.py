@@ -13,7 +13,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from moe_trainer.storage import CheckpointStorage
+from moe_trainer.checkpoint.storage import CheckpointStorage
 
 LAST_STEP_FILE = "last-step.json"
 

@@ -21,15 +21,15 @@ import torch
 import torch.nn.functional as F
 
 from dstj_api import ConfigError, TrainerConfig
-from moe_trainer.balance import RoutingStats, local_counts
-from moe_trainer.checkpoint import flat_state
+from moe_trainer.checkpoint.checkpointer import flat_state
 from moe_trainer.data import TokenDataset, build_datasets
 from moe_trainer.data.dataset import DataInfo
-from moe_trainer.distributed import DistContext
-from moe_trainer.expert_parallel import ExpertShard
-from moe_trainer.model import Transformer
-from moe_trainer.optim import build_optimizer, lr_at, set_lr
-from moe_trainer.parallel import clip_global_norm, sync_gradients
+from moe_trainer.model.balance import RoutingStats, local_counts
+from moe_trainer.model.expert_parallel import ExpertShard
+from moe_trainer.model.transformer import Transformer
+from moe_trainer.parallel.context import DistContext
+from moe_trainer.parallel.groups import clip_global_norm, sync_gradients
+from moe_trainer.training.optim import build_optimizer, lr_at, set_lr
 
 Datasets = tuple[TokenDataset, TokenDataset, DataInfo]
 """Train and held-out data with their statistics, as `build_datasets` returns them."""
@@ -67,9 +67,15 @@ def pick_device(cfg: TrainerConfig) -> torch.device:
 def single_process() -> DistContext:
     """The context of a run in one process (W=1)."""
     from dstj_api.layout import plan_layout
-    from moe_trainer.parallel import build_groups
+    from moe_trainer.parallel.groups import build_groups
 
     return DistContext(0, 1, build_groups(plan_layout(1, 1), 0))
+
+
+def expert_shard(ctx: DistContext) -> ExpertShard | None:
+    """This rank's slice of the experts under its layout, with the EP group holding the rest (None: all of them)."""
+    layout = ctx.layout
+    return ExpertShard(layout.ep_rank(ctx.rank), layout.ep, ctx.groups.ep_group) if layout.ep > 1 else None
 
 
 class Trainer:
@@ -84,10 +90,10 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         self.train_data, self.eval_data, self.data_info = data or build_datasets(cfg)
         self.model = Transformer(cfg.model, cfg.train.activation_checkpointing)
-        layout = self.ctx.layout
+        shard = expert_shard(self.ctx)
         for moe in self.model.moe_layers():
-            if layout.ep > 1:
-                moe.shard_experts(ExpertShard(layout.ep_rank(self.ctx.rank), layout.ep, self.ctx.groups.ep_group))
+            if shard is not None:
+                moe.shard_experts(shard)
             if self.ctx.is_distributed:
                 moe.load.reduce = self.ctx.reduce_counts
         self.model.to(self.device)
@@ -114,10 +120,9 @@ class Trainer:
         values are stale until a checkpoint is loaded into `checkpoint_state()`.
         """
         self.ctx = ctx
-        layout = ctx.layout
+        shard = expert_shard(ctx)
         for moe in self.model.moe_layers():
-            moe.seat_experts(ExpertShard(layout.ep_rank(ctx.rank), layout.ep, ctx.groups.ep_group)
-                             if layout.ep > 1 else None)
+            moe.seat_experts(shard)
             moe.load.reduce = ctx.reduce_counts if ctx.is_distributed else local_counts
             moe.load.reset()  # a failed step may have recorded counts
         self.model.zero_grad(set_to_none=True)  # ... and gradients, which the next backward would add to

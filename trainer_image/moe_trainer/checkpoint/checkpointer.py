@@ -34,9 +34,9 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
+from moe_trainer.checkpoint.storage import CheckpointStorage
 from moe_trainer.misconfig import RunConfigError
-from moe_trainer.parallel import is_expert_param
-from moe_trainer.storage import CheckpointStorage
+from moe_trainer.parallel.groups import is_expert_param
 
 log = logging.getLogger(__name__)
 

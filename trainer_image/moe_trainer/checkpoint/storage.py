@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,11 +27,19 @@ from typing import Any
 import fsspec
 import torch.distributed.checkpoint as dcp
 
-from moe_trainer.membership import write_json_atomically
 from moe_trainer.misconfig import RunConfigError
 
 # DCP's fsspec writer warns once per file that an object store has no fsync; its flush is the guarantee there.
 warnings.filterwarnings("ignore", message="fsync not supported for this stream", category=UserWarning)
+
+
+def write_json_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` so readers see the old or the new content, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def is_url(location: str) -> bool:

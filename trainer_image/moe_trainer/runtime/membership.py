@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Protocol
 
@@ -18,6 +17,7 @@ from pydantic import ValidationError
 
 from dstj_api import Membership, ProgressReport, read_lenient
 from dstj_api.contract import ENV_MEMBERSHIP, ENV_PROGRESS
+from moe_trainer.checkpoint.storage import write_json_atomically
 
 
 class MembershipSource(Protocol):
@@ -30,15 +30,6 @@ class ProgressSink(Protocol):
     """Publishes rank 0's progress report."""
 
     def publish(self, report: ProgressReport) -> None: ...
-
-
-def write_json_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` so readers see the old or the new content, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 class FileMembershipSource:
@@ -77,7 +68,7 @@ def _file_path(spec: str) -> Path:
 def membership_source(spec: str) -> MembershipSource:
     """The source a spec names: `k8s:NAMESPACE/JOB` (the job's status) or `file:PATH` (or a bare path)."""
     if spec.startswith("k8s:"):
-        from moe_trainer.k8s_membership import JobStatusMembershipSource
+        from moe_trainer.runtime.k8s_membership import JobStatusMembershipSource
 
         return JobStatusMembershipSource(spec)
     return FileMembershipSource(_file_path(spec))
@@ -95,7 +86,7 @@ def progress_from_env() -> ProgressSink | None:
     if not spec:
         return None
     if spec.startswith("k8s:"):
-        from moe_trainer.k8s_membership import ConfigMapProgressSink
+        from moe_trainer.runtime.k8s_membership import ConfigMapProgressSink
 
         return ConfigMapProgressSink(spec)
     return FileProgressSink(_file_path(spec))

@@ -4,7 +4,7 @@ Shape legend: B batch, S sequence, D model dim, H heads, Dh head dim, V vocab.
 
 Blocks are pre-norm: `x + attn(norm(x))`, then `x + ffn(norm(x))`, where the first
 `n_dense_layers` blocks use a dense SwiGLU and the rest `moe.MoE`. Attention is causal with RoPE,
-optionally restricted to a sliding window. The model is built from `dstj_api.ModelConfig`.
+optionally restricted to a sliding window (`attention.py`). The model is built from `dstj_api.ModelConfig`.
 """
 
 from __future__ import annotations
@@ -13,56 +13,14 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from dstj_api import ModelConfig
-from moe_trainer.balance import RoutingStats
-from moe_trainer.experts import SwiGLU
-from moe_trainer.moe import MoE, recomputing
-
-
-def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[Tensor, Tensor]:
-    """cos and sin tables `[S, Dh/2]` for rotary position embeddings."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-    angles_SF = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)
-    return angles_SF.cos(), angles_SF.sin()
-
-
-def apply_rope(x_BHSD: Tensor, cos_SF: Tensor, sin_SF: Tensor) -> Tensor:
-    """Rotate consecutive pairs of each head's features by position-dependent angles."""
-    S = x_BHSD.shape[2]
-    x1, x2 = x_BHSD.float().unflatten(-1, (-1, 2)).unbind(-1)
-    cos, sin = cos_SF[:S], sin_SF[:S]
-    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
-    return out.to(x_BHSD.dtype)
-
-
-class Attention(nn.Module):
-    """Causal multi-head self-attention with RoPE and an optional sliding window."""
-
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.n_heads, self.head_dim = cfg.n_heads, cfg.dim // cfg.n_heads
-        self.window = cfg.sliding_window
-        self.wqkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
-        self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
-
-    def forward(self, x_BSD: Tensor, cos_SF: Tensor, sin_SF: Tensor) -> Tensor:
-        """Attend causally (within the window, if any) and project back to D."""
-        B, S, D = x_BSD.shape
-        qkv = self.wqkv(x_BSD).view(B, S, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q_BHSD, k_BHSD, v_BHSD = qkv.unbind(0)
-        q_BHSD, k_BHSD = apply_rope(q_BHSD, cos_SF, sin_SF), apply_rope(k_BHSD, cos_SF, sin_SF)
-        if self.window is None or self.window >= S:
-            o_BHSD = F.scaled_dot_product_attention(q_BHSD, k_BHSD, v_BHSD, is_causal=True)
-        else:
-            pos = torch.arange(S, device=x_BSD.device)
-            dist_SS = pos[:, None] - pos[None, :]
-            allowed_SS = (dist_SS >= 0) & (dist_SS < self.window)
-            o_BHSD = F.scaled_dot_product_attention(q_BHSD, k_BHSD, v_BHSD, attn_mask=allowed_SS)
-        return self.wo(o_BHSD.transpose(1, 2).reshape(B, S, D))
+from moe_trainer.model.attention import Attention, rope_tables
+from moe_trainer.model.balance import RoutingStats
+from moe_trainer.model.experts import SwiGLU
+from moe_trainer.model.moe import MoE, recomputing
 
 
 class Block(nn.Module):
@@ -73,17 +31,7 @@ class Block(nn.Module):
         self.attn_norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.attn = Attention(cfg)
         self.ffn_norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
-        m = cfg.moe
-        self.ffn: nn.Module = (
-            MoE(
-                cfg.dim, m.expert_dim, m.n_routed, m.n_shared, m.top_k, score_func=m.score_func,
-                temperature=m.temperature, n_groups=m.n_groups, topk_groups=m.topk_groups,
-                route_scale=m.route_scale, capacity_factor=m.capacity_factor,
-                bias_update_rate=m.bias_update_rate, aux_loss_weight=m.aux_loss_weight,
-            )
-            if use_moe
-            else SwiGLU(cfg.dim, cfg.dense_dim)
-        )
+        self.ffn: nn.Module = MoE(cfg.dim, cfg.moe) if use_moe else SwiGLU(cfg.dim, cfg.dense_dim)
 
     def forward(self, x_BSD: Tensor, cos_SF: Tensor, sin_SF: Tensor) -> Tensor:
         """Residual attention then residual feed-forward."""

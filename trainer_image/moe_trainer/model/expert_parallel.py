@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from moe_trainer.experts import GroupedExperts
+from moe_trainer.model.experts import GroupedExperts
 
 
 @dataclass(slots=True, frozen=True)

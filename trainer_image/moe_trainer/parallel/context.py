@@ -1,6 +1,6 @@
 """This process's place in the run: rank, world size, layout and groups (one process: W=1).
 
-Under torchrun (RANK and WORLD_SIZE set) or per membership generation (`rendezvous.py`) the default
+Under torchrun (RANK and WORLD_SIZE set) or per membership generation (`runtime/rendezvous.py`) the default
 process group is created with a short timeout, so that when a peer dies the survivors' collectives
 fail fast and they wait for the next membership generation instead of hanging.
 """
@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 from dstj_api import TrainerConfig
 from dstj_api.layout import Layout, plan_layout
-from moe_trainer.parallel import ParallelGroups, build_groups
+from moe_trainer.parallel.groups import ParallelGroups, build_groups
 
 COLLECTIVE_TIMEOUT_S = float(os.environ.get("DSTJ_COLLECTIVE_TIMEOUT_S", "20"))
 """Seconds a collective may wait for a peer before failing (gloo); a dead peer costs at most this."""

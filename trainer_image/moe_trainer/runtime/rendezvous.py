@@ -1,7 +1,7 @@
 """Forming one membership generation's process group in place, against the external rendezvous store.
 
 Generation g of run R gets a fresh default process group whose keys live under `R-g<g>/` in the
-store that `rdzv_store.py` serves (no worker hosts it). Keys of different generations never mix, and
+store that `moe_trainer/rdzv_store.py` serves (no worker hosts it). Keys of different generations never mix, and
 a rank comes only from the published member list (position x P + local rank), so a process of an
 old generation can neither join nor fork a new one: it has no seat there.
 
@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch.distributed import PrefixStore, Store, TCPStore
 
 from dstj_api import Membership
-from moe_trainer.distributed import COLLECTIVE_TIMEOUT_S
+from moe_trainer.parallel.context import COLLECTIVE_TIMEOUT_S
 
 ARRIVAL_POLL_S = 0.005
 """How often a member checks whether its peers have arrived (one small store round trip)."""

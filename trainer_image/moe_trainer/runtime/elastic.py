@@ -3,6 +3,8 @@
 The process keeps its data, model and optimizer across generations (as torchft does) and for each
 published generation g in which it has a seat:
 
+    0. runs the trainer config g names: when the job's config was edited since this process started, it
+       reads the current one (`config_source.py`) and rebuilds its trainer from it before joining;
     1. forms g's own process group against the external store (`rendezvous.py`), rank from the
        member list; a newer generation or SIGTERM while peers are still missing abandons the join;
     2. plans the EP x DP layout for W x P ranks and builds its groups, re-seats the expert slices;
@@ -10,7 +12,7 @@ published generation g in which it has a seat:
        index, so any layout loads any checkpoint) and continues from its step;
     4. trains until the run finishes, or every rank agrees at a step boundary to stop: SIGTERM on
        some rank, or a newer generation published (`Trainer.should_stop`). The stop checkpoint is
-       committed (fenced by generation, see `checkpoint.py`) before anyone leaves;
+       committed (fenced by generation, see `checkpoint/checkpointer.py`) before anyone leaves;
     5. destroys g's groups and waits for a newer generation, never re-joining g. A collective that
        fails because a peer died ends g without a checkpoint, and the process re-executes itself
        (same PID, fresh interpreter) before waiting: a half-failed group can leave distributed state
@@ -38,14 +40,14 @@ import torch
 from dstj_api import EXIT_STOPPED, TrainerConfig
 from dstj_api.contract import ENV_READY_PROBE
 from dstj_api.layout import LayoutError
-from moe_trainer.checkpoint import Checkpointer, check_locations, read_marker
-from moe_trainer.data import build_datasets
-from moe_trainer.distributed import backend_for, make_context
-from moe_trainer.generation import Generation, Outcome, make_checkpointer, print_data_line, resume, run_generation
-from moe_trainer.membership import MembershipSource, ProgressSink, progress_from_env
-from moe_trainer.metrics import TrainerMetrics
-from moe_trainer.rendezvous import Seat, is_peer_failure, join, leave, seat_in
-from moe_trainer.trainer import Datasets, Trainer, pick_device
+from moe_trainer.checkpoint.checkpointer import Checkpointer
+from moe_trainer.parallel.context import backend_for, make_context
+from moe_trainer.runtime.assembly import Reporting, assemble, prepare, start, trainer_for
+from moe_trainer.runtime.config_source import ConfigFollower
+from moe_trainer.runtime.generation import Outcome, run_generation
+from moe_trainer.runtime.membership import MembershipSource
+from moe_trainer.runtime.rendezvous import Seat, is_peer_failure, join, leave, seat_in
+from moe_trainer.training.trainer import Datasets, Trainer, pick_device
 
 POLL_S = 0.02
 """How often membership is read while waiting for a generation (a file read or a lock)."""
@@ -97,11 +99,17 @@ def mark_ready(member_id: str) -> None:
         (READY_DIR / f"dstj-ready-{member_id}").touch()
 
 
+def _data_inputs(cfg: TrainerConfig) -> tuple[object, ...]:
+    """What the built data depends on (`prepare`)."""
+    return cfg.data, cfg.model, cfg.train.seq_len, cfg.train.seed, cfg.train.global_batch, cfg.checkpoint
+
+
 class ElasticWorker:
     """Follows the published membership and trains each generation it has a seat in, in this process."""
 
-    def __init__(self, cfg: TrainerConfig, source: MembershipSource, me: Identity) -> None:
-        self.cfg, self.source, self.me = cfg, source, me
+    def __init__(self, config: ConfigFollower, source: MembershipSource, me: Identity) -> None:
+        self.config, self.source, self.me = config, source, me
+        cfg = self.cfg = config.cfg
         self.device = pick_device(cfg)
         if self.device.type == "cuda":
             torch.cuda.set_device(me.local_rank)
@@ -111,9 +119,7 @@ class ElasticWorker:
         """The newest generation this process joined or gave up on; it is never joined again."""
         self.trainer: Trainer | None = None
         self._data: Datasets | None = None
-        self._metrics: TrainerMetrics | None = None
-        self._sink: ProgressSink | None = None
-        self._restarts_counted = 0
+        self._reporting = Reporting(cfg)
         self._started = time.perf_counter()
 
     def request_stop(self) -> None:
@@ -123,12 +129,11 @@ class ElasticWorker:
     def run(self) -> int:
         """Train generation after generation; return the exit code (0 finished, EXIT_STOPPED on SIGTERM).
 
-        Raises RunConfigError for a setting that only run time could check (see `misconfig.py`).
+        Raises RunConfigError for a setting that only run time could check (see `moe_trainer/misconfig.py`).
         """
-        # Before the pod turns Ready: a checkpoint location that cannot work ends the worker, not a generation.
-        check_locations(self.cfg.checkpoint.dir, self.cfg.checkpoint.resume_from)
-        # Build (or find) the data before any group: a cold build can outlast the collective timeout.
-        self._data = build_datasets(self.cfg)
+        # Before the pod turns Ready: a checkpoint location that cannot work ends the worker, not a generation,
+        # and the data is built before any group.
+        self._data = prepare(self.cfg)
         mark_ready(self.me.member_id)
         while True:
             seat = self._next_seat()
@@ -150,10 +155,23 @@ class ElasticWorker:
             if m is not None and m.generation > self.done_generation:
                 seat = seat_in(m, self.me.member_id, self.me.run_id, self.me.rdzv_endpoint,
                                self.me.local_rank, self.me.nproc)
-                if seat is not None:
+                cfg = self.config.for_generation(m.config_hash) if seat is not None else None
+                if seat is not None and cfg is not None:
+                    if cfg is not self.cfg:
+                        self._adopt(cfg, m.generation)
                     return seat
             time.sleep(POLL_S)
         return EXIT_STOPPED
+
+    def _adopt(self, cfg: TrainerConfig, generation: int) -> None:
+        """Run `cfg` from `generation` on (the job's spec was edited): the trainer is rebuilt from it and loads the
+        committed checkpoint, as a newcomer's does, so nothing from the old config lingers in memory. The data is
+        rebuilt only when its inputs changed (the operator refuses such edits; a local run might make one)."""
+        old, self.cfg = self.cfg, cfg
+        self.trainer = None
+        if _data_inputs(old) != _data_inputs(cfg):
+            self._data = prepare(cfg)
+        self._say(f"generation {generation}: runs the edited trainer config {self.config.digest}")
 
     def _superseded(self, generation: int) -> bool:
         """Whether generation `generation` should stop: SIGTERM, or the operator published another state."""
@@ -161,28 +179,6 @@ class ElasticWorker:
             return True
         m = self.source.current()
         return m is not None and (m.generation != generation or m.state != "running")
-
-    def _trainer_for(self, rank: int, world: int) -> Trainer:
-        """This generation's trainer: the one in memory re-seated for the layout when a checkpoint will be
-        loaded into it, else a fresh one from the seed (nothing committed yet: the run starts over)."""
-        ctx = make_context(self.cfg, rank, world, self.device)
-        committed = self.cfg.checkpoint.dir is not None and read_marker(self.cfg.checkpoint.dir) is not None
-        if self.trainer is not None and committed:
-            self.trainer.reconfigure(ctx)
-        else:
-            self.trainer = Trainer(self.cfg, ctx, self.device, data=self._data)
-        return self.trainer
-
-    def _generation(self, number: int, trainer: Trainer, ckpt: Checkpointer | None) -> Generation:
-        if self._metrics is None:
-            self._metrics = TrainerMetrics(trainer.ctx.rank, self.cfg.train.metrics_port)
-            self._sink = progress_from_env()
-        self._metrics.count_restarts(number - self._restarts_counted)
-        self._restarts_counted = number
-        log_dir = os.environ.get("DSTJ_DATA_LOG")
-        return Generation(number=number, trainer=trainer, ckpt=ckpt, metrics=self._metrics,
-                          sink=self._sink if trainer.ctx.rank == 0 else None,
-                          data_log=Path(log_dir) if log_dir else None, started=self._started)
 
     def _run(self, seat: Seat) -> int | None:
         """Train generation `seat.generation`; an int is the exit code, None means wait for the next."""
@@ -196,12 +192,12 @@ class ElasticWorker:
                 self._say(f"generation {n}: superseded before every member arrived")
                 leave()
                 return EXIT_STOPPED if self.terminating else None
-            trainer = self._trainer_for(rank, seat.world_size)
-            ckpt = make_checkpointer(self.cfg, trainer, n, self.source)
-            g = self._generation(n, trainer, ckpt)
+            ctx = make_context(self.cfg, rank, seat.world_size, self.device)
+            trainer = self.trainer = trainer_for(self.cfg, ctx, self.device, self._data, self.trainer)
+            g = assemble(self.cfg, trainer, n, self.source, self._reporting, self._started)
+            ckpt = g.ckpt
             self._say(f"generation {n}: rank {rank} of {seat.world_size} (pid {os.getpid()})")
-            print_data_line(trainer)
-            resume(g)
+            start(g)
             trainer.should_stop = lambda: self._superseded(n)
             outcome, _ = run_generation(g)
         except LayoutError as e:

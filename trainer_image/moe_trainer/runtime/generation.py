@@ -1,9 +1,10 @@
-"""One generation of training in this process: resume, run steps, then stop or finish.
+"""One generation of training in this process: run steps from where it resumed, then stop or finish.
 
-Shared by `train.py` (one run in one process, alone or under torchrun) and `elastic.py` (one call
-per membership generation, in the same process). It owns what happens at step boundaries: the data
-log, the progress report, metrics, periodic asynchronous checkpoints, the recovery time, and the
-stop every rank agreed to, with its checkpoint. It neither forms groups nor follows membership.
+Shared by `moe_trainer/train.py` (one run in one process, alone or under torchrun) and `elastic.py` (one call
+per membership generation, in the same process), which assemble a generation with `assembly.py`. It owns
+what happens at step boundaries: the data log, the progress report, metrics, periodic asynchronous
+checkpoints, the recovery time, and the stop every rank agreed to, with its checkpoint. It neither forms
+groups nor follows membership.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import Any
 
 import torch.distributed as dist
 
-from dstj_api import ProgressReport, TrainerConfig
-from moe_trainer.checkpoint import Checkpointer, Marker, check_shared
-from moe_trainer.membership import MembershipSource, ProgressSink
-from moe_trainer.metrics import TrainerMetrics, previous_step_time, record_last_step
-from moe_trainer.trainer import StepResult, Trainer
+from dstj_api import ProgressReport
+from moe_trainer.checkpoint.checkpointer import Checkpointer
+from moe_trainer.runtime.membership import ProgressSink
+from moe_trainer.runtime.metrics import TrainerMetrics, previous_step_time, record_last_step
+from moe_trainer.training.trainer import StepResult, Trainer
 
 
 class Outcome(StrEnum):
@@ -56,58 +57,6 @@ def print0(trainer: Trainer, text: str) -> None:
     """Print on rank 0 only."""
     if trainer.ctx.rank == 0:
         print(text, flush=True)
-
-
-def print_data_line(trainer: Trainer) -> None:
-    """Rank 0's one line on the data and the layout."""
-    info, layout = trainer.data_info, trainer.ctx.layout
-    print0(
-        trainer,
-        f"data: {info.documents_kept}/{info.documents_in} documents kept (short {info.removed_short}, "
-        f"symbolic {info.removed_symbolic}, exact dup {info.removed_exact_dup}, near dup {info.removed_near_dup}); "
-        f"{info.train_tokens} train / {info.eval_tokens} held-out tokens; "
-        f"unigram entropy {info.unigram_entropy_nats:.3f} nats; layout W={layout.world_size} "
-        f"EP={layout.ep} DP={layout.dp}",
-    )
-
-
-def make_checkpointer(cfg: TrainerConfig, trainer: Trainer, generation: int,
-                      source: MembershipSource | None) -> Checkpointer | None:
-    """The generation's checkpointer, fenced by the published membership when there is one (collective)."""
-    if not cfg.checkpoint.dir:
-        return None
-
-    def may_commit(final: bool) -> bool:
-        if source is None:
-            return True
-        m = source.current()
-        # A stop checkpoint commits when the published generation hands off from this one or a later one:
-        # generations can follow each other faster than a group forms (g+1 never ran, g+2 hands off from
-        # g+1), and the group that really trained must still land its last step. The marker is never
-        # moved over a newer generation's, so a stale group gains nothing.
-        return m is not None and (m.generation == generation
-                                  or (final and m.handoff_from is not None and generation <= m.handoff_from))
-
-    # Async saves run collectives from a background thread: give them a group of their own.
-    pg = dist.new_group(backend="gloo") if trainer.ctx.is_distributed else None
-    ckpt = Checkpointer(cfg.checkpoint.dir, cfg.checkpoint.keep, generation, may_commit, trainer.ctx.rank,
-                        pg if isinstance(pg, dist.ProcessGroup) else None, resume_from=cfg.checkpoint.resume_from)
-    check_shared(ckpt.storage, generation, trainer.ctx.rank, ckpt.pg)  # before anything is saved or loaded there
-    return ckpt
-
-
-def resume(g: Generation) -> Marker | None:
-    """Load the committed checkpoint into this layout, if there is one (collective)."""
-    if g.ckpt is None:
-        return None
-    start = time.perf_counter()
-    marker = g.ckpt.load_latest(g.trainer.checkpoint_state())
-    if marker is not None:
-        g.trainer.restored()
-        g.ckpt.last_committed_step = g.ckpt.marker_step = marker.step
-        print0(g.trainer, f"resumed from step {marker.step} (generation {marker.generation}, {marker.path}) "
-               f"in {time.perf_counter() - start:.2f}s")
-    return marker
 
 
 def _log_data(g: Generation, result: StepResult) -> None:

@@ -1,0 +1,92 @@
+"""Whether kopf's watch streams are up: the leader's half of readiness.
+
+kopf says nothing public about its watches: its `ready_flag` is raised once the startup handlers
+have run, before any watch connects, and its liveness endpoint only runs `@kopf.on.probe`
+handlers. What kopf does internally (1.45, `kopf/_cogs/clients/watching.py`) is one
+`continuous_watch` per resource and namespace: it lists the objects, yields the marker
+`Bookmark.LISTED`, then watches from the list's resourceVersion, and it ends (to be started again by
+`infinite_watch` after a back-off) when the stream breaks for good (410 Gone, a refused request,
+a lost connection while listing). So a stream counts as connected from its `LISTED` marker until
+its `continuous_watch` ends. `install` wraps that one function and nothing else; a unit test pins
+the names it relies on, so a kopf upgrade that moves them fails the tests, not production.
+
+What this does not see: a watch request that fails inside a running `continuous_watch` is retried
+there without ending it, so a brief outage after the listing keeps the stream "connected".
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+from kopf._cogs.clients import watching
+
+_KOPF_CONTINUOUS_WATCH = watching.continuous_watch
+"""kopf's own, kept so that installing a second tracker (tests) replaces the first instead of stacking."""
+
+@dataclass(frozen=True, slots=True)
+class WatchState:
+    """A snapshot of kopf's watch streams as this process saw them."""
+
+    expected: int
+    """Streams kopf will open: watched resources x namespaces (one stream when cluster-wide)."""
+    connected: frozenset[str]
+    """Streams that finished their initial listing and have not ended since."""
+    opened: frozenset[str]
+    """Streams kopf has started, connected or not."""
+
+
+def expected_streams(namespaces: Collection[str]) -> int:
+    """How many watch streams kopf opens for the registered handlers in `namespaces` (empty: cluster-wide)."""
+    selectors = kopf.get_default_registry()._watching.get_all_selectors()
+    return len(selectors) * max(1, len(namespaces))
+
+
+class WatchTracker:
+    """Counts kopf's watch streams as they list, and as they end."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self._lock = threading.Lock()
+        self._connected: set[str] = set()
+        self._opened: set[str] = set()
+
+    def state(self) -> WatchState:
+        """The streams now (called from the health server's thread)."""
+        with self._lock:
+            return WatchState(self.expected, frozenset(self._connected), frozenset(self._opened))
+
+    def _opening(self, key: str) -> None:
+        with self._lock:
+            self._opened.add(key)
+            self._connected.discard(key)
+
+    def _listed(self, key: str) -> None:
+        with self._lock:
+            self._connected.add(key)
+
+    def _ended(self, key: str) -> None:
+        with self._lock:
+            self._connected.discard(key)
+
+    def install(self) -> None:
+        """Wrap kopf's `continuous_watch` so every stream reports here. Call once, before `kopf.run`."""
+        original = _KOPF_CONTINUOUS_WATCH
+        tracker = self
+
+        async def tracked(*, resource: Any, namespace: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            key = f"{resource.plural}.{resource.group}" if resource.group else resource.plural
+            key += f" in {namespace}" if namespace else " (cluster-wide)"
+            tracker._opening(key)
+            try:
+                async for item in original(resource=resource, namespace=namespace, **kwargs):
+                    if item is watching.Bookmark.LISTED:
+                        tracker._listed(key)
+                    yield item
+            finally:
+                tracker._ended(key)
+
+        watching.continuous_watch = tracked
