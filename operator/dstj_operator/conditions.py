@@ -79,6 +79,8 @@ WAITING_FOR_CAPACITY = "WaitingForCapacity"
 MEASURING = "MeasuringThroughput"
 NO_ELIGIBLE_SIZE = "NoEligibleSize"
 AUTOSCALING_OFF = "AutoscalingOff"
+CONFLICTING_AUTOSCALER = "ConflictingAutoscaler"
+"""Scaling: a HorizontalPodAutoscaler targets a job whose operator chooses the size itself."""
 
 REASONS: dict[str, tuple[str, ...]] = {
     SYNCED: (SYNC_OK, FORBIDDEN, INVALID, CONFLICT, TOO_MANY_REQUESTS, API_ERROR),
@@ -91,7 +93,7 @@ REASONS: dict[str, tuple[str, ...]] = {
     SUCCEEDED: (FINISHED,),
     FAILED: (CRASH_BUDGET, DEADLINE, INVALID_SPEC, WORKER_CONFIG),
     SCALING: (CAPACITY_LIMITED, EFFICIENCY_LIMITED, AT_MAXIMUM, WAITING_FOR_CAPACITY, MEASURING, NO_ELIGIBLE_SIZE,
-              AUTOSCALING_OFF),
+              AUTOSCALING_OFF, CONFLICTING_AUTOSCALER),
 }
 """Which reasons each condition type may carry (docs/api.md lists them)."""
 

@@ -9,8 +9,8 @@ namespace; None where the operator has no Node watch); now.
 Output: a `SizeVerdict`: the target size, the workers to remove because they stayed unschedulable, the
 Scaling condition (status, reason, message), the bookkeeping to store (`record` writes it all), and when
 to look again.
-What reconcile will do with it (not wired yet): call `evaluate` on every pass, `record` the verdict, and
-use the target where it uses spec.replicas today (worker indices to keep and create, the start gang,
+What reconcile does with it: call `evaluate` on every pass, `record` the verdict, and
+use the target where it would use spec.replicas (worker indices to keep and create, the start gang,
 Degraded); delete the `remove` workers (indices below the target come back as fresh pods that may
 schedule into the room the removed ones freed); give workers from index minReplicas up the
 surplusPriorityClassName; publish at most `fit(eligible(spec), seated)` members, so a generation only
@@ -47,11 +47,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from dstj_api import plan_layout
 from dstj_operator import conditions
+from dstj_operator.decide import Worker
 from dstj_operator.policies.clock import age
 from dstj_operator.spec import DeepSeekTrainingJobSpec
 from dstj_operator.status import JobStatus, SizeThroughput, UnpaidSize, stamp
@@ -105,6 +106,15 @@ class SizeVerdict:
     target_since: str | None = None
     recheck_in: float | None = None
     """Seconds until the verdict may change with no event (None: only an event changes it)."""
+
+
+def placements(workers: Sequence[Worker], scale_up_triggered: set[str] | frozenset[str] = frozenset()
+               ) -> list[Placement]:
+    """The placement of each live worker (ended and terminating ones hold no capacity); `scale_up_triggered`
+    names the pods a TriggeredScaleUp event is about."""
+    return [Placement(index=w.index, scheduled=w.scheduled, unschedulable_since=w.unschedulable_since,
+                      nominated=w.nominated, scale_up_triggered=w.name in scale_up_triggered)
+            for w in workers if w.end is None and not w.terminating]
 
 
 def candidates(spec: DeepSeekTrainingJobSpec) -> list[int]:
@@ -261,7 +271,8 @@ def _settle(spec: DeepSeekTrainingJobSpec, v: SizeVerdict, sizes: tuple[int, ...
     return _replace(v, target=settled, target_since=stamp(now) if settled != v.target else v.target_since,
                     growth=growth, reason=conditions.CAPACITY_LIMITED, remove=stuck, recheck_in=retry,
                     message=f"{len(stuck)} worker(s) unschedulable for {limit} s (unschedulableSeconds): settled "
-                    f"at {settled}, the largest eligible size that fits; growing again in {retry:.0f} s")
+                    f"at {settled}, the largest eligible size that fits; trying to grow again at "
+                    f"{_at(now, retry)} or when the cluster signals capacity")
 
 
 def _grow(spec: DeepSeekTrainingJobSpec, v: SizeVerdict, sizes: tuple[int, ...], now: datetime,
@@ -279,7 +290,7 @@ def _grow(spec: DeepSeekTrainingJobSpec, v: SizeVerdict, sizes: tuple[int, ...],
     if wait > 0:
         return _replace(v, reason=conditions.CAPACITY_LIMITED, recheck_in=wait,
                         message=f"at {v.target}: a larger size did not fit {v.growth.failures} time(s) in a row; "
-                        f"trying {step} in {wait:.0f} s")
+                        f"trying {step} at {_at(now, wait)} or when the cluster signals capacity")
     return _replace(v, target=step, target_since=stamp(now), scaling=True, reason=conditions.WAITING_FOR_CAPACITY,
                     message=f"all {v.target} workers scheduled: growing to {step}")
 
@@ -306,13 +317,19 @@ def _efficiency(spec: DeepSeekTrainingJobSpec, v: SizeVerdict, sizes: tuple[int,
     if blocked is not None:
         left = max(0.0, auto.cooldown_seconds - (age(blocked.since, now) or 0.0))
         return _replace(v, reason=conditions.EFFICIENCY_LIMITED, recheck_in=left,
-                        message=f"at {v.target}: {step} workers did not pay; trying them again in {left:.0f} s")
+                        message=f"at {v.target}: {step} workers did not pay; trying them again at {_at(now, left)}")
     return None
 
 
 def _before(when: str, since: str | None, now: datetime) -> bool:
     """Whether `when` lies before `since` (a measurement taken before the job got to its size)."""
     return since is not None and (age(when, now) or 0.0) > (age(since, now) or 0.0)
+
+
+def _at(now: datetime, seconds: float) -> str:
+    """The time `seconds` from now, as a condition message says it: a fixed time, not a countdown, so the
+    message (and the status) does not change on every pass."""
+    return stamp(now + timedelta(seconds=seconds + 0.5))  # the nearest second: the same stamp every pass
 
 
 def _replace(v: SizeVerdict, **changes: Any) -> SizeVerdict:
