@@ -289,7 +289,8 @@ def _grow(spec: DeepSeekTrainingJobSpec, v: SizeVerdict, sizes: tuple[int, ...],
     wait = growth_backoff_left(spec, v.growth, now, capacity_signal)
     if wait > 0:
         return _replace(v, reason=conditions.CAPACITY_LIMITED, recheck_in=wait,
-                        message=f"at {v.target}: a larger size did not fit {v.growth.failures} time(s) in a row; "
+                        message=f"at {v.target}: the workers of a larger size stayed unschedulable "
+                        f"{v.growth.failures} time(s) in a row; "
                         f"trying {step} at {_at(now, wait)} or when the cluster signals capacity")
     return _replace(v, target=step, target_since=stamp(now), scaling=True, reason=conditions.WAITING_FOR_CAPACITY,
                     message=f"all {v.target} workers scheduled: growing to {step}")
