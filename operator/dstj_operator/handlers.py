@@ -185,7 +185,9 @@ def child_event(*, type: str, body: Mapping[str, Any], labels: Mapping[str, str]
     if not namespace:
         return
     forget({"kind": body.get("kind", ""), "metadata": dict(body.get("metadata") or {})}, deleted=type == "DELETED")
-    if type == "DELETED" and body.get("kind") == "Pod":  # its node has room again: jobs waiting to grow look
+    # A deleted pod that was bound to a node leaves room there: jobs waiting to grow look again (a pod that never
+    # got a node frees nothing, and the autoscaler's own removal of one must not retry growth at once).
+    if type == "DELETED" and body.get("kind") == "Pod" and (body.get("spec") or {}).get("nodeName"):
         for key in capacity.signal(namespace, datetime.now(UTC)):
             if key != (namespace, labels[JOB_LABEL]):
                 _requeue().after(key, 0)
