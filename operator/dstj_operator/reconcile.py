@@ -238,7 +238,7 @@ def reconcile(cluster: Cluster, job: dict[str, Any], now: datetime | None = None
     book.running_seconds, book.running_since = deadline.tick(book, running, now)
     verdict = rollout.evaluate(spec_changed=stored_observed != meta.get("generation"), running=running,
                                membership=status.membership, progress=status.progress, config_hash=config_hash,
-                               endpoint=_endpoint(job, spec), stale_pods=plan.stale_members)
+                               endpoint=_endpoint(job, spec), stale_pods=plan.stale_members, suspend=spec.suspend)
     if not verdict.up_to_date:
         status.observed_generation = stored_observed
     blocked = not verdict.up_to_date and bool(plan.blocked)

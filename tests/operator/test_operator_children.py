@@ -4,6 +4,7 @@ next generation. One running job serves every step (they do not interfere)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 from pathlib import Path
@@ -29,7 +30,11 @@ def test_children_heal_and_follow_live_edits_of_a_running_job(
     kube_nodes: Kubectl, ns: str, operator: subprocess.Popen[bytes], tmp_path: Path,
 ) -> None:
     kube = kube_nodes
-    kube("apply", "-f", "-", stdin=json.dumps(tiny_job(ns, NAME, tmp_path, steps=100000, interval=5)))
+    data_log = tmp_path / "data-log"  # each rank's record of the steps it trained, per generation
+    data_log.mkdir()
+    job = tiny_job(ns, NAME, tmp_path, steps=100000, interval=5,
+                   pod={"env": [{"name": "DSTJ_DATA_LOG", "value": str(data_log)}]})
+    kube("apply", "-f", "-", stdin=json.dumps(job))
     wait_until(lambda: training(kube, ns, NAME) is not None, timeout=180, what="training")
 
     # Deleted by hand: back within the pass their watch events trigger.
@@ -68,6 +73,39 @@ def test_children_heal_and_follow_live_edits_of_a_running_job(
                and training(kube, ns, NAME) is not None, timeout=180,
                what="the generation after the lost worker to train")
 
+    # A rolled edit whose replacements cannot start (no such image): the old pods keep training, and the job says
+    # why (Progressing, RolloutBlocked, naming the pull error).
+    status = job_status(kube, ns, NAME)
+    members, step = status["membership"]["members"], status["progress"]["step"]
+    kube("patch", PLURAL, NAME, "-n", ns, "--type=merge", "-p", '{"spec":{"image":"moe-trainer-typo:1"}}')
+    status = wait_until(lambda: (s := job_status(kube, ns, NAME)) and _condition(s, "Progressing")["reason"]
+                        == "RolloutBlocked" and s, timeout=60, what="the blocked rollout's condition")
+    assert "ErrImagePull" in _condition(status, "Progressing")["message"]
+    wait_until(lambda: training(kube, ns, NAME, after=step + 5) is not None, timeout=60,
+               what="the old pods to keep training")
+    assert job_status(kube, ns, NAME)["membership"]["members"] == members
+
+    # The image edited again, to one that exists: every worker is replaced, all at one step boundary (the group
+    # checkpoints and the replacements resume from it), and no generation mixes images.
+    kube("patch", PLURAL, NAME, "-n", ns, "--type=merge", "-p", '{"spec":{"image":"moe-trainer:v2"}}')
+    generation = int(kube("get", PLURAL, NAME, "-n", ns, "-o", "jsonpath={.metadata.generation}").stdout)
+    status = wait_until(lambda: (s := job_status(kube, ns, NAME)).get("observedGeneration") == generation and s,
+                        timeout=180, what="the rolled image to be live")
+    pods = {p["metadata"]["name"]: p for p in worker_pods(kube, ns, NAME)}
+    fresh = status["membership"]["members"]
+    assert fresh and status["membership"]["state"] == "running", status["membership"]
+    assert all(pods[m]["spec"]["containers"][0]["image"] == "moe-trainer:v2" for m in fresh), fresh
+    assert not set(fresh) & set(members)
+    wait_until(lambda: all(p["spec"]["containers"][0]["image"] == "moe-trainer:v2"
+                           for p in worker_pods(kube, ns, NAME)), timeout=60, what="the old pods to be retired")
+    trained = _trained_steps(data_log)
+    new_g = status["membership"]["generation"]
+    last_old = max(max(steps) for g, steps in trained.items() if g < new_g)
+    wait_until(lambda: _trained_steps(data_log).get(new_g), timeout=60, what="the new generation's first step")
+    assert min(_trained_steps(data_log)[new_g]) == last_old + 1, "a step was lost or repeated across the rollout"
+    events = kube("get", "events", "-n", ns, "-o", "jsonpath={.items[*].reason}").stdout.split()
+    assert {"RolloutBlocked", "RolloutStop", "WorkerReplaced"} <= set(events)
+
     # An immutable field is refused by the API server, with what to do instead.
     refused = kube("patch", PLURAL, NAME, "-n", ns, "--type=merge", "-p", '{"spec":{"trainer":{"train":{"seed":7}}}}',
                    check=False)
@@ -95,6 +133,17 @@ def test_children_heal_and_follow_live_edits_of_a_running_job(
     status = wait_until(lambda: (s := job_status(kube, ns, NAME)).get("phase") == "Succeeded" and s, timeout=240,
                         what=f"the job to finish at the edited step count {target}")
     assert status["progress"]["step"] == status["progress"]["totalSteps"] == target
+
+
+def _trained_steps(log_dir: Path) -> dict[int, list[int]]:
+    """generation -> the steps its ranks trained, from the trainer's data log (DSTJ_DATA_LOG)."""
+    out: dict[int, list[int]] = {}
+    for path in log_dir.glob("data-g*-r*.jsonl"):
+        generation = int(path.name.split("-")[1][1:])
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError):  # the last line may be half written while the rank trains on
+                out.setdefault(generation, []).append(json.loads(line)["step"])
+    return out
 
 
 def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:

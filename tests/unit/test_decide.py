@@ -71,3 +71,17 @@ def test_a_crash_carries_the_end_of_the_workers_log_from_its_termination_message
 
 def test_an_oom_kill_is_a_crash_that_says_so() -> None:
     assert classify_end(failed(137, "OOMKilled")) == (EndKind.CRASHED, "OOMKilled")
+
+
+def test_a_worker_records_its_pod_template_and_why_it_cannot_start() -> None:
+    pod = _pod("False", "False")
+    pod["metadata"]["annotations"] = {"tmpl": "abc"}
+    pod["status"]["containerStatuses"] = [{"state": {"waiting": {"reason": "ImagePullBackOff",
+                                                                  "message": "Back-off pulling image \"nope:1\""}}}]
+    w = observe(pod, "i", "tmpl")
+    assert (w.template, w.stuck) == ("abc", 'ImagePullBackOff: Back-off pulling image "nope:1"')
+    unscheduled = _pod("False", "False")
+    unscheduled["status"]["conditions"].append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                                "message": "0/2 nodes are available: 2 Insufficient cpu."})
+    assert observe(unscheduled, "i").stuck == "Unschedulable: 0/2 nodes are available: 2 Insufficient cpu."
+    assert observe(_pod("True", "True"), "i").stuck == ""

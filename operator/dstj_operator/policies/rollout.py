@@ -27,12 +27,18 @@ class RolloutVerdict:
 
 
 def evaluate(*, spec_changed: bool, running: bool, membership: Membership | None, progress: ProgressReport | None,
-             config_hash: str, endpoint: str, stale_pods: int = 0) -> RolloutVerdict:
+             config_hash: str, endpoint: str, stale_pods: int = 0, suspend: bool = False) -> RolloutVerdict:
     """The verdict for a pass. `spec_changed`: metadata.generation is newer than the observedGeneration stored;
-    `running`: a generation trains now; `stale_pods`: members whose pods were built from an older template."""
-    if not spec_changed or not running or membership is None or membership.state != "running":
+    `running`: a generation trains now; `stale_pods`: members whose pods were built from an older template;
+    `suspend`: spec.suspend (a stopped generation without it is a rolled edit's stop, not a suspension)."""
+    if not spec_changed or membership is None:
         return RolloutVerdict(True)
     g = membership.generation
+    if membership.state == "suspended" and not suspend:  # nothing trains in between, yet the edit is not live
+        return RolloutVerdict(False, f"generation {g} stops the group at a step boundary; the replacements on the "
+                              "edited pod template take over once it has checkpointed")
+    if not running or membership.state != "running":
+        return RolloutVerdict(True)
     if not runs_config(membership, config_hash):
         return RolloutVerdict(False, f"generation {g} runs the previous trainer config; the next generation takes "
                               "the edit at a step boundary")

@@ -41,10 +41,19 @@ def test_a_generation_published_for_the_edit_is_live_only_after_it_reports_a_ste
 def test_with_no_generation_training_the_edit_is_live_at_once() -> None:
     # Suspended, waiting for workers or finished: the next generation is built from the current spec.
     assert _verdict(running=False, config_hash="feed000000000000").up_to_date
-    assert _verdict(membership=membership(3, state="suspended"), config_hash="feed000000000000").up_to_date
+    assert _verdict(membership=membership(3, state="suspended"), config_hash="feed000000000000",
+                    suspend=True).up_to_date
     assert _verdict(membership=None).up_to_date
 
 
 def test_without_a_spec_change_a_new_generation_is_not_a_rollout() -> None:
     # A preemption publishes a generation that has not reported yet: replicas and members are not spec edits.
     assert _verdict(spec_changed=False, progress=report(2, 40, 1)).up_to_date
+
+
+def test_a_rolled_edits_stop_generation_is_not_the_edit_being_live() -> None:
+    # The replacements have not trained yet: only a suspension's stopped generation means nothing trains.
+    stopping = membership(4, state="suspended")
+    verdict = _verdict(membership=stopping, running=False)  # the job gathers its replacements meanwhile
+    assert not verdict.up_to_date and "stops the group" in verdict.waiting_for
+    assert _verdict(membership=stopping, suspend=True).up_to_date
