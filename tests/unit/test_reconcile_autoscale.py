@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from dstj_api import ProgressReport
 from dstj_api.contract import GROUP, INDEX_LABEL, JOB_LABEL, KIND, ROLE_LABEL, VERSION
 from dstj_operator import capacity, conditions
 from dstj_operator.converge import Mode
@@ -20,8 +21,9 @@ AUTO = {"enabled": True, "unschedulableSeconds": 30, "growthBackoffSeconds": 60,
 class PodsOnly:
     """Stands in for `Cluster`: its pods are a list; every other child is taken as applied."""
 
-    def __init__(self, pods: list[dict[str, Any]], hpas: list[str] | None = None) -> None:
-        self.items = pods
+    def __init__(self, pods: list[dict[str, Any]], hpas: list[str] | None = None,
+                 report: ProgressReport | None = None) -> None:
+        self.items, self.report = pods, report
         self.deleted: list[str] = []
         self.created: list[dict[str, Any]] = []
         self.hpas = hpas or []
@@ -40,8 +42,8 @@ class PodsOnly:
     def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> None:
         self.deleted.append(name)
 
-    def progress(self, namespace: str, name: str) -> None:
-        return None
+    def progress(self, namespace: str, name: str) -> ProgressReport | None:
+        return self.report
 
     def event(self, job: dict[str, Any], reason: str, message: str, kind: str = "Normal") -> None:
         pass
@@ -152,3 +154,12 @@ def test_a_job_without_autoscaling_writes_no_scaling_status() -> None:
     cluster = PodsOnly([pod(0), pod(1), pod(0, role="rendezvous")])
     out = reconcile(cluster, job(training(0, 1), replicas=2, autoscaling={}), NOW)  # type: ignore[arg-type]
     assert out.status.condition(conditions.SCALING) is None and out.status.target_replicas is None
+
+
+def test_the_steady_throughput_of_the_training_generation_is_kept_per_worker_count() -> None:
+    report = ProgressReport.model_validate({"step": 40, "totalSteps": 100, "generation": 3, "worldSize": 2,
+                                            "expertParallel": 2, "dataParallel": 1, "tokensPerSecond": 900.0,
+                                            "steadyTokensPerSecond": 640.0, "updated": NOW})
+    cluster = PodsOnly([pod(0), pod(1), pod(0, role="rendezvous")], report=report)
+    out = reconcile(cluster, job({**training(0, 1), "targetReplicas": 2}), NOW)  # type: ignore[arg-type]
+    assert [(t.world_size, t.tokens_per_second) for t in out.status.throughput or []] == [(2, 640.0)]
