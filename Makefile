@@ -4,7 +4,7 @@ SHELL := bash
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint unit cluster-binaries bench demo demo-trainer docs lock clean crds manifests image-requirements e2e-kind
+.PHONY: setup test lint unit cluster-binaries bench demo demo-autoscale demo-trainer docs lock clean crds manifests image-requirements e2e-kind
 
 setup:
 	@./scripts/setup.sh
@@ -31,6 +31,11 @@ bench: setup
 # timeline and a picture (out/demo/). `make demo-trainer` is the one-process training run alone.
 demo: setup
 	$(PY) -m scripts.demo
+
+# Nodes join and leave a private pool; a job with spec.autoscaling grows and shrinks with it (timeline, picture
+# of world size, capacity and tokens/s in out/demo/moe-autoscale.png).
+demo-autoscale: setup
+	$(PY) -m scripts.demo_autoscale
 
 demo-trainer: setup
 	$(PY) -m moe_trainer.train --config examples/trainer-tiny.json

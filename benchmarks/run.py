@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks import compression, elastic, expert_layer, placement, zero
+from benchmarks import autoscale, compression, elastic, expert_layer, placement, zero
 
 COLD_BUILD = "11.1 min with empty Go caches (Kubernetes 8.3, etcd 0.6, helm 2.3; 8.7 GB peak disk), 2026-11-23"
 """Measured once by `localcluster/build.sh` with GOMODCACHE and GOCACHE empty: too long to redo per bench."""
@@ -20,6 +20,7 @@ def main() -> None:
     zero.run()
     compression.run()
     placement.run()
+    autoscale.run()
 
 
 if __name__ == "__main__":

@@ -72,6 +72,8 @@ class Sample:
     preemptions: int
     crashes: int
     checkpoint: int | None
+    tokens_per_second: float | None = None
+    """The trainer's steady tokens/s for its generation, else its last interval's."""
 
 
 @dataclass
@@ -133,7 +135,8 @@ class JobWatcher:
                    layout=status.get("layout"), trained_generation=p.get("generation"),
                    start_step=p.get("generationStartStep"),
                    preemptions=status.get("preemptions", 0),
-                   crashes=status.get("crashes", 0), checkpoint=p.get("lastCheckpointStep"))
+                   crashes=status.get("crashes", 0), checkpoint=p.get("lastCheckpointStep"),
+                   tokens_per_second=p.get("steadyTokensPerSecond") or p.get("tokensPerSecond"))
         prev = self.last()
         if prev is None or s.phase != prev.phase:
             self.lines.append((now, f"phase {s.phase}"))
@@ -183,15 +186,18 @@ class JobWatcher:
             rows.append(f"[{t:7.1f}s] {where}{text}")
         return "\n".join(rows)
 
-    def picture(self, path: Path, title: str) -> Path:
-        """Loss and world size over steps, with the caller's marks (e.g. a preemption) drawn in."""
+    def picture(self, path: Path, title: str, capacity: list[tuple[float, int]] | None = None) -> Path:
+        """Loss and world size over steps, with the caller's marks (e.g. a preemption) drawn in; with `capacity`
+        (seconds since the start, workers the cluster fits), that too and a panel of tokens/s."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         trained = [s for s in self.samples if s.step is not None and s.loss is not None]
-        fig, (ax_loss, ax_world) = plt.subplots(2, 1, sharex=True, figsize=(9, 6))
+        rows = 3 if capacity else 2
+        fig, axes = plt.subplots(rows, 1, sharex=True, figsize=(9, 3 * rows))
+        ax_loss, ax_world = axes[0], axes[1]
         ax_loss.plot([s.step for s in trained], [s.loss for s in trained], color="tab:blue")
         ax_loss.set_ylabel("training loss (nats)")
         ax_loss.set_title(title)
@@ -209,6 +215,15 @@ class JobWatcher:
         if published:
             ax_world.step([x for x, _ in published] + [end], [m for _, m in published] + [published[-1][1]],
                           where="post", color="tab:orange", linestyle="--", label="members published")
+        if capacity:
+            fits = [(self._step_at(t, trained), n) for t, n in capacity]
+            ax_world.step([x for x, _ in fits] + [end], [n for _, n in fits] + [fits[-1][1]], where="post",
+                          color="tab:gray", linestyle=":", label="workers the pool fits")
+            ax_tps = axes[2]
+            rated = [s for s in trained if s.tokens_per_second]
+            ax_tps.plot([s.step for s in rated], [s.tokens_per_second for s in rated], color="tab:purple")
+            ax_tps.set_ylabel("tokens/s")
+            ax_tps.set_xlabel("step")
         ax_world.set_ylabel("world size")
         top = max([s.members or 0 for s in self.samples] + [s.world or 0 for s in self.samples] + [1])
         ax_world.set_ylim(0, top + 1)
@@ -218,7 +233,7 @@ class JobWatcher:
         for t, text in self.marks:
             at = max((s for s in trained if s.t <= t), key=lambda s: s.t, default=None)
             if at is not None:
-                for ax in (ax_loss, ax_world):
+                for ax in axes:
                     ax.axvline(at.step, color="tab:red", linestyle=":")
                 ax_loss.annotate(text, (at.step, ax_loss.get_ylim()[1]), color="tab:red", fontsize=8,
                                  ha="left", va="top", rotation=90)
@@ -227,3 +242,9 @@ class JobWatcher:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         return path
+
+    @staticmethod
+    def _step_at(t: float, trained: list[Sample]) -> int:
+        """The step the job had reached at `t` seconds (0 before its first report)."""
+        at = max((s for s in trained if s.t <= t), key=lambda s: s.t, default=None)
+        return at.step or 0 if at is not None else 0

@@ -106,6 +106,8 @@ CLUSTER_CALLS = {
     "connect": [], "create_if_absent": [], "converge": [],
     "pods": [("", "pods", "list")], "delete_pod": [("", "pods", "delete")],
     "progress": [("", "configmaps", "get")], "event": [("", "events", "create")],
+    "scale_up_triggered": [("", "events", "list")],
+    "autoscalers": [("autoscaling", "horizontalpodautoscalers", "list")],
 }
 #: Child kinds the handlers watch by label, so a child edited or deleted by hand heals in the next pass.
 WATCHED_CHILDREN = [RESOURCES[k] for k in ("Pod", "ConfigMap", "Service", "ServiceAccount", "Role", "RoleBinding",
@@ -146,6 +148,12 @@ class RecordingCluster:
 
     def event(self, job: dict[str, Any], reason: str, message: str, kind: str = "Normal") -> None:
         pass
+
+    def scale_up_triggered(self, namespace: str) -> set[str]:
+        return set()
+
+    def autoscalers(self, namespace: str, job: str) -> list[str]:
+        return []
 
 
 def operator_needs() -> set[tuple[str, str, str]]:

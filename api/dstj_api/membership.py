@@ -58,6 +58,11 @@ class ProgressReport(WireModel):
     data_parallel: int = Field(ge=1, description="Data-parallel degree of the group's layout (DP = worldSize / EP).")
     loss: float | None = Field(None, description="Training loss of the last step (nats per token).")
     tokens_per_second: float | None = Field(None, description="Training throughput over the last log interval.")
+    steady_tokens_per_second: float | None = Field(
+        None, ge=0, description="Steady throughput of this generation: tokens/s over its steps after the first few "
+        "following a reconfiguration (warm-up), unset until enough steps ran. Unset by trainers older than the "
+        "field (the operator then measures nothing for spec.autoscaling.minScalingEfficiency).",
+    )
     max_violation: float | None = Field(
         None, description="Expert load balance of the last step: max load / mean load - 1, worst MoE layer."
     )

@@ -278,6 +278,56 @@ class Gcd(Expr):
         return f"[{candidates}].filter(k, {a} % k == 0 && {b} % k == 0)[0]"
 
 
+@dataclass(frozen=True)
+class Present(Expr):
+    """True when an optional field is set (Python: not None; a null reads as absent in CEL too)."""
+
+    term: Field
+
+    def eval(self, scope: Scope) -> Any:
+        return self.term.eval(scope) is not None
+
+    def cel(self, scope: Scope) -> str:
+        return str(scope.present(self.term.path))
+
+
+ITEM = "item"
+"""The name under which `Every`'s test reads the list item: `f(ITEM)`."""
+
+
+class _ItemScope:
+    """A scope in which `f(ITEM)` is the current list item (its value in Python, the variable in CEL)."""
+
+    def __init__(self, outer: Scope, item: Any) -> None:
+        self.outer, self.item = outer, item
+
+    def value(self, path: str) -> Any:
+        return self.item if path == ITEM else self.outer.value(path)
+
+    def present(self, path: str) -> Any:
+        return (self.item is not None) if path == ITEM else self.outer.present(path)
+
+    def raw(self, path: str) -> Any:
+        return self.item if path == ITEM else self.outer.raw(path)
+
+
+@dataclass(frozen=True)
+class Every(Expr):
+    """`test` holds for every item of an optional list field (an absent list passes); `test` reads the
+    item as `f(ITEM)`. Give the list a maxItems: the API server bounds the rule's cost by it."""
+
+    items: Field
+    test: Expr
+
+    def eval(self, scope: Scope) -> Any:
+        return all(self.test.eval(_ItemScope(scope, item)) for item in self.items.eval(scope) or ())
+
+    def cel(self, scope: Scope) -> str:
+        present, raw = scope.present(self.items.path), scope.raw(self.items.path)
+        test = self.test.cel(_ItemScope(scope, ITEM))
+        return f"{raw}.all({ITEM}, {test})" if present == "true" else f"(!{present} || {raw}.all({ITEM}, {test}))"
+
+
 def cel_literal(value: object) -> str:
     """A Python constant as a CEL literal."""
     if isinstance(value, bool):

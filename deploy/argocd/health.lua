@@ -21,7 +21,9 @@
 --   Stalled=True (any non-final phase)     -> Degraded, the Stalled condition's message
 --   Pending                                -> Progressing "waiting for workers"
 --   Running, Degraded=True                 -> Progressing (see below)
---   Running                                -> Healthy
+--   Running                                -> Healthy; with spec.autoscaling settled below the ceiling
+--                                             (Scaling False, CapacityLimited or EfficiencyLimited) the
+--                                             message adds why this size
 --   anything else                          -> Unknown
 --
 -- Running with Degraded=True means the job trains on fewer workers than spec.replicas but at
@@ -31,7 +33,9 @@
 -- a failure (preemptions are routine for an elastic job), so it must not page anyone the way
 -- Degraded does. A job that stops making progress is caught by the Stalled condition instead.
 -- The cost: a job held below spec.replicas by a lasting capacity shortage stays Progressing
--- while it trains; if you would rather see Healthy there, change RUNNING_DEGRADED below.
+-- while it trains; if you would rather see Healthy there, change RUNNING_DEGRADED below, or let the
+-- operator choose the size (spec.autoscaling): the operator then judges Degraded against the size it
+-- chose (status.targetReplicas), so a job settled at the capacity it has is Healthy.
 
 local RUNNING_DEGRADED = "Progressing"
 
@@ -169,6 +173,11 @@ if phase == "Running" then
   else
     hs.status = "Healthy"
     hs.message = explain(condition(status, "Running"), "training")
+    local scaling = condition(status, "Scaling")
+    if scaling ~= nil and scaling.status == "False"
+        and (scaling.reason == "CapacityLimited" or scaling.reason == "EfficiencyLimited") then
+      hs.message = hs.message .. "; " .. explain(scaling, "settled")
+    end
   end
   return hs
 end

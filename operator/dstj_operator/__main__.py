@@ -11,7 +11,7 @@ import kopf
 from kubernetes import client, config
 from prometheus_client import start_http_server
 
-import dstj_operator.handlers  # noqa: F401 - registers the handlers
+import dstj_operator.handlers
 from dstj_operator.crd_revision import check_installed_crd
 from dstj_operator.health import Probes, serve_health
 from dstj_operator.leader import LeaseElector
@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     if problem:  # Helm never upgrades crds/: an operator newer than its CRD must not run
         print(f"dstj-operator: {problem}", file=sys.stderr)
         return 2
+    if not settings.watch_namespaces:
+        dstj_operator.handlers.register_node_watch()  # capacity signals for spec.autoscaling
     watches = WatchTracker(expected_streams(settings.watch_namespaces))
     watches.install()
     elector = None

@@ -195,6 +195,11 @@ def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, s
     pod_spec.update(pod_fields(o))
     if o.topology_spread_constraints:
         pod_spec["topologySpreadConstraints"] = o.topology_spread_constraints
+    surplus = spec.autoscaling.surplus_priority_class_name
+    if spec.autoscaling.enabled and surplus and index >= spec.min_replicas:
+        # Workers above minReplicas may yield to other workloads. Not part of pod_template_hash: the one
+        # field that differs between workers of a generation, so it never rolls them.
+        pod_spec["priorityClassName"] = surplus
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
 
 

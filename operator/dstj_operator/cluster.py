@@ -43,6 +43,11 @@ class _Hint:
     at: float
 
 
+HPA_RECHECK_SECONDS = 30.0
+"""How long a namespace's list of HorizontalPodAutoscalers is reused: a pass runs on every progress report, and
+an HPA created by hand may wait this long to be noticed."""
+_hpas: dict[str, tuple[float, list[tuple[str, dict[str, Any]]]]] = {}
+_hpa_lock = threading.Lock()
 _applied: dict[tuple[str, str, str, str], _Hint] = {}
 """(owner uid, kind, namespace, name) -> how the child was last applied or found."""
 _APPLY_CALLS = {
@@ -202,6 +207,42 @@ class Cluster:
                 return None
             raise
         return parse_progress((cm.get("data") or {}).get(PROGRESS_KEY), f"{namespace}/{name}")
+
+    def scale_up_triggered(self, namespace: str) -> set[str]:
+        """Names of the pods in `namespace` a cluster autoscaler is adding a node for (a TriggeredScaleUp event).
+
+        Asked only while a worker is unschedulable. An operator that may not list events finds none: the
+        worker then waits unschedulableSeconds like any other."""
+        try:
+            body = _json(self.core.list_namespaced_event(
+                namespace, field_selector="reason=TriggeredScaleUp,involvedObject.kind=Pod", _preload_content=False))
+        except ApiException as e:
+            if e.status in (401, 403):
+                return set()
+            raise
+        return {str((e.get("involvedObject") or {}).get("name", "")) for e in body.get("items") or []}
+
+    def autoscalers(self, namespace: str, job: str) -> list[str]:
+        """HorizontalPodAutoscalers in `namespace` whose scaleTargetRef names the job (none when the operator
+        may not list them). Listed at most once per `HPA_RECHECK_SECONDS` per namespace."""
+        now = time.monotonic()
+        with _hpa_lock:
+            cached = _hpas.get(namespace)
+        if cached is None or now - cached[0] >= HPA_RECHECK_SECONDS:
+            api = client.AutoscalingV2Api(self.apis)
+            try:
+                items = _json(api.list_namespaced_horizontal_pod_autoscaler(namespace, _preload_content=False))
+                targets = [(str(h["metadata"]["name"]), h.get("spec", {}).get("scaleTargetRef") or {})
+                           for h in items.get("items") or []]
+            except ApiException as e:
+                if e.status not in (401, 403, 404):
+                    raise
+                targets = []  # not allowed (or no autoscaling/v2 here): nothing to detect
+            cached = (now, targets)
+            with _hpa_lock:
+                _hpas[namespace] = cached
+        return sorted(name for name, ref in cached[1] if ref.get("kind") == KIND and ref.get("name") == job
+                      and str(ref.get("apiVersion", "")).split("/")[0] == GROUP)
 
     def event(self, job: dict[str, Any], reason: str, message: str, kind: str = "Normal") -> None:
         """Record a Kubernetes Event on the job."""

@@ -32,6 +32,9 @@ SUCCEEDED = "Succeeded"
 """The trainer finished train.steps."""
 FAILED = "Failed"
 """The job ended without finishing."""
+SCALING = "Scaling"
+"""spec.autoscaling: True while the operator resizes the job (waiting for capacity, measuring a size), False
+once settled; the reason says why the job has the size it has (status.targetReplicas)."""
 
 # Reasons, each under its condition.
 SYNC_OK = "ChildrenSynced"
@@ -69,6 +72,16 @@ DEADLINE = "DeadlineExceeded"
 INVALID_SPEC = "InvalidSpec"
 WORKER_CONFIG = "WorkerConfigError"
 
+CAPACITY_LIMITED = "CapacityLimited"
+EFFICIENCY_LIMITED = "EfficiencyLimited"
+AT_MAXIMUM = "AtMaximum"
+WAITING_FOR_CAPACITY = "WaitingForCapacity"
+MEASURING = "MeasuringThroughput"
+NO_ELIGIBLE_SIZE = "NoEligibleSize"
+AUTOSCALING_OFF = "AutoscalingOff"
+CONFLICTING_AUTOSCALER = "ConflictingAutoscaler"
+"""Scaling: a HorizontalPodAutoscaler targets a job whose operator chooses the size itself."""
+
 REASONS: dict[str, tuple[str, ...]] = {
     SYNCED: (SYNC_OK, FORBIDDEN, INVALID, CONFLICT, TOO_MANY_REQUESTS, API_ERROR),
     RUNNING: (TRAINING, WAITING, GATHERING, FINISHED, CRASH_BUDGET, DEADLINE, INVALID_SPEC, WORKER_CONFIG),
@@ -79,6 +92,8 @@ REASONS: dict[str, tuple[str, ...]] = {
     SUSPENDED: (STOPPING, SUSPENDED_BY_SPEC, NOT_SUSPENDED),
     SUCCEEDED: (FINISHED,),
     FAILED: (CRASH_BUDGET, DEADLINE, INVALID_SPEC, WORKER_CONFIG),
+    SCALING: (CAPACITY_LIMITED, EFFICIENCY_LIMITED, AT_MAXIMUM, WAITING_FOR_CAPACITY, MEASURING, NO_ELIGIBLE_SIZE,
+              AUTOSCALING_OFF, CONFLICTING_AUTOSCALER),
 }
 """Which reasons each condition type may carry (docs/api.md lists them)."""
 

@@ -45,6 +45,13 @@ class Worker:
     """The pod template digest it was built from (None: built by an operator older than the annotation)."""
     stuck: str = ""
     """Why it cannot start, when a kubelet or the scheduler says so (a failed pull, unschedulable)."""
+    scheduled: bool = False
+    """Bound to a node (spec.nodeName set)."""
+    unschedulable_since: str | None = None
+    """When the scheduler last found no node for it (PodScheduled False, reason Unschedulable), if it has not
+    been bound since."""
+    nominated: bool = False
+    """status.nominatedNodeName is set: the scheduler reserved a node for it (preemption or a node coming up)."""
 
     @property
     def may_stay(self) -> bool:
@@ -123,4 +130,12 @@ def observe(pod: dict[str, Any], index_label: str, template_annotation: str = ""
                   node_lost=conditions.get("Ready") == "False" and conditions.get("ContainersReady") == "True",
                   created=meta.get("creationTimestamp", ""),
                   template=(meta.get("annotations") or {}).get(template_annotation) if template_annotation else None,
-                  stuck=_stuck(status))
+                  stuck=_stuck(status), scheduled=bool((pod.get("spec") or {}).get("nodeName")),
+                  unschedulable_since=_unschedulable_since(status), nominated=bool(status.get("nominatedNodeName")))
+
+
+def _unschedulable_since(status: dict[str, Any]) -> str | None:
+    for c in status.get("conditions") or []:
+        if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
+            return str(c.get("lastTransitionTime") or "") or None
+    return None

@@ -96,6 +96,11 @@ EDITS: tuple[Row, ...] = (
     Row("spec.suspend", Effect.LIVE, "true: workers checkpoint and go; false: they come back and resume"),
     Row("spec.ttlSecondsAfterFinished", Effect.LIVE, "a finished job is deleted by the new value"),
     Row("spec.activeDeadlineSeconds", Effect.LIVE, "the running time so far is judged against the new value"),
+    Row("spec.autoscaling", Effect.LIVE, "the next pass chooses the size by the new values (off: spec.replicas is "
+        "the size again); a changed size forms a new generation at the next step boundary (no step lost)"),
+    Row("spec.autoscaling.surplusPriorityClassName", Effect.NEW_PODS, "workers created after the edit (indices "
+        "from minReplicas up) carry it; running workers keep theirs. The one pod field allowed to differ between "
+        "workers of a generation: it is not part of the pod-template hash, so it never rolls the workers"),
 )
 
 IMMUTABLE_RULES: dict[tuple[str, ...], str] = {

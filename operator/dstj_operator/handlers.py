@@ -23,13 +23,14 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import kopf
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from dstj_operator import apierrors, conditions, metrics
+from dstj_operator import apierrors, capacity, conditions, metrics
 from dstj_operator.children import JOB_LABEL
 from dstj_operator.cluster import Cluster, forget, shared_api_client
 from dstj_operator.crd import GROUP, PLURAL, VERSION
@@ -81,6 +82,8 @@ def _sync_locked(namespace: str, name: str) -> None:
     except ApiException as e:
         if e.status == 404:
             metrics.job_phase(namespace, name, None)
+            metrics.job_workers(namespace, name, None)
+            capacity.waiting((namespace, name), False)
             return  # deleted: the garbage collector removes its children
         raise
     if job["metadata"].get("deletionTimestamp"):
@@ -109,6 +112,7 @@ def _sync_locked(namespace: str, name: str) -> None:
     for event in out.events:  # only now: each describes the status just written
         cluster.event(job, event.reason, event.message, event.type)
     metrics.job_phase(namespace, name, out.status.phase)
+    metrics.job_workers(namespace, name, out.status)
     if out.delete_job:
         log.info("deleting %s/%s: ttlSecondsAfterFinished has passed", namespace, name)
         api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
@@ -162,6 +166,8 @@ def job_event(*, type: str, name: str, namespace: str | None, **_: Any) -> None:
         return
     if type == "DELETED":
         metrics.job_phase(namespace, name, None)
+        metrics.job_workers(namespace, name, None)
+        capacity.waiting((namespace, name), False)
     else:
         sync(namespace, name)
 
@@ -179,7 +185,28 @@ def child_event(*, type: str, body: Mapping[str, Any], labels: Mapping[str, str]
     if not namespace:
         return
     forget({"kind": body.get("kind", ""), "metadata": dict(body.get("metadata") or {})}, deleted=type == "DELETED")
+    # A deleted pod that was bound to a node leaves room there: jobs waiting to grow look again (a pod that never
+    # got a node frees nothing, and the autoscaler's own removal of one must not retry growth at once).
+    if type == "DELETED" and body.get("kind") == "Pod" and (body.get("spec") or {}).get("nodeName"):
+        for key in capacity.signal(namespace, datetime.now(UTC)):
+            if key != (namespace, labels[JOB_LABEL]):
+                _requeue().after(key, 0)
     sync(namespace, labels[JOB_LABEL])
+
+
+def node_event(*, type: str | None, body: Mapping[str, Any], **_: Any) -> None:
+    """A Node was added or changed: one that became schedulable signals capacity to every job waiting to grow.
+
+    Registered only where the operator watches the whole cluster (`register_node_watch`): a namespaced
+    operator may not watch Nodes, and its jobs grow again after their growth backoff alone."""
+    if capacity.node_seen(type, body):
+        for key in capacity.signal(None, datetime.now(UTC)):
+            _requeue().after(key, 0)
+
+
+def register_node_watch() -> None:
+    """Watch Nodes for capacity signals (spec.autoscaling); call before kopf starts, cluster-wide only."""
+    kopf.on.event("", "v1", "nodes")(node_event)
 
 
 for _group, _version, _plural in CHILD_KINDS:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import Counter, Gauge, Histogram
 
-from dstj_operator.status import PHASES
+from dstj_operator.status import PHASES, JobStatus
 
 RECONCILE_SECONDS = Histogram(
     "dstj_operator_reconcile_seconds", "Duration of one reconcile pass of a job.",
@@ -19,7 +21,28 @@ WORKER_ENDS = Counter("dstj_operator_worker_restarts_total",
 GENERATION_BUMPS = Counter("dstj_operator_generation_bumps_total", "Membership generations published.")
 LEADER = Gauge("dstj_operator_leader", "1 while this replica holds the leader lease (or runs without election).")
 
+WORKERS = Gauge("dstj_operator_job_workers", "Workers of a job: desired (status.targetReplicas with autoscaling, "
+                "else spec.replicas), schedulable (bound to a node; with autoscaling off, live worker pods) and "
+                "training (members of the generation that trains).", ["namespace", "job", "kind"])
+WORKER_KINDS = ("desired", "schedulable", "training")
+
 _phases: dict[tuple[str, str], str] = {}
+
+
+def job_workers(namespace: str, name: str, status: JobStatus | None) -> None:
+    """Record a job's desired, schedulable and training workers (None: the job is gone, drop its series)."""
+    if status is None:
+        for kind in WORKER_KINDS:
+            with contextlib.suppress(KeyError):  # never recorded
+                WORKERS.remove(namespace, name, kind)
+        return
+    current = status.membership
+    training = current.world_size if current is not None and current.state == "running" \
+        and status.phase == "Running" else 0
+    desired = status.target_replicas if status.target_replicas is not None else status.desired_replicas or 0
+    schedulable = status.schedulable_replicas if status.schedulable_replicas is not None else status.replicas
+    for kind, value in zip(WORKER_KINDS, (desired, schedulable, training), strict=True):
+        WORKERS.labels(namespace=namespace, job=name, kind=kind).set(value)
 
 
 def job_phase(namespace: str, name: str, phase: str | None) -> None:

@@ -19,11 +19,12 @@ from pydantic import ValidationError
 
 from dstj_api import Membership, format_validation_error
 from dstj_api.contract import TEMPLATE_ANNOTATION
-from dstj_operator import children, conditions, metrics, naming
+from dstj_operator import capacity, children, conditions, metrics, naming
 from dstj_operator.cluster import Cluster
 from dstj_operator.converge import Mode, stamped
 from dstj_operator.decide import EndKind, classify_end, observe
 from dstj_operator.policies import (
+    autoscale,
     crash_budget,
     deadline,
     join_timeout,
@@ -222,12 +223,18 @@ def reconcile(cluster: Cluster, job: dict[str, Any], now: datetime | None = None
         if success.finished(progress):
             return _end(cluster, job, out, spec, now, True, conditions.FINISHED, f"trained {progress.step} steps")
 
-    live = scale.live(spec, workers)
+    if status.desired_replicas not in (None, spec.replicas):
+        out.event("Scaled", f"replicas {status.desired_replicas} -> {spec.replicas}")
+    status.desired_replicas = spec.replicas
+    # From here on the size is the autoscaler's choice (spec.replicas itself with autoscaling off).
+    target, remove = _size(cluster, job, spec, workers, out, now)
+    sized = spec if target == spec.replicas else spec.model_copy(update={"replicas": target})
+    live = scale.live(sized, workers)
     plan = roll.RollPlan(candidates=live) if spec.suspend else roll.plan(
-        spec, live, status.membership, status.progress, children.pod_template_hash(spec), book.generation_time, now)
-    _converge_workers(cluster, job, spec, workers, plan, out, now)
+        sized, live, status.membership, status.progress, children.pod_template_hash(spec), book.generation_time, now)
+    _converge_workers(cluster, job, sized, workers, plan, out, now, remove)
     config_hash = children.trainer_config_hash(config)
-    running = _publish(job, spec, workers, config_hash, plan, out, now)
+    running = _publish(job, sized, workers, config_hash, plan, out, now)
     book.running_seconds, book.running_since = deadline.tick(book, running, now)
     verdict = rollout.evaluate(spec_changed=stored_observed != meta.get("generation"), running=running,
                                membership=status.membership, progress=status.progress, config_hash=config_hash,
@@ -251,13 +258,78 @@ def _endpoint(job: dict[str, Any], spec: DeepSeekTrainingJobSpec) -> str:
     return f"{children.names(job)['rdzv']}:{spec.rendezvous.port}"
 
 
+def _size(cluster: Cluster, job: dict[str, Any], spec: DeepSeekTrainingJobSpec, workers: list[Any], out: Outcome,
+          now: datetime) -> tuple[int, tuple[int, ...]]:
+    """The worker count to run (`policies.autoscale`) and the indices to remove because they stayed
+    unschedulable; records the verdict, the Scaling condition and a Resized event."""
+    status, meta = out.status, job["metadata"]
+    ns, key = meta["namespace"], (meta["namespace"], meta["name"])
+    if not spec.autoscaling.enabled or spec.suspend:
+        capacity.waiting(key, False)
+        if spec.suspend and spec.autoscaling.enabled:  # nothing to measure: keep the size for the resume
+            return status.target_replicas or spec.replicas, ()
+        verdict = autoscale.evaluate(spec, status, [], now)
+        autoscale.record(status, verdict)
+        if status.condition(conditions.SCALING) is not None:  # turned off: say so once, then stay quiet
+            conditions.set_condition(status.conditions, conditions.SCALING, False, verdict.reason, verdict.message,
+                                     stamp(now))
+        return verdict.target, ()
+    _measure(status, now)
+    pending = any(w.unschedulable_since for w in workers if w.end is None and not w.terminating)
+    triggered = cluster.scale_up_triggered(ns) if pending else set()
+    before = status.target_replicas
+    verdict = autoscale.evaluate(spec, status, autoscale.placements(workers, triggered), now,
+                                 capacity.last_signal(ns))
+    autoscale.record(status, verdict)
+    capacity.waiting(key, verdict.growth.failures > 0)
+    out.later(verdict.recheck_in)
+    reason, message = verdict.reason, verdict.message
+    hpas = cluster.autoscalers(ns, meta["name"])
+    if hpas:
+        reason = conditions.CONFLICTING_AUTOSCALER
+        message = (f"HorizontalPodAutoscaler {', '.join(hpas)} targets this job while spec.autoscaling.enabled is "
+                   "true: the operator chooses the size itself, and the HPA's writes to spec.replicas only move the "
+                   f"ceiling; delete the HPA or set spec.autoscaling.enabled: false. {message}")
+        held = status.condition(conditions.SCALING)
+        if held is None or held.reason != reason:
+            out.event("ConflictingAutoscaler", message, "Warning")
+    conditions.set_condition(status.conditions, conditions.SCALING, verdict.scaling, reason, message, stamp(now))
+    if before is not None and before != verdict.target:
+        out.event("Resized", f"{before} -> {verdict.target} workers: {verdict.message}")
+    return verdict.target, verdict.remove
+
+
+def _measure(status: JobStatus, now: datetime) -> None:
+    """The trainer's steady tokens/s of the generation now training, kept per world size."""
+    report, current = status.progress, status.membership
+    if report is None or current is None or report.steady_tokens_per_second is None:
+        return
+    if report.generation != current.generation or report.state != "running":
+        return
+    workers = current.world_size  # the report counts ranks; sizes are counted in workers
+    known = next((t for t in status.throughput or [] if t.world_size == workers), None)
+    if known is not None and known.tokens_per_second == report.steady_tokens_per_second:
+        return
+    status.throughput = autoscale.with_measurement(status.throughput or [], workers,
+                                                   report.steady_tokens_per_second, now)
+
+
 def _converge_workers(cluster: Cluster, job: dict[str, Any], spec: DeepSeekTrainingJobSpec,
-                      workers: list[Any], plan: roll.RollPlan, out: Outcome, now: datetime) -> None:
-    """Remove ended and unwanted workers, and those a rolled edit replaced; create the missing ones and the
-    replacements, unless a crash backoff holds them."""
+                      workers: list[Any], plan: roll.RollPlan, out: Outcome, now: datetime,
+                      remove: tuple[int, ...] = ()) -> None:
+    """Remove ended and unwanted workers, those that stayed unschedulable (`remove`: the autoscaler settles
+    without them), and those a rolled edit replaced; create the missing ones and the replacements, unless a
+    crash backoff holds them."""
     ns, status = job["metadata"]["namespace"], out.status
+    gone = [w for w in workers if w.index in remove and w.end is None and not w.terminating]
+    for w in gone:
+        status.bookkeeping.counted_pods.append(w.name)  # removed, not preempted: never counted as an end
+        cluster.delete_pod(ns, w.name, 0)
+        out.event("WorkerUnschedulable", f"removed {w.name} (index {w.index}): unschedulable for "
+                  f"spec.autoscaling.unschedulableSeconds ({spec.autoscaling.unschedulable_seconds} s)")
     for w in scale.to_delete(spec, workers):
-        cluster.delete_pod(ns, w.name)
+        if w not in gone:
+            cluster.delete_pod(ns, w.name)
     for w in plan.retire:
         status.bookkeeping.counted_pods.append(w.name)  # replaced, not preempted: never counted as an end
         cluster.delete_pod(ns, w.name)
@@ -273,7 +345,9 @@ def _converge_workers(cluster: Cluster, job: dict[str, Any], spec: DeepSeekTrain
     conditions.set_condition(status.conditions, conditions.RESTARTING, False, conditions.NO_BACKOFF, "", stamp(now))
     if spec.suspend:
         return
-    for index in sorted(set(scale.missing_indices(workers, spec.replicas)) | set(plan.surge)):
+    # Indices just removed come back next pass as fresh pods, which may fit where the old ones did not.
+    held = {w.index for w in gone}
+    for index in sorted((set(scale.missing_indices(workers, spec.replicas)) | set(plan.surge)) - held):
         pod = children.worker_pod(job, spec, index, _suffix())
         cluster.create_if_absent(pod)
         out.event("WorkerCreated", f"created {pod['metadata']['name']} for index {index}")
@@ -302,15 +376,12 @@ def _publish(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, workers: list[A
     elif plan.hold:
         new = None
     else:
-        new = scale.next_membership(current, plan.candidates, spec.replicas, spec.min_replicas, endpoint,
-                                    config_hash) if gang.may_start else None
+        new = scale.next_membership(current, plan.candidates, _seats(spec, current, plan.candidates),
+                                    spec.min_replicas, endpoint, config_hash) if gang.may_start else None
     if new is not None:
         handoff = f" (handoff from {new.handoff_from})" if new.handoff_from is not None else ""
         _bump(out, new, "GenerationBumped", f"generation {new.generation}: {new.world_size} workers {new.members}"
               f"{handoff}")
-    if status.desired_replicas not in (None, spec.replicas):
-        out.event("Scaled", f"replicas {status.desired_replicas} -> {spec.replicas}")
-    status.desired_replicas = spec.replicas
     ready = min(spec.replicas, len(scale.seated(status.membership, live)))
     # A replacement starting beside its pod (a rolled edit) counts once: the scale subresource reports indices.
     status.replicas, status.ready_replicas = len({w.index for w in live}), ready
@@ -347,6 +418,15 @@ def _publish(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, workers: list[A
     _check_stall(spec, out, running, now)
     _check_join(spec, out, running, now)
     return running
+
+
+def _seats(spec: DeepSeekTrainingJobSpec, current: Membership | None, candidates: list[Any]) -> int:
+    """How many members the next generation may have: `spec.replicas` (the target), and with autoscaling on
+    the largest eligible size the seated workers fill, so a generation never trains at a size without a layout."""
+    if not spec.autoscaling.enabled:
+        return spec.replicas
+    seated = min(spec.replicas, len(scale.seated(current, candidates)))
+    return autoscale.fit(autoscale.eligible(spec), seated) or 0
 
 
 def _bump(out: Outcome, new: Membership, reason: str, message: str, type_: str = "Normal") -> None:

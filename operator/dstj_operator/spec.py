@@ -7,13 +7,29 @@ created before a CRD upgrade), and `crd.py` renders the same rules as CEL for th
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
 from dstj_api import TrainerConfig
 from dstj_api.lenient import read_lenient_naming
-from dstj_api.rules import Filled, Gcd, IsInt, Larger, Not, Rule, all_of, any_of, enforce, f, implies, lit
+from dstj_api.rules import (
+    ITEM,
+    Every,
+    Filled,
+    Gcd,
+    IsInt,
+    Larger,
+    Not,
+    Present,
+    Rule,
+    all_of,
+    any_of,
+    enforce,
+    f,
+    implies,
+    lit,
+)
 from dstj_api.wire import WireModel
 
 
@@ -138,6 +154,66 @@ _EP_STEP = _EP // Gcd(_EP, _PROCS, MAX_DEVICES_PER_WORKER)
 _SOURCES = [Filled(f(f"checkpoint.{name}")) for name in ("pvc", "hostPath", "url")]
 
 
+MAX_WORLD_SIZES = 64
+"""The most entries `autoscaling.allowedWorldSizes` may list (the API server bounds a rule's cost by it)."""
+
+
+class AutoscalingSpec(WireModel):
+    """The operator chooses the world size itself (status.targetReplicas), between minReplicas and replicas.
+
+    Off by default: then `spec.replicas` is the size, and `kubectl scale` and HPAs work as before. On,
+    `spec.replicas` is the ceiling and the operator never writes it (GitOps tools would revert it).
+    """
+
+    enabled: bool = Field(False, description="Let the operator choose the world size between minReplicas and "
+                          "replicas (the ceiling); its choice is status.targetReplicas.")
+    policy: Literal["Capacity"] = Field("Capacity", description="Capacity: grow one eligible size at a time while "
+                                        "workers schedule, settle at the size that fits.")
+    unschedulable_seconds: int = Field(
+        300, ge=10, description="Seconds a worker may stay unschedulable before it is removed and the job settles "
+        "at the size that fits. Cluster autoscalers add nodes because pods are Pending, so keep it at or above "
+        "their provisioning time (300 s or more) where one runs.",
+    )
+    growth_backoff_seconds: int = Field(
+        60, ge=1, description="Seconds to wait before trying to grow again after capacity ran out; doubles with "
+        "each failed try in a row. A new node or freed pods in the namespace retry at once.",
+    )
+    max_growth_backoff_seconds: int = Field(
+        900, ge=1, description="The longest growth backoff in seconds (never less than growthBackoffSeconds).",
+    )
+    allowed_world_sizes: list[Annotated[int, Field(ge=1, le=MAX_REPLICAS)]] | None = Field(
+        None, min_length=1, max_length=MAX_WORLD_SIZES, json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Only these worker counts (each within [minReplicas, maxReplicas]); unset: every count whose "
+        "layout is valid.",
+    )
+    powers_of_two: bool = Field(False, description="Only worker counts that are powers of two (1, 2, 4, ...).")
+    min_scaling_efficiency: float = Field(
+        0.0, ge=0.0, le=1.0, description="Stop growing when one more worker adds less than this fraction of a "
+        "worker's share of tokens/s (0 = rule off). On, the job starts at the smallest eligible size and measures "
+        "each step.",
+    )
+    cooldown_seconds: int = Field(
+        3600, ge=0, description="Seconds before a size found not to pay (minScalingEfficiency) is tried again.",
+    )
+    surplus_priority_class_name: str | None = Field(
+        None, description="PriorityClass of workers above minReplicas: name a lower one so surplus workers yield "
+        "to other workloads; the operator itself never preempts to grow.",
+    )
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule("powersOfTwo", Not(all_of(Present(f("allowedWorldSizes")), f("powersOfTwo"))),
+             "autoscaling: set allowedWorldSizes or powersOfTwo, not both (list only powers of two in "
+             "allowedWorldSizes)"),
+    )
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> Self:
+        sizes = self.allowed_world_sizes or []
+        if len(set(sizes)) != len(sizes):  # the CRD makes it a set: the API server refuses duplicates itself
+            raise ValueError(f"autoscaling.allowedWorldSizes lists a size twice ({sizes}); list each once")
+        return enforce(self)
+
+
 class DeepSeekTrainingJobSpec(WireModel):
     """An elastic training run of a DeepSeek-style MoE model."""
 
@@ -161,6 +237,8 @@ class DeepSeekTrainingJobSpec(WireModel):
         None, ge=1, description="Fail the job after it has trained this long; only time in phase Running counts "
         "(suspended or waiting for workers stops the clock).",
     )
+    autoscaling: AutoscalingSpec = Field(default_factory=lambda: AutoscalingSpec(),
+                                         description="Let the operator choose the world size (off by default).")
 
     RULES: ClassVar[tuple[Rule, ...]] = (
         Rule("replicas", all_of(f("minReplicas") <= f("replicas"), f("replicas") <= f("maxReplicas")),
@@ -176,6 +254,19 @@ class DeepSeekTrainingJobSpec(WireModel):
              "trainer.parallel.expertParallel ({trainer.parallel.expertParallel}) divides no world size of "
              "minReplicas ({minReplicas}) to maxReplicas ({maxReplicas}) workers ({procs} process(es) each, so "
              "the worker count must be a multiple of {step}); widen the bounds or set expertParallel: auto",
+             {"procs": _PROCS, "step": _EP_STEP}),
+        Rule("autoscaling.allowedWorldSizes",
+             Every(f("autoscaling.allowedWorldSizes"),
+                   all_of(f("minReplicas") <= f(ITEM), f(ITEM) <= f("maxReplicas"))),
+             "every autoscaling.allowedWorldSizes entry must lie within minReplicas ({minReplicas}) to maxReplicas "
+             "({maxReplicas}); drop the others or widen the bounds"),
+        # Each allowed size needs a layout: the same divisibility as above, entry by entry.
+        Rule("autoscaling.allowedWorldSizes",
+             implies(all_of(IsInt(_EP), _EP >= 1), Every(f("autoscaling.allowedWorldSizes"),
+                                                         (f(ITEM) % _EP_STEP).eq(0))),
+             "every autoscaling.allowedWorldSizes entry must be a multiple of the workers one expert-parallel group "
+             "spans ({step}), from trainer.parallel.expertParallel ({trainer.parallel.expertParallel}) and "
+             "devicesPerWorker ({procs} processes per worker); drop the others or set expertParallel: auto",
              {"procs": _PROCS, "step": _EP_STEP}),
     )
 

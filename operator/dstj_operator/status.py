@@ -45,6 +45,22 @@ class Condition(_StatusModel):
     last_transition_time: str = Field("", description="When status last changed (RFC 3339).")
 
 
+class SizeThroughput(_StatusModel):
+    """Steady training throughput measured at one world size (spec.autoscaling.minScalingEfficiency)."""
+
+    world_size: int = Field(description="Workers training together.")
+    tokens_per_second: float = Field(description="Steady tokens/s of the whole job at that size (not the first "
+                                     "steps after a reconfiguration).")
+    measured: str = Field(description="When it was measured (RFC 3339).")
+
+
+class UnpaidSize(_StatusModel):
+    """A world size found not to pay: not tried again within spec.autoscaling.cooldownSeconds."""
+
+    world_size: int = Field(description="Workers.")
+    since: str = Field(description="When it was found not to pay (RFC 3339).")
+
+
 class Bookkeeping(_StatusModel):
     """What the operator remembers between passes; not an interface, read it only to debug the operator."""
 
@@ -61,6 +77,14 @@ class Bookkeeping(_StatusModel):
     gang_since: str | None = Field(None, description="When the job began waiting for its workers before a "
                                    "first generation (rendezvous.gangTimeoutSeconds).")
     sync_failures: int = Field(0, description="Passes in a row that failed on an API error (retry backoff).")
+    growth_failures: int | None = Field(None, description="Autoscaling: tries in a row to grow that found no "
+                                        "capacity (growth backoff).")
+    growth_failed_at: str | None = Field(None, description="Autoscaling: when the last try to grow found no "
+                                         "capacity.")
+    target_since: str | None = Field(None, description="Autoscaling: when status.targetReplicas last changed "
+                                     "(only throughput measured since counts for it).")
+    unpaid_sizes: list[UnpaidSize] | None = Field(None, description="Autoscaling: sizes found not to pay, "
+                                                  "each not tried again within cooldownSeconds.")
 
 
 _TOP_LEVEL_BOOKKEEPING = ("countedPods", "lastCrashTime", "generationTime", "stallGeneration")
@@ -74,7 +98,7 @@ class JobStatus(_StatusModel):
                                             "training group runs it (or, with none training, the children match "
                                             "it). Behind metadata.generation while an edit rolls out (Progressing).")
     conditions: list[Condition] = Field(default_factory=list, description="Synced, Running, Degraded, "
-                                        "Restarting, Stalled, Progressing, Suspended, Succeeded, Failed.")
+                                        "Restarting, Stalled, Progressing, Suspended, Succeeded, Failed, Scaling.")
     replicas: int = Field(0, description="Live worker pods (the scale subresource's status replicas).")
     ready_replicas: int = Field(0, description="Workers that hold a seat in the training group.")
     desired_replicas: int | None = Field(None, description="spec.replicas as last acted on.")
@@ -83,6 +107,12 @@ class JobStatus(_StatusModel):
                                           "train together now. Workers follow it.")
     progress: ProgressReport | None = Field(None, description="The trainer's last progress report.")
     layout: str | None = Field(None, description="Expert-parallel x data-parallel degrees of the last report.")
+    target_replicas: int | None = Field(None, description="Autoscaling: the world size the operator chose (workers "
+                                        "it runs), within [minReplicas, replicas]; see the Scaling condition.")
+    schedulable_replicas: int | None = Field(None, description="Autoscaling: workers of the chosen size bound to "
+                                             "a node (what the cluster fits now).")
+    throughput: list[SizeThroughput] | None = Field(None, description="Autoscaling: steady tokens/s measured "
+                                                    "per world size, ascending by size.")
     preemptions: int = Field(0, description="Worker pods that ended by preemption, eviction or node loss "
                              "(never counted against the crash budget).")
     crashes: int = Field(0, description="Worker pods that crashed (non-zero exit, OOM kill), in total.")

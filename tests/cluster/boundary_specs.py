@@ -41,6 +41,8 @@ BOUNDARY_VALUES: dict[str, list[Any]] = {
     "checkpoint.pvc": ["", None, "ckpt"],
     "checkpoint.hostPath": ["", None, "/srv/ckpt"],
     "checkpoint.url": ["", None, "s3://bucket/run"],
+    "autoscaling.allowedWorldSizes": [None, [1], [2, 4], [3, 6], [2, 8], [5]],
+    "autoscaling.powersOfTwo": [False, True],
 }
 PRESETS = [ABSENT, None, "tiny", "small", "base", "large"]  # None: written as null (no preset)
 #: The fields each rule reads (a case writes most of one group).
@@ -56,6 +58,8 @@ FOCUS = [
     ["trainer.data.source", "trainer.data.path"],
     ["checkpoint.pvc", "checkpoint.hostPath", "checkpoint.url"],
     ["replicas", "minReplicas", "maxReplicas"],
+    ["autoscaling.allowedWorldSizes", "autoscaling.powersOfTwo", "minReplicas", "maxReplicas",
+     "trainer.parallel.expertParallel", "devicesPerWorker"],
 ]
 
 

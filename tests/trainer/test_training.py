@@ -93,15 +93,16 @@ def test_a_run_serves_prometheus_metrics_and_writes_its_progress_report(
 
     port = free_port()
     monkeypatch.setenv(ENV_PROGRESS, f"file:{tmp_path / 'progress.json'}")
-    cfg = with_train(tiny_config, steps=4, log_every=2, metrics_port=port)
+    cfg = with_train(tiny_config, steps=6, log_every=2, metrics_port=port)
     summary = run(cfg)
-    assert summary["steps"] == 4
+    assert summary["steps"] == 6
     page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    assert 'dstj_trainer_step{rank="0"} 4.0' in page
+    assert 'dstj_trainer_step{rank="0"} 6.0' in page
     assert "dstj_trainer_expert_max_violation" in page and "dstj_trainer_loss" in page
     report = ProgressReport.model_validate_json((tmp_path / "progress.json").read_text())
-    assert (report.step, report.total_steps, report.state, report.world_size) == (4, 4, "finished", 1)
+    assert (report.step, report.total_steps, report.state, report.world_size) == (6, 6, "finished", 1)
     assert report.generation_start_step == 0
+    assert report.steady_tokens_per_second is not None and report.steady_tokens_per_second > 0, "after the warm-up"
 
 
 def test_the_progress_report_says_which_step_a_resumed_run_started_from(

@@ -227,3 +227,10 @@ def test_the_chart_readme_documents_every_value() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     table = set(re.findall(r"^\| `([^`]+)` \|", (CHART / "README.md").read_text(), flags=re.M))
     assert set(_leaves(values)) == table, "the chart README's values table and values.yaml disagree"
+
+
+def test_only_a_cluster_wide_operator_watches_nodes_for_capacity_signals(helm: Helm) -> None:  # noqa: F811
+    cluster_wide = operator_rules(helm.render(), None)
+    assert allows(cluster_wide, "", "nodes", "watch") and allows(cluster_wide, "", "nodes", "list")
+    namespaced = operator_rules(helm.render({"watchNamespaces": ["team-a"]}), "team-a")
+    assert not allows(namespaced, "", "nodes", "watch")

@@ -116,3 +116,17 @@ def test_the_rendezvous_port_is_read_back_from_a_store_pod() -> None:
     spec = DeepSeekTrainingJobSpec.model_validate({"rendezvous": {"port": 29500}})
     assert rendezvous_port(rendezvous_pod(job, spec, "abc123")) == 29500
     assert rendezvous_port({"spec": {"containers": [{}]}}) is None
+
+
+def test_surplus_workers_carry_the_surplus_priority_class_without_changing_the_pod_template() -> None:
+    auto = {"enabled": True, "surplusPriorityClassName": "spare"}
+    job, spec = a_job(replicas=4, minReplicas=2, pod={"priorityClassName": "normal"}, autoscaling=auto)
+    classes = [children.worker_pod(job, spec, i, "a")["spec"]["priorityClassName"] for i in range(4)]
+    assert classes == ["normal", "normal", "spare", "spare"]
+    _, without = a_job(replicas=4, minReplicas=2, pod={"priorityClassName": "normal"}, autoscaling={"enabled": True})
+    assert children.pod_template_hash(spec) == children.pod_template_hash(without)
+
+
+def test_the_surplus_priority_class_waits_for_autoscaling_to_be_on() -> None:
+    job, spec = a_job(replicas=2, autoscaling={"surplusPriorityClassName": "spare"})
+    assert "priorityClassName" not in children.worker_pod(job, spec, 1, "a")["spec"]

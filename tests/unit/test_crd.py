@@ -60,6 +60,11 @@ def test_structural_refuses_what_kubernetes_cannot_express() -> None:
         pytest.param({"replicas": 2, "maxReplicas": 3, "trainer": {"parallel": {"expertParallel": 4}}},
                      "(4) divides no world size of minReplicas (1) to maxReplicas (3) workers (1 process(es) each, "
                      "so the worker count must be a multiple of 4)", id="expert-parallel-fitting-no-world-size"),
+        pytest.param({"autoscaling": {"allowedWorldSizes": [2, 16]}},
+                     "every autoscaling.allowedWorldSizes entry must lie within minReplicas (1) to maxReplicas (8)",
+                     id="allowed-size-above-max"),
+        pytest.param({"autoscaling": {"allowedWorldSizes": [2], "powersOfTwo": True}},
+                     "set allowedWorldSizes or powersOfTwo, not both", id="sizes-and-powers-of-two"),
     ],
 )
 def test_the_operator_refuses_what_the_cel_rules_refuse(spec: dict[str, Any], message: str) -> None:

@@ -72,14 +72,6 @@ def test_moe_gpu_asks_for_gpus_shared_storage_and_bf16() -> None:
     assert spec.trainer.model.model_dump() == type(spec.trainer.model)(preset="base").model_dump() | {"preset": None}
 
 
-def test_the_hpa_scales_moe_tiny_within_its_bounds() -> None:
-    hpa = the("HorizontalPodAutoscaler", "hpa.yaml")
-    job = DeepSeekTrainingJobSpec.model_validate(the(KIND, "moe-tiny.yaml")["spec"])
-    assert hpa["apiVersion"] == "autoscaling/v2"
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": API_VERSION, "kind": KIND, "name": "moe-tiny"}
-    assert job.min_replicas <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"] <= job.max_replicas
-
-
 def test_the_queued_example_waits_suspended_in_a_kueue_queue() -> None:
     job = the(KIND, "suspended-kueue.yaml")
     assert job["spec"]["suspend"] is True

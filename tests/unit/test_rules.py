@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from dstj_api.cel import CelScope, Tree, tree_validations, validation
-from dstj_api.rules import Rule, cel_literal, f, violations
+from dstj_api.rules import ITEM, Every, Present, Rule, cel_literal, f, violations
 from dstj_api.trainer_config import PRESETS, MoEConfig
 from dstj_operator.crd import SPEC_TREE, build_crd
 from dstj_operator.spec import DeepSeekTrainingJobSpec
@@ -84,3 +84,23 @@ def test_every_list_a_rule_reads_has_max_items() -> None:
             for name, prop in sub.get("properties", {}).items():
                 if prop.get("type") == "array" and name in read:
                     assert "maxItems" in prop, f"{name} is read by a rule: give it maxItems"
+
+
+SIZES_IN_BOUNDS = Rule("sizes", Every(f("sizes"), f(ITEM) <= f("most")), "every size must be <= most ({most})")
+
+
+@pytest.mark.parametrize(("obj", "broken"), [
+    pytest.param({"sizes": [1, 3], "most": 3}, False, id="every-item-holds"),
+    pytest.param({"sizes": [1, 4], "most": 3}, True, id="one-item-breaks-it"),
+    pytest.param({"sizes": None, "most": 3}, False, id="an-absent-list-passes"),
+])
+def test_a_rule_over_every_item_of_a_list(obj: dict[str, Any], broken: bool) -> None:
+    assert violations((SIZES_IN_BOUNDS,), obj) == (["every size must be <= most (3)"] if broken else [])
+
+
+def test_every_renders_as_a_cel_all_guarded_by_presence() -> None:
+    scope = CelScope(SPEC_TREE, (), ())
+    rule = Every(f("autoscaling.allowedWorldSizes"), f(ITEM) <= f("maxReplicas")).cel(scope)
+    assert rule == ("(!self.?autoscaling.?allowedWorldSizes.hasValue() || self.autoscaling.allowedWorldSizes.all(item, "
+                    "(item <= self.?maxReplicas.orValue(8))))")
+    assert Present(f("autoscaling.allowedWorldSizes")).cel(scope) == "self.?autoscaling.?allowedWorldSizes.hasValue()"

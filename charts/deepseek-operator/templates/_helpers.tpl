@@ -97,8 +97,13 @@ from the child builders and fails when a rule is missing here.
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
   verbs: [get, list, watch, create, patch, update]
-# Events on jobs (the operator's and kopf's).
+# Events on jobs (the operator's and kopf's); listed to find TriggeredScaleUp events of unschedulable workers
+# (spec.autoscaling keeps the pods a cluster autoscaler is adding a node for).
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list]
+# spec.autoscaling: an HPA on a job whose operator chooses the size itself is refused with a condition.
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [list]
 {{- end }}

@@ -23,6 +23,7 @@ from dstj_api import ProgressReport
 from moe_trainer.checkpoint.checkpointer import Checkpointer
 from moe_trainer.runtime.membership import ProgressSink
 from moe_trainer.runtime.metrics import TrainerMetrics, previous_step_time, record_last_step
+from moe_trainer.runtime.throughput import SteadyRate
 from moe_trainer.training.trainer import StepResult, Trainer
 
 
@@ -69,14 +70,15 @@ def _log_data(g: Generation, result: StepResult) -> None:
         f.write(json.dumps(line) + "\n")
 
 
-def _publish(g: Generation, result: StepResult | None, state: str, tps: float | None) -> None:
+def _publish(g: Generation, result: StepResult | None, state: str, tps: float | None,
+             steady: float | None = None) -> None:
     if g.sink is None:
         return
     trainer, ckpt, layout = g.trainer, g.ckpt, g.trainer.ctx.layout
     g.sink.publish(ProgressReport(
         step=trainer.step, total_steps=trainer.cfg.train.steps, generation=g.number, generation_start_step=g.start_step,
         world_size=layout.world_size, expert_parallel=layout.ep, data_parallel=layout.dp,
-        loss=result.loss if result else None, tokens_per_second=tps,
+        loss=result.loss if result else None, tokens_per_second=tps, steady_tokens_per_second=steady,
         max_violation=result.max_violation if result else None,
         last_checkpoint_step=ckpt.marker_step if ckpt else None,
         last_checkpoint_time=datetime.now(UTC) if ckpt and ckpt.marker_step else None,
@@ -102,8 +104,10 @@ def run_generation(g: Generation) -> tuple[Outcome, dict[str, Any] | None]:
     first = last = None
     tokens_per_step = t.global_batch * t.seq_len
     mark, mark_step = time.perf_counter(), trainer.step
+    steady = SteadyRate(tokens_per_step=tokens_per_step)
     while trainer.step < t.steps:
         last = trainer.train_step()
+        steady.step_done(time.perf_counter())
         if first is None and previous_end is not None:
             metrics.recovery_seconds.set(time.time() - previous_end)
             print0(trainer, f"recovered: first step of generation {g.number} {time.time() - previous_end:.2f}s "
@@ -121,7 +125,7 @@ def run_generation(g: Generation) -> tuple[Outcome, dict[str, Any] | None]:
             mark, mark_step = now, last.step
             print0(trainer, f"step {last.step}/{t.steps} loss {last.loss:.4f} lr {last.lr:.2e} tok/s {tps:,.0f} "
                    f"max-violation {last.max_violation:.2f}")
-            _publish(g, last, "running", tps)
+            _publish(g, last, "running", tps, steady.tokens_per_second)
             metrics.tokens_per_second.set(tps)
         if last.stop_requested:
             print0(trainer, f"stop requested: checkpointing step {last.step} and stopping")
@@ -130,7 +134,7 @@ def run_generation(g: Generation) -> tuple[Outcome, dict[str, Any] | None]:
                 if ckpt.pg is not None:
                     # Nobody leaves before rank 0 has moved the marker: the next generation reads it.
                     dist.barrier(group=ckpt.pg)
-            _publish(g, last, "stopped", None)
+            _publish(g, last, "stopped", None, steady.tokens_per_second)
             return Outcome.STOPPED, None
         if ckpt is not None and last.step % cfg.checkpoint.interval == 0 and last.step != t.steps:
             ckpt.save(trainer.checkpoint_state(), trainer.step, asynchronous=True)
@@ -143,7 +147,7 @@ def run_generation(g: Generation) -> tuple[Outcome, dict[str, Any] | None]:
         ckpt.wait()
         if ckpt.last_committed_step != trainer.step:
             ckpt.save(trainer.checkpoint_state(), trainer.step, asynchronous=False)
-    _publish(g, last, "finished", None)
+    _publish(g, last, "finished", None, steady.tokens_per_second)
     return Outcome.FINISHED, _summary(g, first, last, eval_start)
 
 
