@@ -90,7 +90,8 @@ def start(sd: StateDir, progress: Progress) -> None:
     key, value = FAKE_ANNOTATION
     argv = [str(bins / "kwok"), f"--kubeconfig={kc}", f"--config={STAGES}",
             f"--manage-nodes-with-annotation-selector={key}={value}",
-            f"--node-lease-duration-seconds={LEASE_SECONDS}", f"--cidr={POD_CIDR}"]
+            f"--node-lease-duration-seconds={LEASE_SECONDS}", f"--cidr={POD_CIDR}",
+            "--v=WARN"]  # at INFO it logs a line per pod status write: a fleet's worth of disk and CPU
     progress("starting kwok (simulated nodes)")
     procs.spawn(sd.procs, PROC, argv, sd.logs / "kwok.log")
 
