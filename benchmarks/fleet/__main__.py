@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks.fleet.report import plot, table
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([{"spec": vars_of(r.spec), "numbers": r.numbers, "problems": r.problems}
+        args.json.write_text(json.dumps([{"spec": asdict(r.spec), "numbers": r.numbers, "problems": r.problems}
                                          for r in results], indent=2) + "\n")
     if args.plot:
         plot(results, args.plot)
@@ -51,11 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     for problem in broken[:20]:
         print(f"BROKEN: {problem}", file=sys.stderr)
     return 1 if broken else 0
-
-
-def vars_of(spec: FleetSpec) -> dict[str, float]:
-    """A spec as plain numbers, for the JSON file."""
-    return {k: getattr(spec, k) for k in spec.__slots__}  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ since `apiserver_request_total` carries no user label.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from dstj_operator.crd import CRD_FILE
 from localcluster import build, controlplane, fakenodes, health, kubeconfig, pki
 from localcluster.kubectl import Kubectl
 from localcluster.nodeagent.kubeapi import Api
-from localcluster.state import StateDir, free_port
+from localcluster.state import Ports, StateDir, free_port
 from localcluster.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,6 +108,13 @@ def namespace(api: Api, name: str) -> None:
 def private_cluster(root: Path, fake_nodes: int, progress: controlplane.Progress) -> Iterator[FleetCluster]:
     """Start a control plane with `fake_nodes` untainted simulated nodes and no process nodes; stop it after."""
     sd = StateDir(root)
+    sd.ensure()
+    # Ports of its own, never the defaults: a developer's or a test session's cluster remembers those and
+    # must still find them free when it next starts.
+    ports: set[int] = set()
+    while len(ports) < 5:
+        ports.add(free_port())
+    sd.save_ports(Ports(*sorted(ports)))
     try:
         kc = controlplane.up(sd, progress=progress, nodes_count=0)
         fakenodes.ensure(sd, fake_nodes, progress, taint=False)
@@ -172,8 +178,3 @@ def job(name: str, workers: int) -> dict[str, Any]:
                      "trainer": {"model": {"preset": "tiny"},
                                  "data": {"source": "builtin", "tokenizer": "bytes"},
                                  "train": {"steps": 1_000_000, "globalBatch": 8, "microBatch": 1, "seqLen": 32}}}}
-
-
-def dump(obj: Any) -> str:
-    """JSON for kubectl's stdin."""
-    return json.dumps(obj)
