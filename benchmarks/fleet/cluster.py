@@ -120,7 +120,10 @@ def private_cluster(root: Path, fake_nodes: int, progress: controlplane.Progress
         fakenodes.ensure(sd, fake_nodes, progress, taint=False)
         kube = Kubectl(kc, build.bin_dir())
         kube("apply", "--server-side", "-f", str(ROOT / CRD_FILE))
-        kube("wait", "--for=condition=Established", "crd/deepseektrainingjobs.training.deepseek.dev", "--timeout=60s")
+        # Polled, not `kubectl wait`: a CRD created a moment ago has no conditions yet, and kubectl fails on that.
+        wait_until(lambda: kube("get", "crd/deepseektrainingjobs.training.deepseek.dev", "-o",
+                                "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+                                check=False).stdout == "True", timeout=60, what="the CRD to be established")
         api = Api(kc, pool_size=64)
         yield FleetCluster(sd, kube, api, _operator_identity(sd, api))
     finally:
