@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dstj_operator.crd import CRD_FILE
+from dstj_api.contract import GROUP, KIND, VERSION
+from dstj_operator.crd import CRD_FILE, PLURAL
 from localcluster import build, controlplane, fakenodes, health, kubeconfig, pki
 from localcluster.kubectl import Kubectl
 from localcluster.nodeagent.kubeapi import Api
@@ -121,7 +122,7 @@ def private_cluster(root: Path, fake_nodes: int, progress: controlplane.Progress
         kube = Kubectl(kc, build.bin_dir())
         kube("apply", "--server-side", "-f", str(ROOT / CRD_FILE))
         # Polled, not `kubectl wait`: a CRD created a moment ago has no conditions yet, and kubectl fails on that.
-        wait_until(lambda: kube("get", "crd/deepseektrainingjobs.training.deepseek.dev", "-o",
+        wait_until(lambda: kube("get", f"crd/{PLURAL}.{GROUP}", "-o",
                                 "jsonpath={.status.conditions[?(@.type=='Established')].status}",
                                 check=False).stdout == "True", timeout=60, what="the CRD to be established")
         api = Api(kc, pool_size=64)
@@ -175,7 +176,7 @@ def operator(cluster: FleetCluster, log: Path, env: dict[str, str] | None = None
 
 def job(name: str, workers: int) -> dict[str, Any]:
     """A job of `workers` workers; its pods land on simulated nodes, so nothing runs in them."""
-    return {"apiVersion": "training.deepseek.dev/v1alpha1", "kind": "DeepSeekTrainingJob",
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
             "metadata": {"name": name},
             "spec": {"replicas": workers, "minReplicas": 1, "maxReplicas": workers, "image": "moe-trainer:fleet",
                      "trainer": {"model": {"preset": "tiny"},

@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from dstj_api.contract import INDEX_LABEL, JOB_LABEL, PROGRESS_KEY, ROLE_LABEL
+from dstj_api.contract import GROUP, INDEX_LABEL, JOB_LABEL, PROGRESS_KEY, ROLE_LABEL, VERSION
 from dstj_operator.children import names
+from dstj_operator.crd import PLURAL
 from localcluster.nodeagent.kubeapi import Api
 
-JOBS_PATH = "/apis/training.deepseek.dev/v1alpha1/namespaces/{ns}/deepseektrainingjobs"
+JOBS_PATH = f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{PLURAL}"
 
 
 @dataclass

@@ -23,6 +23,7 @@ from typing import Any
 from benchmarks.fleet import cluster as fc
 from benchmarks.fleet.loadgen import JOBS_PATH, Churn, FleetView, Preemptor, Trainers
 from benchmarks.fleet.measure import by_label, cpu_seconds, histogram, histogram_quantile, percentile, rss_mib
+from dstj_api.contract import INDEX_LABEL, JOB_LABEL, ROLE_LABEL
 from localcluster.waiting import WaitTimeout, wait_until
 
 NS, CHURN_NS = "fleet", "churn"
@@ -107,12 +108,12 @@ def _check(c: fc.FleetCluster, view: FleetView, pre: Preemptor, names: list[str]
     """What is wrong with the fleet now, read fresh from the API server (empty: nothing)."""
     problems = []
     jobs = {j["metadata"]["name"]: j for j in c.api.get(JOBS_PATH.format(ns=NS)).get("items") or []}
-    pods = c.api.get(f"/api/v1/namespaces/{NS}/pods", {"labelSelector": "training.deepseek.dev/role=worker"})
+    pods = c.api.get(f"/api/v1/namespaces/{NS}/pods", {"labelSelector": f"{ROLE_LABEL}=worker"})
     per_index: dict[tuple[str, str], int] = {}
     for p in pods.get("items") or []:
         if not p["metadata"].get("deletionTimestamp"):
             labels = p["metadata"]["labels"]
-            key = (labels["training.deepseek.dev/job"], labels["training.deepseek.dev/index"])
+            key = (labels[JOB_LABEL], labels[INDEX_LABEL])
             per_index[key] = per_index.get(key, 0) + 1
     for name in names:
         m = (jobs.get(name, {}).get("status") or {}).get("membership") or {}
