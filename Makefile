@@ -15,9 +15,11 @@ lint: setup
 	.venv/bin/lint-imports --no-cache
 
 # The local cluster's binaries (Kubernetes, etcd, helm) are part of set-up for the tests:
-# built once from pinned Go modules (about 11 min cold), cached outside the repository.
+# built once from pinned Go modules (about 11 min cold; kwok, for simulated nodes, 1-4 min more),
+# cached outside the repository.
 cluster-binaries: setup
 	$(PY) -m localcluster build >/dev/null
+	$(PY) -m localcluster build --kwok >/dev/null
 
 unit: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -21,6 +21,10 @@ def main() -> None:
     compression.run()
     placement.run()
     autoscale.run()
+    print("\n## Fleet on simulated nodes (20 jobs x 8 workers; the curve: python -m benchmarks.fleet)")
+    from benchmarks.fleet.__main__ import main as fleet
+
+    fleet(["--jobs", "20", "--window", "30", "--deletions", "1"])
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from localcluster import build, controlplane, nodes
+from localcluster import build, controlplane, fakenodes, nodes
 from localcluster.nodes import NodeSize
 from localcluster.state import StateDir, default_state_dir, session_lock
 
@@ -25,8 +25,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build (or find cached) binaries; print their directory")
     b.add_argument("--force", action="store_true", help="rebuild even if cached")
+    b.add_argument("--kwok", action="store_true", help="build (or find) kwok instead, for --fake-nodes")
     u = sub.add_parser("up", help="start the control plane and nodes (idempotent); print the admin kubeconfig path")
     u.add_argument("--nodes", type=int, default=3, help="process nodes to keep running (0: none; default 3)")
+    u.add_argument("--fake-nodes", type=int, default=0,
+                   help="simulated nodes to keep (kwok: pods go Pending -> Running -> Ready, nothing runs; "
+                        "builds kwok on first use; default 0)")
+    u.add_argument("--fake-nodes-untainted", action="store_true",
+                   help=f"register new fake nodes without the {fakenodes.FAKE_TAINT['key']} taint, so any pod "
+                        "may land there")
     _size_args(u)
     d = sub.add_parser("down", help="stop every process started and delete the state directory")
     d.add_argument("--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL")
@@ -81,10 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     sd = StateDir(args.state.absolute() if args.state else default_state_dir())
     try:
         if args.cmd == "build":
-            print(build.bin_dir(force=args.force))
+            print(build.kwok_bin_dir(force=args.force) if args.kwok else build.bin_dir(force=args.force))
         elif args.cmd == "up":
             size = NodeSize(cpu=args.node_cpu, memory=args.node_memory, pods=args.node_pods)
-            print(controlplane.up(sd, nodes_count=args.nodes, node_size=size))
+            kubeconfig = controlplane.up(sd, nodes_count=args.nodes, node_size=size)
+            fakenodes.ensure(sd, args.fake_nodes, controlplane.stderr_progress, taint=not args.fake_nodes_untainted)
+            print(kubeconfig)
         elif args.cmd == "down":
             with session_lock(sd):  # never pull the cluster from under a running test session or demo
                 controlplane.down(sd, grace=args.grace)

@@ -17,6 +17,8 @@ from pathlib import Path
 BUILD_SH = Path(__file__).with_name("build.sh")
 #: The binaries ``build.sh`` guarantees in its output directory.
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "helm")
+BUILD_KWOK_SH = Path(__file__).with_name("build_kwok.sh")
+"""Builds kwok alone (simulated nodes, for the fleet benchmark) into a cache directory of its own."""
 
 
 class BuildError(RuntimeError):
@@ -29,13 +31,23 @@ def bin_dir(*, force: bool = False) -> Path:
     ``force`` rebuilds even when a complete build is cached. Build progress goes straight to
     our stderr, so a user sees it while waiting.
     """
+    return _run(BUILD_SH, BINARIES, force)
+
+
+def kwok_bin_dir(*, force: bool = False) -> Path:
+    """Return the directory holding ``kwok``, building it from its pinned module first if missing."""
+    return _run(BUILD_KWOK_SH, ("kwok",), force)
+
+
+def _run(script: Path, binaries: tuple[str, ...], force: bool) -> Path:
+    """Run a build script, streaming its progress to our stderr; return the directory it printed."""
     if shutil.which("bash") is None:
-        raise BuildError("bash is required to run localcluster/build.sh")
+        raise BuildError(f"bash is required to run {script}")
     env = {**os.environ, "LOCALCLUSTER_FORCE_BUILD": "1"} if force else None
     # Stream build.sh's progress to our stderr as it comes (a cold build takes minutes) and
     # keep its last lines, so an error (e.g. a skipped test's reason) says what went wrong.
     tail: deque[str] = deque(maxlen=8)
-    with subprocess.Popen(["bash", str(BUILD_SH)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    with subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, env=env) as proc:
         assert proc.stderr is not None and proc.stdout is not None
         for line in proc.stderr:
@@ -43,11 +55,11 @@ def bin_dir(*, force: bool = False) -> Path:
             tail.append(line.rstrip())
         out = proc.stdout.read()
     if proc.returncode != 0:
-        raise BuildError(f"{BUILD_SH} failed with exit code {proc.returncode}: " + " | ".join(tail))
+        raise BuildError(f"{script} failed with exit code {proc.returncode}: " + " | ".join(tail))
     path = Path(out.strip().splitlines()[-1])
-    missing = [b for b in BINARIES if not (path / b).is_file()]
+    missing = [b for b in binaries if not (path / b).is_file()]
     if missing:
-        raise BuildError(f"{BUILD_SH} printed {path} but it lacks {', '.join(missing)}")
+        raise BuildError(f"{script} printed {path} but it lacks {', '.join(missing)}")
     return path
 
 

@@ -62,4 +62,6 @@ write_simple etcd "the etcd server, in its own module because etcd's dependency 
     go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 write_simple helm "helm, in its own module because helm pins its own k8s.io client libraries." \
     "helm.sh/helm/${HELM_VERSION%%.*}/cmd/helm" "helm.sh/helm/${HELM_VERSION%%.*}" "$HELM_VERSION"
-echo "regenerated $here/{kubernetes,etcd,helm}/go.mod and go.sum" >&2
+write_simple kwok "kwok (simulated nodes and pod lifecycles), in its own module because kwok pins its own k8s.io client libraries." \
+    sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok "$KWOK_VERSION"
+echo "regenerated $here/{kubernetes,etcd,helm,kwok}/go.mod and go.sum" >&2

@@ -55,6 +55,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # The CRD is installed before the operator (Helm's crds/), so no CRD or namespace scanning: the
     # least-privilege RBAC grants neither, and kopf would retry the denied lists with errors.
     settings.scanning.disabled = True
+    # Children are watched by the job label on the API server, not only in this process: kopf's `labels=`
+    # handler filters run here, after the server has sent every pod and ConfigMap of the cluster; its
+    # `watching.label_selectors` go into the list and watch requests themselves (kopf 1.45,
+    # `_cogs/clients/watching.py` and `fetching.py`), so other workloads' churn never reaches the operator.
+    for group, version, plural in CHILD_KINDS:
+        settings.watching.label_selectors[group, version, plural] = JOB_LABEL
 
 
 def sync(namespace: str, name: str) -> None:

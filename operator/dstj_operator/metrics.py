@@ -19,6 +19,9 @@ JOBS = Gauge("dstj_operator_jobs", "Jobs this operator reconciles, by phase.", [
 WORKER_ENDS = Counter("dstj_operator_worker_restarts_total",
                       "Worker pods replaced, by why they ended (preempted or crashed).", ["reason"])
 GENERATION_BUMPS = Counter("dstj_operator_generation_bumps_total", "Membership generations published.")
+WATCH_EVENTS = Counter("dstj_operator_watch_events_total",
+                       "Objects received on kopf's watch streams (initial listings included), by resource, before "
+                       "any handler's filter: what the API server sends this process.", ["resource"])
 LEADER = Gauge("dstj_operator_leader", "1 while this replica holds the leader lease (or runs without election).")
 
 WORKERS = Gauge("dstj_operator_job_workers", "Workers of a job: desired (status.targetReplicas with autoscaling, "

@@ -7,7 +7,9 @@ handlers. What kopf does internally (1.45, `kopf/_cogs/clients/watching.py`) is 
 `Bookmark.LISTED`, then watches from the list's resourceVersion, and it ends (to be started again by
 `infinite_watch` after a back-off) when the stream breaks for good (410 Gone, a refused request,
 a lost connection while listing). So a stream counts as connected from its `LISTED` marker until
-its `continuous_watch` ends. `install` wraps that one function and nothing else; a unit test pins
+its `continuous_watch` ends. `install` wraps that one function and nothing else (it also counts the
+objects each stream delivers, `dstj_operator_watch_events_total`: what the API server sends, before kopf's
+client-side handler filters); a unit test pins
 the names it relies on, so a kopf upgrade that moves them fails the tests, not production.
 
 What this does not see: a watch request that fails inside a running `continuous_watch` is retried
@@ -23,6 +25,8 @@ from typing import Any
 
 import kopf
 from kopf._cogs.clients import watching
+
+from dstj_operator import metrics
 
 _KOPF_CONTINUOUS_WATCH = watching.continuous_watch
 """kopf's own, kept so that installing a second tracker (tests) replaces the first instead of stacking."""
@@ -79,12 +83,15 @@ class WatchTracker:
 
         async def tracked(*, resource: Any, namespace: Any, **kwargs: Any) -> AsyncIterator[Any]:
             key = f"{resource.plural}.{resource.group}" if resource.group else resource.plural
+            received = metrics.WATCH_EVENTS.labels(resource=resource.plural)
             key += f" in {namespace}" if namespace else " (cluster-wide)"
             tracker._opening(key)
             try:
                 async for item in original(resource=resource, namespace=namespace, **kwargs):
                     if item is watching.Bookmark.LISTED:
                         tracker._listed(key)
+                    elif not isinstance(item, watching.Bookmark):
+                        received.inc()
                     yield item
             finally:
                 tracker._ended(key)

@@ -121,3 +121,17 @@ def test_expired_hints_are_dropped_once_there_are_many(monkeypatch: pytest.Monke
     monkeypatch.setattr(cluster.time, "monotonic", lambda: 1000.0)
     CountingCluster().converge({"kind": "Service", "metadata": {"name": "new", "namespace": "ns"}})
     assert list(cluster._applied) == [("", "Service", "ns", "new")]
+
+
+def test_children_are_filtered_by_the_job_label_on_the_api_server_and_the_job_itself_is_not() -> None:
+    import kopf
+    from kopf._cogs.structs.references import Resource
+
+    settings = kopf.OperatorSettings()
+    handlers.configure(settings=settings)
+
+    selectors = settings.watching.label_selectors
+    for group, version, plural in handlers.CHILD_KINDS:
+        assert selectors.collect(Resource(group, version, plural)) == [handlers.JOB_LABEL], plural
+    assert selectors.collect(Resource(handlers.GROUP, handlers.VERSION, handlers.PLURAL)) == []
+

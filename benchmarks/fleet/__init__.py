@@ -1,0 +1,1 @@
+"""`python -m benchmarks.fleet`: the operator at fleet scale, on simulated nodes (see `run.py`)."""

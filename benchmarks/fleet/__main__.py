@@ -1,0 +1,58 @@
+"""Command line: `python -m benchmarks.fleet [--jobs 100 300] [--workers 8] [--deletions 1] ...`.
+
+Each N runs on a fresh private cluster (started and stopped here; kwok is built on first use, with
+progress). Prints one column per N and, with --json/--plot, writes the numbers and a plot of each
+against N. Goals (issue 16, at 1,000 jobs x 8 workers, 10 deletions/s): operator <= 1 core and
+<= 512 MiB (<= 300 KiB per job), deletion -> generation p99 <= 2 s, <= 2 operator requests per event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from benchmarks.fleet.report import plot, table
+from benchmarks.fleet.run import FleetSpec, run
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the fleet at each N, print the table; exit 1 when a run came back broken."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.fleet", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--jobs", type=int, nargs="+", default=[100, 300], help="fleet sizes N (default 100 300)")
+    p.add_argument("--workers", type=int, default=8, help="workers per job W (default 8)")
+    p.add_argument("--deletions", type=float, default=1.0, help="worker pods deleted per second R (default 1)")
+    p.add_argument("--window", type=float, default=60.0, help="steady window, seconds (default 60)")
+    p.add_argument("--report-every", type=float, default=10.0, help="seconds between a job's reports (default 10)")
+    p.add_argument("--churn-pods", type=int, default=0, help="unrelated pods in another namespace (default 0)")
+    p.add_argument("--churn-rate", type=float, default=0.0, help="unrelated pods replaced per second (default 0)")
+    p.add_argument("--json", type=Path, help="write the numbers here")
+    p.add_argument("--plot", type=Path, help="write a plot of each number against N here (PNG)")
+    args = p.parse_args(argv)
+    results = []
+    for n in args.jobs:
+        spec = FleetSpec(jobs=n, workers=args.workers, deletions_per_s=args.deletions, window_s=args.window,
+                         report_every_s=args.report_every, churn_pods=args.churn_pods, churn_per_s=args.churn_rate)
+        print(f"fleet: {n} jobs x {args.workers} workers, {args.deletions} deletions/s", file=sys.stderr, flush=True)
+        results.append(run(spec, ROOT / "out" / "bench" / f"fleet-operator-{n}.log",
+                           progress=lambda m: print(m, file=sys.stderr, flush=True)))
+    print(table(results))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([{"spec": asdict(r.spec), "numbers": r.numbers, "problems": r.problems}
+                                         for r in results], indent=2) + "\n")
+    if args.plot:
+        plot(results, args.plot)
+    broken = [p for r in results for p in r.problems]
+    for problem in broken[:20]:
+        print(f"BROKEN: {problem}", file=sys.stderr)
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

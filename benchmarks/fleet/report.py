@@ -1,0 +1,75 @@
+"""The fleet benchmark's table (one column per N) and its plot (each number against N)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from benchmarks.fleet.run import FleetResult
+
+ROWS = [
+    ("pods", "pods (jobs x (workers + rendezvous))"),
+    ("bring_up_s", "bring-up: all jobs at target (s)"),
+    ("operator_cores", "operator CPU (cores)"),
+    ("operator_rss_mib_peak", "operator RSS peak (MiB)"),
+    ("operator_rss_kib_per_job", "operator RSS per job above baseline (KiB)"),
+    ("operator_requests_per_s", "operator API requests/s"),
+    ("operator_get_per_s", "  get/s"),
+    ("operator_list_per_s", "  list/s"),
+    ("operator_patch_per_s", "  patch/s"),
+    ("operator_create_per_s", "  create/s"),
+    ("operator_delete_per_s", "  delete/s"),
+    ("operator_events_received_per_s", "operator watch events received/s"),
+    ("operator_requests_per_event", "operator requests per event received"),
+    ("reconciles_per_s", "reconcile passes/s"),
+    ("reconcile_p50_s", "reconcile pass p50 (s)"),
+    ("reconcile_p99_s", "reconcile pass p99 (s)"),
+    ("deletions_in_window", "pod deletions in the window"),
+    ("deletion_to_generation_p50_s", "deletion -> generation published p50 (s)"),
+    ("deletion_to_generation_p99_s", "deletion -> generation published p99 (s)"),
+    ("kube-apiserver_cores", "kube-apiserver CPU (cores)"),
+    ("etcd_cores", "etcd CPU (cores)"),
+    ("kwok_cores", "kwok CPU (cores)"),
+    ("kube-controller-manager_cores", "controller manager CPU (cores)"),
+    ("kube-scheduler_cores", "scheduler CPU (cores)"),
+]
+PLOTTED = ["operator_cores", "operator_rss_mib_peak", "operator_requests_per_s", "operator_events_received_per_s",
+           "deletion_to_generation_p99_s", "kube-apiserver_cores", "etcd_cores", "reconcile_p99_s"]
+
+
+def _fmt(v: float | None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.0f}" if abs(v) >= 100 else f"{v:.2f}" if abs(v) >= 1 else f"{v:.3f}"
+
+
+def table(results: list[FleetResult]) -> str:
+    """A Markdown table: one row per number, one column per fleet size."""
+    head = "| N jobs | " + " | ".join(str(r.spec.jobs) for r in results) + " |"
+    lines = [head, "| --- |" + " ---: |" * len(results)]
+    for key, label in ROWS:
+        lines.append(f"| {label} | " + " | ".join(_fmt(r.numbers.get(key)) for r in results) + " |")
+    lines.append("| correctness problems | " + " | ".join(str(len(r.problems)) for r in results) + " |")
+    return "\n".join(lines)
+
+
+def plot(results: list[FleetResult], path: Path) -> None:
+    """One small panel per number, against N."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = dict(ROWS)
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+    ns = [r.spec.jobs for r in results]
+    for ax, key in zip(axes.flat, PLOTTED, strict=True):
+        ax.plot(ns, [r.numbers.get(key, math.nan) for r in results], marker="o")
+        ax.set_title(labels[key].strip(), fontsize=9)
+        ax.set_xlabel("jobs (x 8 workers)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)

@@ -1,0 +1,196 @@
+"""One fleet run: N jobs x W workers on simulated nodes, brought up, preempted, measured, then checked.
+
+The phases: a private cluster with fake nodes (and `churn` unrelated pods in another namespace); the
+operator alone for a baseline; N jobs created at once and brought to their target (every job's
+generation has W members); then a steady window with the trainers reporting and R pod deletions a
+second, in which every number is taken; then the deletions stop and the fleet must come back whole:
+every job at its target, one live worker per index, every deletion followed by a new generation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.fleet import cluster as fc
+from benchmarks.fleet.loadgen import JOBS_PATH, Churn, FleetView, Preemptor, Trainers
+from benchmarks.fleet.measure import by_label, cpu_seconds, histogram, histogram_quantile, percentile, rss_mib
+from dstj_api.contract import INDEX_LABEL, JOB_LABEL, ROLE_LABEL
+from localcluster.waiting import WaitTimeout, wait_until
+
+NS, CHURN_NS = "fleet", "churn"
+COMPONENTS = ("kube-apiserver", "etcd", "kwok", "kube-controller-manager", "kube-scheduler")
+APF = "apiserver_flowcontrol_dispatched_requests_total"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FleetSpec:
+    """What one run simulates."""
+
+    jobs: int
+    workers: int = 8
+    deletions_per_s: float = 1.0
+    """Worker pods deleted per second during the window (preemptions)."""
+    report_every_s: float = 10.0
+    """Seconds between two progress reports of one job (the trainers' paced sink)."""
+    window_s: float = 60.0
+    churn_pods: int = 0
+    """Unrelated pods kept in another namespace."""
+    churn_per_s: float = 0.0
+    """Unrelated pods replaced per second."""
+    pods_per_node: int = 500
+    """How many pods each simulated node gets (fewer nodes: fewer Lease renewals)."""
+    bring_up_timeout_s: float = 900.0
+
+
+@dataclass
+class FleetResult:
+    """The numbers of one run, and what the correctness check found."""
+
+    spec: FleetSpec
+    numbers: dict[str, float] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    """Correctness failures: empty when every job came back whole."""
+
+
+def _snapshot(c: fc.FleetCluster, op: fc.OperatorProcess) -> dict[str, Any]:
+    pids = {name: c.pid(name) for name in COMPONENTS}
+    return {"t": time.monotonic(), "op_cpu": cpu_seconds(op.proc.pid),
+            "cpu": {n: cpu_seconds(p) for n, p in pids.items()},
+            "apf": by_label(c.metrics(), APF, "flow_schema"), "op_metrics": op.metrics()}
+
+
+def _window(before: dict[str, Any], after: dict[str, Any], spec: FleetSpec) -> dict[str, float]:
+    """Rates and latencies between two snapshots."""
+    dt = after["t"] - before["t"]
+    out: dict[str, float] = {"window_s": dt, "operator_cores": (after["op_cpu"] - before["op_cpu"]) / dt}
+    for name in COMPONENTS:
+        out[f"{name}_cores"] = (after["cpu"][name] - before["cpu"][name]) / dt
+    total = 0.0
+    for verb in fc.VERBS:
+        key = fc.FLOW_SCHEMA + verb
+        rate = (after["apf"].get(key, 0.0) - before["apf"].get(key, 0.0)) / dt
+        total += rate
+        if rate or verb in ("get", "list", "patch", "create", "delete"):
+            out[f"operator_{verb}_per_s"] = rate
+    out["operator_requests_per_s"] = total
+    received = {k: v - by_label(before["op_metrics"], "dstj_operator_watch_events_total", "resource").get(k, 0.0)
+                for k, v in by_label(after["op_metrics"], "dstj_operator_watch_events_total", "resource").items()}
+    events = sum(received.values()) / dt
+    out["operator_events_received_per_s"] = events
+    for resource, n in sorted(received.items()):
+        out[f"operator_events_{resource}_per_s"] = n / dt
+    out["operator_requests_per_event"] = total / events if events else math.nan
+    h0 = histogram(before["op_metrics"], "dstj_operator_reconcile_seconds")
+    h1 = histogram(after["op_metrics"], "dstj_operator_reconcile_seconds")
+    out["reconcile_p50_s"] = histogram_quantile(h0, h1, 0.50)
+    out["reconcile_p99_s"] = histogram_quantile(h0, h1, 0.99)
+    out["reconciles_per_s"] = (h1.get(math.inf, 0.0) - h0.get(math.inf, 0.0)) / dt
+    return out
+
+
+def _wait_whole(view: FleetView, names: list[str], spec: FleetSpec, timeout: float, what: str) -> float:
+    t0 = time.monotonic()
+    wait_until(lambda: view.at_target(names, spec.workers) == len(names), timeout=timeout, interval=0.5,
+               max_interval=1.0, what=f"{what} (at target: {view.at_target(names, spec.workers)}/{len(names)})")
+    return time.monotonic() - t0
+
+
+def _check(c: fc.FleetCluster, view: FleetView, pre: Preemptor, names: list[str], spec: FleetSpec) -> list[str]:
+    """What is wrong with the fleet now, read fresh from the API server (empty: nothing)."""
+    problems = []
+    jobs = {j["metadata"]["name"]: j for j in c.api.get(JOBS_PATH.format(ns=NS)).get("items") or []}
+    pods = c.api.get(f"/api/v1/namespaces/{NS}/pods", {"labelSelector": f"{ROLE_LABEL}=worker"})
+    per_index: dict[tuple[str, str], int] = {}
+    for p in pods.get("items") or []:
+        if not p["metadata"].get("deletionTimestamp"):
+            labels = p["metadata"]["labels"]
+            key = (labels[JOB_LABEL], labels[INDEX_LABEL])
+            per_index[key] = per_index.get(key, 0) + 1
+    for name in names:
+        m = (jobs.get(name, {}).get("status") or {}).get("membership") or {}
+        if m.get("worldSize") != spec.workers:
+            problems.append(f"{name}: generation {m.get('generation')} has {m.get('worldSize')} members, "
+                            f"not {spec.workers}")
+        for i in range(spec.workers):
+            n = per_index.get((name, str(i)), 0)
+            if n != 1:
+                problems.append(f"{name}: {n} live workers of index {i}")
+    if pre.pending:
+        problems.append(f"{len(pre.pending)} deletions were followed by no new generation: {sorted(pre.pending)[:5]}")
+    return problems
+
+
+def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
+        operator_env: dict[str, str] | None = None) -> FleetResult:
+    """Run one fleet on a private cluster (started and stopped here) and return its numbers."""
+    result = FleetResult(spec)
+    pods = spec.jobs * (spec.workers + 1) + spec.churn_pods
+    fake_nodes = max(2, math.ceil(pods / spec.pods_per_node))
+    with tempfile.TemporaryDirectory(prefix="dstj-fleet-") as tmp, \
+            fc.private_cluster(Path(tmp) / "state", fake_nodes, lambda m: progress(f"  {m}")) as c:
+        fc.namespace(c.api, NS)
+        stop = threading.Event()
+        churn = Churn(c.api, CHURN_NS, spec.churn_pods, spec.churn_per_s, stop)
+        if spec.churn_pods:
+            fc.namespace(c.api, CHURN_NS)
+            churn.fill()
+        with fc.operator(c, log, operator_env) as op:
+            time.sleep(3)  # the operator's start-up (listing, watches) settles before the baseline
+            base_rss = rss_mib(op.proc.pid)
+            view = FleetView(c.api, NS, stop=stop)
+            trainers = Trainers(view, spec.report_every_s)
+            pre = Preemptor(view, spec.deletions_per_s, spec.workers)
+            view.start()
+            threads = [threading.Thread(target=t, daemon=True) for t in (trainers.run, pre.run, churn.run)]
+            for t in threads:
+                t.start()
+            names = [f"job-{i:04d}" for i in range(spec.jobs)]
+            cpu0 = cpu_seconds(op.proc.pid)
+            progress(f"  creating {spec.jobs} jobs x {spec.workers} workers ({pods} pods on {fake_nodes} fake nodes)")
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda n: c.api.post(JOBS_PATH.format(ns=NS), fc.job(n, spec.workers)), names))
+            for n in names:
+                trainers.add(n)
+            up = _wait_whole(view, names, spec, spec.bring_up_timeout_s, "every job at its target")
+            result.numbers |= {"jobs": spec.jobs, "workers": spec.workers, "pods": pods, "fake_nodes": fake_nodes,
+                               "bring_up_s": up, "operator_cpu_s_bring_up": cpu_seconds(op.proc.pid) - cpu0,
+                               "operator_rss_mib_baseline": base_rss}
+            progress(f"  all {spec.jobs} jobs at target in {up:.1f} s; steady window of {spec.window_s:.0f} s with "
+                     f"{spec.deletions_per_s}/s deletions")
+            pre.active.set()
+            time.sleep(min(10.0, spec.window_s / 4))  # warm-up: the first deletions' generations in flight
+            before, peak = _snapshot(c, op), 0.0
+            first_deletion = len(pre.latencies)
+            while time.monotonic() - before["t"] < spec.window_s:
+                peak = max(peak, rss_mib(op.proc.pid))
+                time.sleep(1)
+            after = _snapshot(c, op)
+            pre.active.clear()
+            lat = [s for _, s in pre.latencies[first_deletion:]]
+            rss = rss_mib(op.proc.pid)
+            result.numbers |= _window(before, after, spec) | {
+                "operator_rss_mib": rss, "operator_rss_mib_peak": max(peak, rss),
+                "operator_rss_kib_per_job": (max(peak, rss) - base_rss) * 1024 / spec.jobs,
+                "deletions_in_window": len(lat), "deletion_to_generation_p50_s": percentile(lat, 50),
+                "deletion_to_generation_p99_s": percentile(lat, 99), "reports_sent": trainers.sent}
+            progress("  deletions stopped; waiting for the fleet to be whole again")
+            t_stop = time.monotonic()
+            # Whatever is still wrong at the end is reported as a problem, with the window's numbers kept.
+            with contextlib.suppress(WaitTimeout):
+                wait_until(lambda: not pre.pending and not _check(c, view, pre, names, spec), timeout=300,
+                           interval=1, max_interval=2, what="the fleet whole again")
+            result.numbers["recover_s"] = time.monotonic() - t_stop
+            result.problems = _check(c, view, pre, names, spec)
+            result.numbers["deletions_total"] = pre.deleted
+            result.numbers["deletions_followed_by_a_generation"] = len(pre.latencies)
+            stop.set()
+    return result
