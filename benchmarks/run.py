@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks import elastic, expert_layer
+from benchmarks import elastic, expert_layer, window
 
 COLD_BUILD = "11.1 min with empty Go caches (Kubernetes 8.3, etcd 0.6, helm 2.3; 8.7 GB peak disk), 2026-11-23"
 """Measured once by `localcluster/build.sh` with GOMODCACHE and GOCACHE empty: too long to redo per bench."""
@@ -11,6 +11,7 @@ COLD_BUILD = "11.1 min with empty Go caches (Kubernetes 8.3, etcd 0.6, helm 2.3;
 def main() -> None:
     """Run the sections in order."""
     expert_layer.run()
+    window.run()
     print("\n## Local cluster (5 process nodes, 100 pods in one burst)")
     print(f"cold build of the control plane: {COLD_BUILD}")
     from localcluster import bench as cluster_bench
