@@ -82,7 +82,7 @@ class ModelConfig(WireModel):
     vocab_size: int = Field(512, ge=2, description="Vocabulary size (the BPE tokenizer is trained to it).")
     dim: int = Field(64, ge=8, description="Model width (D).")
     n_layers: int = Field(2, ge=1, le=256, description="Transformer blocks.")
-    n_heads: int = Field(4, ge=1, description="Attention heads; must divide dim.")
+    n_heads: int = Field(4, ge=1, description="Attention heads; must divide dim (attention: mha).")
     max_seq_len: int = Field(128, ge=2, description="Longest sequence the RoPE tables cover.")
     rope_theta: float = Field(10000.0, gt=0, description="RoPE base frequency.")
     norm_eps: float = Field(1e-6, gt=0, description="RMSNorm epsilon.")
@@ -92,6 +92,29 @@ class ModelConfig(WireModel):
     n_dense_layers: int = Field(1, ge=0, description="Leading blocks with a dense FFN instead of MoE.")
     dense_dim: int = Field(128, ge=1, description="Hidden size of the dense SwiGLU FFN.")
     moe: MoEConfig = Field(default_factory=lambda: MoEConfig(), description="MoE layer settings.")
+    attention: Literal["mha", "mla"] = Field(
+        "mha", description="mha: multi-head attention; mla: Multi-head Latent Attention (DeepSeek-V2/V3), keys and "
+        "values from a low-rank latent per token with a decoupled RoPE key.",
+    )
+    kv_lora_rank: int = Field(32, ge=1, description="MLA: rank of the joint key-value latent (attention: mla).")
+    q_lora_rank: int = Field(
+        0, ge=0, description="MLA: rank of the query latent; 0 = queries straight from the input (attention: mla)."
+    )
+    qk_nope_head_dim: int = Field(
+        16, ge=1, description="MLA: per-head query/key dims without position (attention: mla)."
+    )
+    qk_rope_head_dim: int = Field(
+        8, ge=2, description="MLA: rotary query/key dims, the key part shared by all heads; even (attention: mla)."
+    )
+    v_head_dim: int = Field(16, ge=1, description="MLA: per-head value dims (attention: mla).")
+    mtp_depth: int = Field(
+        0, ge=0, le=8, description="Multi-Token Prediction modules (D, DeepSeek-V3): module k also predicts "
+        "token t+1+k; 0 = off.",
+    )
+    mtp_loss_weight: float = Field(
+        0.3, ge=0, description="MTP loss weight (lambda): the training loss adds lambda times the mean of the D "
+        "modules' losses (mtpDepth > 0).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -104,11 +127,17 @@ class ModelConfig(WireModel):
         return data
 
     RULES: ClassVar[tuple[Rule, ...]] = (
-        Rule("nHeads", all_of((f("dim") % f("nHeads")).eq(0), ((f("dim") // f("nHeads")) % 2).eq(0)),
+        Rule("nHeads", implies(f("attention").eq("mha"),
+                               all_of((f("dim") % f("nHeads")).eq(0), ((f("dim") // f("nHeads")) % 2).eq(0))),
              "nHeads ({nHeads}) must divide dim ({dim}) into an even head size (RoPE rotates pairs); "
              "change dim or nHeads"),
         Rule("nDenseLayers", f("nDenseLayers") <= f("nLayers"),
              "nDenseLayers ({nDenseLayers}) must be <= nLayers ({nLayers}); lower nDenseLayers or add layers"),
+        Rule("qkRopeHeadDim", implies(f("attention").eq("mla"), (f("qkRopeHeadDim") % 2).eq(0)),
+             "qkRopeHeadDim ({qkRopeHeadDim}) must be even (RoPE rotates pairs); change qkRopeHeadDim"),
+        Rule("mtpDepth", f("mtpDepth") < f("nLayers"),
+             "mtpDepth ({mtpDepth}) must be below nLayers ({nLayers}): each MTP module is one more block on top of "
+             "the main model; lower mtpDepth or add layers"),
     )
 
     @model_validator(mode="after")
@@ -237,6 +266,9 @@ class TrainerConfig(WireModel):
              "({model.moe.nRouted}); pick a divisor or auto"),
         Rule("data.path", implies(f("data.source").eq("path"), Filled(f("data.path"))),
              "data.source=path needs data.path (a file or directory of .txt/.jsonl)"),
+        Rule("model.mtpDepth", f("model.mtpDepth") + 2 <= f("train.seqLen"),
+             "model.mtpDepth ({model.mtpDepth}) leaves no target in train.seqLen ({train.seqLen}) tokens; "
+             "lower mtpDepth or lengthen seqLen"),
     )
 
     @model_validator(mode="after")

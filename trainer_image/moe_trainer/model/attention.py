@@ -30,11 +30,12 @@ def apply_rope(x_BHSD: Tensor, cos_SF: Tensor, sin_SF: Tensor) -> Tensor:
     return out.to(x_BHSD.dtype)
 
 
-def causal_attention(q_BHSD: Tensor, k_BHSD: Tensor, v_BHSD: Tensor, window: int | None) -> Tensor:
+def causal_attention(q_BHSD: Tensor, k_BHSD: Tensor, v_BHSD: Tensor, window: int | None,
+                     scale: float | None = None) -> Tensor:
     """Causal attention, over only the last `window` positions of each query when a window is set."""
     if window is None:
-        return F.scaled_dot_product_attention(q_BHSD, k_BHSD, v_BHSD, is_causal=True)
-    return windowed_attention(q_BHSD, k_BHSD, v_BHSD, window)
+        return F.scaled_dot_product_attention(q_BHSD, k_BHSD, v_BHSD, is_causal=True, scale=scale)
+    return windowed_attention(q_BHSD, k_BHSD, v_BHSD, window, scale=scale)
 
 
 class Attention(nn.Module):

@@ -21,25 +21,27 @@ def band_mask(q_start: int, q_end: int, k_start: int, k_end: int, window: int, d
     return (dist >= 0) & (dist < window)
 
 
-def masked_window_attention(q_BHSD: Tensor, k_BHSD: Tensor, v_BHSD: Tensor, window: int) -> Tensor:
+def masked_window_attention(q_BHSD: Tensor, k_BHSD: Tensor, v_BHSD: Tensor, window: int,
+                            scale: float | None = None) -> Tensor:
     """The dense form: a full `[S, S]` score matrix with the band mask (the reference)."""
     S = q_BHSD.shape[2]
     return F.scaled_dot_product_attention(
-        q_BHSD, k_BHSD, v_BHSD, attn_mask=band_mask(0, S, 0, S, window, q_BHSD.device)
+        q_BHSD, k_BHSD, v_BHSD, attn_mask=band_mask(0, S, 0, S, window, q_BHSD.device), scale=scale
     )
 
 
-def windowed_attention(q_BHSD: Tensor, k_BHSD: Tensor, v_BHSD: Tensor, window: int, chunk: int | None = None) -> Tensor:
+def windowed_attention(q_BHSD: Tensor, k_BHSD: Tensor, v_BHSD: Tensor, window: int, chunk: int | None = None,
+                       scale: float | None = None) -> Tensor:
     """Causal attention within `window` positions, computed over the band only, all chunks in one batch.
 
     The sequence is cut into N chunks of C positions (padded at the end); chunk n attends to the keys
     of chunks n-1 and n, `[N, C, 2C]` scores in all, which cover its window when C >= window - 1.
     `chunk` (C) defaults to the window, at least 16 positions (a tiny window is not worth tiny products).
-    `v_BHSD` may have a different head dim from q and k (MLA's values do).
+    `v_BHSD` may have a different head dim from q and k (MLA's values do); `scale` defaults to 1/sqrt(q's).
     """
     B, S = q_BHSD.shape[0], q_BHSD.shape[2]
     if window >= S:
-        return F.scaled_dot_product_attention(q_BHSD, k_BHSD, v_BHSD, is_causal=True)
+        return F.scaled_dot_product_attention(q_BHSD, k_BHSD, v_BHSD, is_causal=True, scale=scale)
     C = chunk or max(window, 16)
     if window - 1 > C:
         raise ValueError(f"chunk ({C}) must be at least window - 1 ({window - 1}) to cover the window")
@@ -61,6 +63,6 @@ def windowed_attention(q_BHSD: Tensor, k_BHSD: Tensor, v_BHSD: Tensor, window: i
     # Chunks fold into the batch: 4-D inputs take the fused CPU/GPU attention kernels, 5-D ones would not.
     o_bHCD = F.scaled_dot_product_attention(
         blocks(q_BHSD).flatten(0, 1), with_previous(blocks(k_BHSD)), with_previous(blocks(v_BHSD)),
-        attn_mask=mask_NCK.repeat(B, 1, 1).unsqueeze(1),
+        attn_mask=mask_NCK.repeat(B, 1, 1).unsqueeze(1), scale=scale,
     )
     return o_bHCD.unflatten(0, (B, N)).transpose(1, 2).flatten(2, 3)[:, :, :S]
