@@ -187,8 +187,13 @@ class TrainConfig(WireModel):
         8, ge=1, description="Sequences per forward pass on one rank (accumulation makes up the rest)."
     )
     seq_len: int = Field(64, ge=2, description="Tokens per training sequence.")
-    precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="bf16 runs matmuls under autocast; master weights stay fp32."
+    precision: Literal["fp32", "bf16", "fp8"] = Field(
+        "fp32", description="bf16 runs matmuls under autocast; fp8 also runs the expert and dense GEMMs in e4m3 with "
+        "per-tile scales (on a GPU with fp8; elsewhere only with precisionEmulation); master weights stay fp32."
+    )
+    precision_emulation: bool = Field(
+        False, description="precision fp8 without fp8 hardware: quantise-dequantise in bf16, the numerics of fp8 "
+        "without its speed (for CPU tests and older GPUs).",
     )
     activation_checkpointing: bool = Field(False, description="Recompute block activations in backward to save memory.")
     seed: int = Field(0, ge=0, description="Seeds initialisation and the data order.")

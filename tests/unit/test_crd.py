@@ -60,8 +60,15 @@ def test_structural_refuses_what_kubernetes_cannot_express() -> None:
         pytest.param({"replicas": 2, "maxReplicas": 3, "trainer": {"parallel": {"expertParallel": 4}}},
                      "(4) divides no world size of minReplicas (1) to maxReplicas (3) workers (1 process(es) each, "
                      "so the worker count must be a multiple of 4)", id="expert-parallel-fitting-no-world-size"),
+        pytest.param({"trainer": {"train": {"precision": "fp8"}}},
+                     "trainer.train.precision=fp8 needs GPUs (devicesPerWorker >= 1, got 0)", id="fp8-on-cpu-workers"),
     ],
 )
 def test_the_operator_refuses_what_the_cel_rules_refuse(spec: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         DeepSeekTrainingJobSpec.model_validate(spec)
+
+
+def test_fp8_is_admitted_on_gpus_or_with_emulation_asked_for() -> None:
+    DeepSeekTrainingJobSpec.model_validate({"devicesPerWorker": 1, "trainer": {"train": {"precision": "fp8"}}})
+    DeepSeekTrainingJobSpec.model_validate({"trainer": {"train": {"precision": "fp8", "precisionEmulation": True}}})

@@ -28,8 +28,10 @@ from dstj_api import ConfigError, TrainerConfig
 from moe_trainer.checkpoint.checkpointer import flat_state
 from moe_trainer.data import TokenDataset, build_datasets
 from moe_trainer.data.dataset import DataInfo
+from moe_trainer.misconfig import RunConfigError
 from moe_trainer.model.balance import RoutingStats, local_counts
 from moe_trainer.model.expert_parallel import ExpertShard
+from moe_trainer.model.fp8 import scaled_mm_works, use_fp8
 from moe_trainer.model.transformer import Transformer
 from moe_trainer.parallel.context import DistContext
 from moe_trainer.parallel.groups import clip_global_norm, sync_gradients
@@ -83,6 +85,15 @@ def pick_device(cfg: TrainerConfig) -> torch.device:
     return torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
 
 
+def check_fp8(cfg: TrainerConfig, device: torch.device) -> None:
+    """fp8 runs on hardware that has it, or emulated where the config says so; otherwise refuse at start."""
+    if not scaled_mm_works(device.type) and not cfg.train.precision_emulation:
+        where = "this GPU has no fp8 GEMMs (compute capability 8.9 or newer)" if device.type == "cuda" else \
+            "the trainer runs on CPU"
+        raise RunConfigError(f"train.precision=fp8 but {where}; set train.precisionEmulation: true to emulate it "
+                             "(fp8 numerics, no speed-up) or use bf16")
+
+
 def single_process() -> DistContext:
     """The context of a run in one process (W=1)."""
     from dstj_api.layout import plan_layout
@@ -109,6 +120,9 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         self.train_data, self.eval_data, self.data_info = data or build_datasets(cfg)
         self.model = Transformer(cfg.model, cfg.train.activation_checkpointing)
+        if cfg.train.precision == "fp8":
+            check_fp8(cfg, self.device)
+            use_fp8(self.model)
         shard = expert_shard(self.ctx)
         for moe in self.model.moe_layers():
             if shard is not None:
@@ -159,7 +173,7 @@ class Trainer:
         self.step = int(self._meta["step"])
 
     def _autocast(self) -> Any:
-        if self.cfg.train.precision == "bf16":
+        if self.cfg.train.precision in ("bf16", "fp8"):  # fp8 GEMMs inside, bf16 around them
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
