@@ -293,13 +293,23 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# Presets are plain data so the CRD and docs can list them. `tiny` trains in seconds on 2 CPU cores;
+# Presets are plain data so the CRD and docs can list them. `tiny` (and `v3-tiny`) train in seconds on 2 CPU cores;
 # `small` in minutes; `base` and up are worth a GPU.
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "vocab_size": 512, "dim": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 128,
         "n_dense_layers": 1, "dense_dim": 128,
         "moe": {"n_routed": 8, "n_shared": 1, "top_k": 2, "expert_dim": 32},
+    },
+    # tiny with DeepSeek-V3's set: sigmoid group-limited routing, MLA (KV cache 40 elements per token and
+    # layer against MHA's 128), one MTP module.
+    "v3-tiny": {
+        "vocab_size": 512, "dim": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 128,
+        "n_dense_layers": 1, "dense_dim": 128,
+        "attention": "mla", "kv_lora_rank": 32, "q_lora_rank": 48, "qk_nope_head_dim": 16, "qk_rope_head_dim": 8,
+        "v_head_dim": 16, "mtp_depth": 1, "mtp_loss_weight": 0.3,
+        "moe": {"n_routed": 8, "n_shared": 1, "top_k": 2, "expert_dim": 32, "score_func": "sigmoid",
+                "n_groups": 4, "topk_groups": 2},
     },
     "small": {
         "vocab_size": 2048, "dim": 256, "n_layers": 4, "n_heads": 8, "max_seq_len": 256,

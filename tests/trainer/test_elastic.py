@@ -69,11 +69,8 @@ def marker_at(cfg: TrainerConfig, generation: int, step: int) -> bool:
     return m is not None and m.generation >= generation and m.step >= step
 
 
-@pytest.mark.slow
-def test_a_run_that_shrinks_after_a_hard_kill_and_grows_ends_where_an_uninterrupted_run_does(
-    cluster: Cluster, elastic_config: TrainerConfig, tmp_path: Path
-) -> None:
-    cfg = elastic_config
+def shrink_after_a_kill_then_grow(cluster: Cluster, cfg: TrainerConfig, tmp_path: Path) -> None:
+    """2 -> (hard kill) -> 1 -> 3 workers: the run ends where an uninterrupted one does, every sample once."""
     cluster.start("a")
     cluster.start("b")
     cluster.publish(["a", "b"])  # generation 0: W=2, EP=2
@@ -99,6 +96,29 @@ def test_a_run_that_shrinks_after_a_hard_kill_and_grows_ends_where_an_uninterrup
     trajectory = committed_trajectory(tmp_path)
     expected = lambda step: ref_trainer.train_data.sample_ids(step - 1, cfg.train.global_batch)  # noqa: E731
     assert trajectory_errors(trajectory, expected, STEPS) == []
+
+
+@pytest.mark.slow
+def test_a_run_that_shrinks_after_a_hard_kill_and_grows_ends_where_an_uninterrupted_run_does(
+    cluster: Cluster, elastic_config: TrainerConfig, tmp_path: Path
+) -> None:
+    shrink_after_a_kill_then_grow(cluster, elastic_config, tmp_path)
+
+
+@pytest.mark.slow
+def test_the_v3_tiny_model_with_mla_and_mtp_is_elastic_too(elastic_config: TrainerConfig, tmp_path: Path) -> None:
+    import os
+
+    data = elastic_config.model_dump()
+    data["model"] = {"preset": "v3-tiny", "vocab_size": 256}
+    cfg = TrainerConfig.model_validate(data)
+    assert (cfg.model.attention, cfg.model.mtp_depth, cfg.model.moe.score_func) == ("mla", 1, "sigmoid")
+    cluster = Cluster(tmp_path, cfg, {"DSTJ_CACHE": os.environ["DSTJ_CACHE"]})
+    try:
+        shrink_after_a_kill_then_grow(cluster, cfg, tmp_path)
+        assert "mtp-acc" in "".join(cluster.log(n) for n in ("a", "b", "c"))
+    finally:
+        cluster.close()
 
 
 def test_the_trajectory_check_catches_a_planted_skipped_or_repeated_sample() -> None:
