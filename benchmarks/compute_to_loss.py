@@ -7,7 +7,7 @@ globalBatch 16):
     moe    layer 0 a dense SwiGLU of 96, layers 1-3 MoE: 8 routed experts of 32, top-2, 1 shared
            (96 activated hidden), sigmoid routing;
     dense  the same model with every layer a dense SwiGLU of 96: same width, depth, attention and
-           activated FFN FLOPs per token, 1/3 of the MoE layers' FFN parameters... per expert set;
+           activated FFN FLOPs per token (the MoE's router adds 0.7%), a third of its FFN parameters;
     mla    moe with attention: mla (kvLoraRank 32, qkNope 16 + qkRope 8, vHead 16);
     mtp    moe with one MTP module (lambda 0.3); its FLOPs count the module's block and head.
 
@@ -21,9 +21,9 @@ variant but mla's). Wall time is this machine's (2 shared cores): read FLOPs fir
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from moe_trainer.model.moe import MoE
 from moe_trainer.model.transformer import Transformer
 from moe_trainer.training.trainer import Trainer
 
-STEPS, EVAL_EVERY, SEEDS = 300, 25, (0, 1, 2)
+STEPS, EVAL_EVERY, SEEDS = 300, 20, (0, 1, 2)
 OUT = Path(__file__).parent / "compute_to_loss"
 BASE: dict[str, Any] = {
     "vocab_size": 512, "dim": 64, "n_layers": 4, "n_heads": 4, "max_seq_len": 64, "n_dense_layers": 1,
@@ -78,25 +78,25 @@ def train_flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
     return 6 * activated_params_per_token(model) + 6 * blocks * seq_len * (qk + v)
 
 
-def config(variant: str, seed: int) -> TrainerConfig:
+def config(variant: str, seed: int, steps: int = STEPS) -> TrainerConfig:
     model = BASE | VARIANTS[variant] | {"moe": BASE["moe"]}
     return TrainerConfig.model_validate({
         "model": model,
-        "train": {"steps": STEPS, "global_batch": 16, "micro_batch": 16, "seq_len": 64, "seed": seed,
+        "train": {"steps": steps, "global_batch": 16, "micro_batch": 16, "seq_len": 64, "seed": seed,
                   "eval_batches": 4},
         "optim": {"lr": 3e-3, "warmup_steps": 20},
     })
 
 
-def run_one(variant: str, seed: int) -> dict[str, Any]:
+def run_one(variant: str, seed: int, steps: int = STEPS) -> dict[str, Any]:
     """One training run: held-out loss against FLOPs and wall seconds."""
-    cfg = config(variant, seed)
+    cfg = config(variant, seed, steps)
     per_token = train_flops_per_token(cfg.model, cfg.train.seq_len)
     trainer = Trainer(cfg)
     tokens_per_step = cfg.train.global_batch * cfg.train.seq_len
     points = [{"step": 0, "flops": 0.0, "seconds": 0.0, "loss": trainer.evaluate()}]
     wall = 0.0
-    for step in range(1, STEPS + 1):
+    for step in range(1, steps + 1):
         start = time.perf_counter()
         trainer.train_step()
         wall += time.perf_counter() - start
@@ -134,7 +134,7 @@ def flops_to_reach(curve: dict[str, Any], target: float) -> float | None:
     return None
 
 
-def plot(summary: dict[str, dict[str, Any]], path: Path) -> None:
+def plot(summary: dict[str, dict[str, Any]], path: Path, n_seeds: int) -> None:
     """Held-out loss against training FLOPs and against wall seconds, one line per variant."""
     import matplotlib
 
@@ -146,7 +146,7 @@ def plot(summary: dict[str, dict[str, Any]], path: Path) -> None:
         by_flops.plot(s["flops"][1:], s["loss"][1:], marker=".", label=variant)
         by_time.plot(s["seconds"][1:], s["loss"][1:], marker=".", label=variant)
     by_flops.set(xlabel="training FLOPs (6 x activated params x tokens + attention)", ylabel="held-out loss (nats)",
-                 xscale="log", title="loss against compute (mean of 3 seeds)")
+                 xscale="log", title=f"loss against compute (mean of {n_seeds} seeds)")
     by_time.set(xlabel="wall seconds (2 shared CPU cores)", ylabel="held-out loss (nats)",
                 title="loss against wall time")
     for ax in (by_flops, by_time):
@@ -156,33 +156,49 @@ def plot(summary: dict[str, dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def run(variants: tuple[str, ...] = tuple(VARIANTS)) -> dict[str, dict[str, Any]]:
+def run(variants: tuple[str, ...] = tuple(VARIANTS), steps: int = STEPS) -> dict[str, dict[str, Any]]:
     """Train every variant and seed, print the table, write the plot and the raw curves."""
-    print(f"\n## Compute to reach a loss ({STEPS} steps x {len(SEEDS)} seeds per variant, built-in corpus)")
+    print(f"\n## Compute to reach a loss ({steps} steps x {len(SEEDS)} seeds per variant, built-in corpus)")
     runs = []
-    for variant in variants:
-        for seed in SEEDS:
-            runs.append(run_one(variant, seed))
+    OUT.mkdir(exist_ok=True)
+    for seed in SEEDS:  # seed-major, so an interrupted run still has every variant
+        for variant in variants:
+            runs.append(run_one(variant, seed, steps))
             last = runs[-1]["points"][-1]
             print(f"  {variant} seed {seed}: held-out {last['loss']:.4f} after {last['seconds']:.0f} s", flush=True)
+            (OUT / "runs.json").write_text(json.dumps(runs))
+    return report(runs, steps)
+
+
+def report(runs: list[dict[str, Any]], steps: int) -> dict[str, dict[str, Any]]:
+    """The table and the plot of finished runs."""
     summary = summarise(runs)
-    OUT.mkdir(exist_ok=True)
-    (OUT / "runs.json").write_text(json.dumps(runs))
-    plot(summary, OUT / "loss_vs_compute.png")
+    seeds = sorted({r["seed"] for r in runs})
+    print(f"seeds {seeds}")
+    plot(summary, OUT / "loss_vs_compute.png", len(seeds))
     target = max(s["loss"][-1] for s in summary.values())  # the loss every variant reaches
     base = flops_to_reach(summary["moe"], target) if "moe" in summary else None
     print(f"target held-out loss {target:.4f} (the worst variant's final mean loss)")
-    print("| variant | train GFLOP/token-step... | GFLOPs to target | vs moe | final loss (spread) | s/step |")
+    print("| variant | training FLOPs per token | GFLOPs to the target | vs moe | final loss (seed spread) | s/step |")
     print("|---|---|---|---|---|---|")
     for variant, s in summary.items():
         reach = flops_to_reach(s, target)
         ratio = f"{reach / base:.2f}x" if reach and base else "-"
         print(f"| {variant} | {s['flops_per_token'] / 1e6:.2f} MFLOP/token | "
               f"{reach / 1e9 if reach else float('nan'):.1f} | {ratio} | {s['loss'][-1]:.4f} "
-              f"({s['loss_spread'][-1]:.3f}) | {s['seconds'][-1] / STEPS:.3f} |")
+              f"({s['loss_spread'][-1]:.3f}) | {s['seconds'][-1] / steps:.3f} |")
     print(f"plot: {OUT / 'loss_vs_compute.png'}")
     return summary
 
 
 if __name__ == "__main__":
-    run(tuple(sys.argv[1:]) or tuple(VARIANTS))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("variants", nargs="*", choices=[*VARIANTS, []], help="default: all")
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--report", action="store_true", help="only print the table and plot of the saved runs")
+    args = parser.parse_args()
+    if args.report:
+        saved = json.loads((OUT / "runs.json").read_text())
+        report(saved, len(saved[0]["points"]) and saved[0]["points"][-1]["step"])
+    else:
+        run(tuple(args.variants) or tuple(VARIANTS), args.steps)
