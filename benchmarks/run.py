@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks import autoscale, compression, elastic, expert_layer, placement, zero
+from benchmarks import autoscale, compression, compute_to_loss, elastic, expert_layer, kv_cache, placement, window, zero
 
 COLD_BUILD = "11.1 min with empty Go caches (Kubernetes 8.3, etcd 0.6, helm 2.3; 8.7 GB peak disk), 2026-11-23"
 """Measured once by `localcluster/build.sh` with GOMODCACHE and GOCACHE empty: too long to redo per bench."""
@@ -11,6 +11,8 @@ COLD_BUILD = "11.1 min with empty Go caches (Kubernetes 8.3, etcd 0.6, helm 2.3;
 def main() -> None:
     """Run the sections in order."""
     expert_layer.run()
+    window.run()
+    kv_cache.run()
     print("\n## Local cluster (5 process nodes, 100 pods in one burst)")
     print(f"cold build of the control plane: {COLD_BUILD}")
     from localcluster import bench as cluster_bench
@@ -25,6 +27,8 @@ def main() -> None:
     from benchmarks.fleet.__main__ import main as fleet
 
     fleet(["--jobs", "20", "--window", "30", "--deletions", "1"])
+    # Last and longest (about 12 training runs of 300 steps: tens of minutes on 2 cores).
+    compute_to_loss.run()
 
 
 if __name__ == "__main__":

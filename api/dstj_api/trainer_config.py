@@ -83,7 +83,7 @@ class ModelConfig(WireModel):
     vocab_size: int = Field(512, ge=2, description="Vocabulary size (the BPE tokenizer is trained to it).")
     dim: int = Field(64, ge=8, description="Model width (D).")
     n_layers: int = Field(2, ge=1, le=256, description="Transformer blocks.")
-    n_heads: int = Field(4, ge=1, description="Attention heads; must divide dim.")
+    n_heads: int = Field(4, ge=1, description="Attention heads; must divide dim (attention: mha).")
     max_seq_len: int = Field(128, ge=2, description="Longest sequence the RoPE tables cover.")
     rope_theta: float = Field(10000.0, gt=0, description="RoPE base frequency.")
     norm_eps: float = Field(1e-6, gt=0, description="RMSNorm epsilon.")
@@ -93,6 +93,29 @@ class ModelConfig(WireModel):
     n_dense_layers: int = Field(1, ge=0, description="Leading blocks with a dense FFN instead of MoE.")
     dense_dim: int = Field(128, ge=1, description="Hidden size of the dense SwiGLU FFN.")
     moe: MoEConfig = Field(default_factory=lambda: MoEConfig(), description="MoE layer settings.")
+    attention: Literal["mha", "mla"] = Field(
+        "mha", description="mha: multi-head attention; mla: Multi-head Latent Attention (DeepSeek-V2/V3), keys and "
+        "values from a low-rank latent per token with a decoupled RoPE key.",
+    )
+    kv_lora_rank: int = Field(32, ge=1, description="MLA: rank of the joint key-value latent (attention: mla).")
+    q_lora_rank: int = Field(
+        0, ge=0, description="MLA: rank of the query latent; 0 = queries straight from the input (attention: mla)."
+    )
+    qk_nope_head_dim: int = Field(
+        16, ge=1, description="MLA: per-head query/key dims without position (attention: mla)."
+    )
+    qk_rope_head_dim: int = Field(
+        8, ge=2, description="MLA: rotary query/key dims, the key part shared by all heads; even (attention: mla)."
+    )
+    v_head_dim: int = Field(16, ge=1, description="MLA: per-head value dims (attention: mla).")
+    mtp_depth: int = Field(
+        0, ge=0, le=8, description="Multi-Token Prediction modules (D, DeepSeek-V3): module k also predicts "
+        "token t+1+k; 0 = off.",
+    )
+    mtp_loss_weight: float = Field(
+        0.3, ge=0, description="MTP loss weight (lambda): the training loss adds lambda times the mean of the D "
+        "modules' losses (mtpDepth > 0).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -105,11 +128,17 @@ class ModelConfig(WireModel):
         return data
 
     RULES: ClassVar[tuple[Rule, ...]] = (
-        Rule("nHeads", all_of((f("dim") % f("nHeads")).eq(0), ((f("dim") // f("nHeads")) % 2).eq(0)),
+        Rule("nHeads", implies(f("attention").eq("mha"),
+                               all_of((f("dim") % f("nHeads")).eq(0), ((f("dim") // f("nHeads")) % 2).eq(0))),
              "nHeads ({nHeads}) must divide dim ({dim}) into an even head size (RoPE rotates pairs); "
              "change dim or nHeads"),
         Rule("nDenseLayers", f("nDenseLayers") <= f("nLayers"),
              "nDenseLayers ({nDenseLayers}) must be <= nLayers ({nLayers}); lower nDenseLayers or add layers"),
+        Rule("qkRopeHeadDim", implies(f("attention").eq("mla"), (f("qkRopeHeadDim") % 2).eq(0)),
+             "qkRopeHeadDim ({qkRopeHeadDim}) must be even (RoPE rotates pairs); change qkRopeHeadDim"),
+        Rule("mtpDepth", f("mtpDepth") < f("nLayers"),
+             "mtpDepth ({mtpDepth}) must be below nLayers ({nLayers}): each MTP module is one more block on top of "
+             "the main model; lower mtpDepth or add layers"),
     )
 
     @model_validator(mode="after")
@@ -169,8 +198,13 @@ class TrainConfig(WireModel):
         8, ge=1, description="Sequences per forward pass on one rank (accumulation makes up the rest)."
     )
     seq_len: int = Field(64, ge=2, description="Tokens per training sequence.")
-    precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="bf16 runs matmuls under autocast; master weights stay fp32."
+    precision: Literal["fp32", "bf16", "fp8"] = Field(
+        "fp32", description="bf16 runs matmuls under autocast; fp8 also runs the expert and dense GEMMs in e4m3 with "
+        "per-tile scales (on a GPU with fp8; elsewhere only with precisionEmulation); master weights stay fp32."
+    )
+    precision_emulation: bool = Field(
+        False, description="precision fp8 without fp8 hardware: quantise-dequantise in bf16, the numerics of fp8 "
+        "without its speed (for CPU tests and older GPUs).",
     )
     activation_checkpointing: bool = Field(False, description="Recompute block activations in backward to save memory.")
     seed: int = Field(0, ge=0, description="Seeds initialisation and the data order.")
@@ -255,6 +289,9 @@ class TrainerConfig(WireModel):
              "reaches; pick a divisor or auto"),
         Rule("data.path", implies(f("data.source").eq("path"), Filled(f("data.path"))),
              "data.source=path needs data.path (a file or directory of .txt/.jsonl)"),
+        Rule("model.mtpDepth", f("model.mtpDepth") + 2 <= f("train.seqLen"),
+             "model.mtpDepth ({model.mtpDepth}) leaves no target in train.seqLen ({train.seqLen}) tokens; "
+             "lower mtpDepth or lengthen seqLen"),
     )
 
     @model_validator(mode="after")
@@ -274,13 +311,23 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# Presets are plain data so the CRD and docs can list them. `tiny` trains in seconds on 2 CPU cores;
+# Presets are plain data so the CRD and docs can list them. `tiny` (and `v3-tiny`) train in seconds on 2 CPU cores;
 # `small` in minutes; `base` and up are worth a GPU.
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "vocab_size": 512, "dim": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 128,
         "n_dense_layers": 1, "dense_dim": 128,
         "moe": {"n_routed": 8, "n_shared": 1, "top_k": 2, "expert_dim": 32},
+    },
+    # tiny with DeepSeek-V3's set: sigmoid group-limited routing, MLA (KV cache 40 elements per token and
+    # layer against MHA's 128), one MTP module.
+    "v3-tiny": {
+        "vocab_size": 512, "dim": 64, "n_layers": 2, "n_heads": 4, "max_seq_len": 128,
+        "n_dense_layers": 1, "dense_dim": 128,
+        "attention": "mla", "kv_lora_rank": 32, "q_lora_rank": 48, "qk_nope_head_dim": 16, "qk_rope_head_dim": 8,
+        "v_head_dim": 16, "mtp_depth": 1, "mtp_loss_weight": 0.3,
+        "moe": {"n_routed": 8, "n_shared": 1, "top_k": 2, "expert_dim": 32, "score_func": "sigmoid",
+                "n_groups": 4, "topk_groups": 2},
     },
     "small": {
         "vocab_size": 2048, "dim": 256, "n_layers": 4, "n_heads": 8, "max_seq_len": 256,

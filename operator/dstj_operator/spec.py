@@ -268,6 +268,11 @@ class DeepSeekTrainingJobSpec(WireModel):
              "spans ({step}), from trainer.parallel.expertParallel ({trainer.parallel.expertParallel}) and "
              "devicesPerWorker ({procs} processes per worker); drop the others or set expertParallel: auto",
              {"procs": _PROCS, "step": _EP_STEP}),
+        Rule("trainer.train.precision",
+             implies(f("trainer.train.precision").eq("fp8"),
+                     any_of(f("devicesPerWorker") >= 1, f("trainer.train.precisionEmulation").eq(True))),
+             "trainer.train.precision=fp8 needs GPUs (devicesPerWorker >= 1, got {devicesPerWorker}); on CPU set "
+             "trainer.train.precisionEmulation: true (fp8 numerics, no speed-up) or use bf16"),
     )
 
     @model_validator(mode="after")

@@ -115,6 +115,22 @@ def _shrink_and_grow(cluster: Cluster, cfg: TrainerConfig, tmp_path: Path, layou
     assert trajectory_errors(trajectory, expected, STEPS) == []
 
 
+@pytest.mark.slow
+def test_the_v3_tiny_model_with_mla_and_mtp_is_elastic_too(elastic_config: TrainerConfig, tmp_path: Path) -> None:
+    import os
+
+    data = elastic_config.model_dump()
+    data["model"] = {"preset": "v3-tiny", "vocab_size": 256}
+    cfg = TrainerConfig.model_validate(data)
+    assert (cfg.model.attention, cfg.model.mtp_depth, cfg.model.moe.score_func) == ("mla", 1, "sigmoid")
+    cluster = Cluster(tmp_path, cfg, {"DSTJ_CACHE": os.environ["DSTJ_CACHE"]})
+    try:
+        _shrink_and_grow(cluster, cfg, tmp_path, LAYOUTS_AUTO)
+        assert "mtp-acc" in "".join(cluster.log(n) for n in ("a", "b", "c"))
+    finally:
+        cluster.close()
+
+
 def test_the_trajectory_check_catches_a_planted_skipped_or_repeated_sample() -> None:
     expected = {1: [0, 1, 2, 3], 2: [4, 5, 6, 7]}
     assert trajectory_errors(expected, expected.__getitem__, 2) == []

@@ -36,8 +36,7 @@ def test_a_reconfigured_trainer_continues_from_the_checkpoint_not_from_what_it_d
     ckpt = Checkpointer(tmp_path, 1, 0, lambda final: True, rank=0, process_group=None)
     ckpt.save(trainer.checkpoint_state(), trainer.step, asynchronous=False)
     trainer.train_step()  # progress that was never committed, then a step that failed half way
-    ce_sum, _ = trainer._loss_sum(trainer._batch(trainer.train_data, [0, 1]))
-    ce_sum.backward()
+    trainer._loss_sum(trainer._batch(trainer.train_data, [0, 1])).ce.backward()
 
     trainer.reconfigure(single_process())
     ckpt.load_latest(trainer.checkpoint_state())

@@ -65,8 +65,15 @@ def test_structural_refuses_what_kubernetes_cannot_express() -> None:
                      id="allowed-size-above-max"),
         pytest.param({"autoscaling": {"allowedWorldSizes": [2], "powersOfTwo": True}},
                      "set allowedWorldSizes or powersOfTwo, not both", id="sizes-and-powers-of-two"),
+        pytest.param({"trainer": {"train": {"precision": "fp8"}}},
+                     "trainer.train.precision=fp8 needs GPUs (devicesPerWorker >= 1, got 0)", id="fp8-on-cpu-workers"),
     ],
 )
 def test_the_operator_refuses_what_the_cel_rules_refuse(spec: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         DeepSeekTrainingJobSpec.model_validate(spec)
+
+
+def test_fp8_is_admitted_on_gpus_or_with_emulation_asked_for() -> None:
+    DeepSeekTrainingJobSpec.model_validate({"devicesPerWorker": 1, "trainer": {"train": {"precision": "fp8"}}})
+    DeepSeekTrainingJobSpec.model_validate({"trainer": {"train": {"precision": "fp8", "precisionEmulation": True}}})

@@ -1,4 +1,5 @@
-"""Causal self-attention with rotary position embeddings (RoPE), optionally within a sliding window.
+"""Causal self-attention with rotary position embeddings (RoPE), optionally within a sliding window
+(`window.py` computes only the window's blocks).
 
 Shape legend: B batch, S sequence, D model dim, H heads, Dh head dim, F = Dh/2 rotary frequencies.
 """
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dstj_api import ModelConfig
+from moe_trainer.model.window import windowed_attention
 
 
 def rope_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[Tensor, Tensor]:
@@ -28,6 +30,14 @@ def apply_rope(x_BHSD: Tensor, cos_SF: Tensor, sin_SF: Tensor) -> Tensor:
     return out.to(x_BHSD.dtype)
 
 
+def causal_attention(q_BHSD: Tensor, k_BHSD: Tensor, v_BHSD: Tensor, window: int | None,
+                     scale: float | None = None) -> Tensor:
+    """Causal attention, over only the last `window` positions of each query when a window is set."""
+    if window is None:
+        return F.scaled_dot_product_attention(q_BHSD, k_BHSD, v_BHSD, is_causal=True, scale=scale)
+    return windowed_attention(q_BHSD, k_BHSD, v_BHSD, window, scale=scale)
+
+
 class Attention(nn.Module):
     """Causal multi-head self-attention with RoPE and an optional sliding window."""
 
@@ -44,11 +54,5 @@ class Attention(nn.Module):
         qkv = self.wqkv(x_BSD).view(B, S, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q_BHSD, k_BHSD, v_BHSD = qkv.unbind(0)
         q_BHSD, k_BHSD = apply_rope(q_BHSD, cos_SF, sin_SF), apply_rope(k_BHSD, cos_SF, sin_SF)
-        if self.window is None or self.window >= S:
-            o_BHSD = F.scaled_dot_product_attention(q_BHSD, k_BHSD, v_BHSD, is_causal=True)
-        else:
-            pos = torch.arange(S, device=x_BSD.device)
-            dist_SS = pos[:, None] - pos[None, :]
-            allowed_SS = (dist_SS >= 0) & (dist_SS < self.window)
-            o_BHSD = F.scaled_dot_product_attention(q_BHSD, k_BHSD, v_BHSD, attn_mask=allowed_SS)
+        o_BHSD = causal_attention(q_BHSD, k_BHSD, v_BHSD, self.window)
         return self.wo(o_BHSD.transpose(1, 2).reshape(B, S, D))

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from moe_trainer.model.fp8 import fp8_operands
+
 
 @functools.cache
 def grouped_mm_works(device_type: str, dtype: torch.dtype) -> bool:
@@ -57,6 +59,8 @@ class GroupedExperts(nn.Module):
     def __init__(self, n_experts: int, dim: int, hidden_dim: int) -> None:
         super().__init__()
         self.n_experts = n_experts
+        self.fp8 = False
+        """Run the GEMMs with e4m3 operands (`fp8.use_fp8`); the parameters stay as they are."""
         self.w1_EDF = nn.Parameter(torch.empty(n_experts, dim, hidden_dim))
         self.w3_EDF = nn.Parameter(torch.empty(n_experts, dim, hidden_dim))
         self.w2_EFD = nn.Parameter(torch.empty(n_experts, hidden_dim, dim))
@@ -80,8 +84,13 @@ class GroupedExperts(nn.Module):
             # No rows (an EP rank that received none): torch._grouped_mm's backward rejects empty inputs,
             # and the output must stay in the graph so this rank's backward all-to-all still runs.
             return (F.silu(x_ND @ w1[0]) * (x_ND @ w3[0])) @ w2[0]
+        if self.fp8:
+            x_ND, w1 = fp8_operands(x_ND, w1)
+            w3 = fp8_operands(x_ND, w3)[1]
         h_NF = F.silu(grouped_matmul(x_ND, w1, counts_E, counts_list))
         h_NF = h_NF * grouped_matmul(x_ND, w3, counts_E, counts_list)
+        if self.fp8:
+            h_NF, w2 = fp8_operands(h_NF, w2)
         return grouped_matmul(h_NF, w2, counts_E, counts_list)
 
 

@@ -170,6 +170,7 @@ class MoE(nn.Module):
         per = self.n_routed // shard.size
         full = self.experts
         local = GroupedExperts(per, self.dim, full.w1_EDF.shape[-1]).to(full.w1_EDF.device)
+        local.fp8 = full.fp8
         with torch.no_grad():
             for name in ("w1_EDF", "w3_EDF", "w2_EFD"):
                 getattr(local, name).copy_(getattr(full, name)[shard.rank * per : (shard.rank + 1) * per])
@@ -183,7 +184,9 @@ class MoE(nn.Module):
         per = self.n_routed // (shard.size if shard else 1)
         current = self.experts.w1_EDF
         if self.experts.n_experts != per:
+            fp8 = self.experts.fp8
             self.experts = GroupedExperts(per, self.dim, current.shape[-1]).to(current.device)
+            self.experts.fp8 = fp8
         self.shard = shard
 
     def _account(self, routing: Routing, flat_expert: Tensor, T: int, shape: torch.Size) -> None:

@@ -119,12 +119,16 @@ def run_generation(g: Generation) -> tuple[Outcome, dict[str, Any] | None]:
         metrics.step.set(last.step)
         metrics.loss.set(last.loss)
         metrics.max_violation.set(last.max_violation)
+        if last.mtp_accuracy is not None and last.mtp_loss is not None:
+            metrics.mtp_accuracy.set(last.mtp_accuracy)
+            metrics.mtp_loss.set(last.mtp_loss)
         if last.step % t.log_every == 0 or last.step == t.steps:
             now = time.perf_counter()
             tps = (last.step - mark_step) * tokens_per_step / (now - mark)
             mark, mark_step = now, last.step
+            mtp = "" if last.mtp_loss is None else f" mtp-loss {last.mtp_loss:.4f} mtp-acc {last.mtp_accuracy:.3f}"
             print0(trainer, f"step {last.step}/{t.steps} loss {last.loss:.4f} lr {last.lr:.2e} tok/s {tps:,.0f} "
-                   f"max-violation {last.max_violation:.2f}")
+                   f"max-violation {last.max_violation:.2f}{mtp}")
             _publish(g, last, "running", tps, steady.tokens_per_second)
             metrics.tokens_per_second.set(tps)
         if last.stop_requested:

@@ -39,6 +39,10 @@ class TrainerMetrics:
             "checkpoint_seconds": gauge("checkpoint_save_seconds", "Seconds training stalled for the last save."),
             "last_checkpoint_step": gauge("last_checkpoint_step", "Step of the last completed checkpoint."),
             "generation": gauge("generation", "Membership generation this rank runs in."),
+            "mtp_loss": gauge("mtp_loss", "Mean token cross-entropy of the MTP modules in the last step (nats)."),
+            "mtp_accuracy": gauge(
+                "mtp_accuracy", "Share of the last step's extra tokens (t+2) the first MTP module predicted right."
+            ),
             "recovery_seconds": gauge(
                 "recovery_seconds", "From the previous generation's last step to this generation's first."
             ),
@@ -69,6 +73,7 @@ class TrainerMetrics:
         self.max_violation, self.checkpoint_seconds = g["max_violation"], g["checkpoint_seconds"]
         self.last_checkpoint_step, self.generation = g["last_checkpoint_step"], g["generation"]
         self.recovery_seconds = g["recovery_seconds"]
+        self.mtp_loss, self.mtp_accuracy = g["mtp_loss"], g["mtp_accuracy"]
         self._restart_series = self._restarts.labels(rank=str(rank))
 
     def count_restarts(self, n: int) -> None:

@@ -7,6 +7,10 @@ are summed over ranks, so a step computes the same update at any world size (up 
 order). Micro-batches are also the MoE capacity groups, so token dropping is W-independent too.
 With EP > 1 every rank of an EP group must run the same number of forward passes (they exchange
 tokens), so a rank short of micro-batches runs empty ones.
+
+With Multi-Token Prediction (`model.mtpDepth` D > 0) module k predicts token t+1+k; its
+cross-entropy is summed like the main one and normalised by its own global token count
+(globalBatch * (seqLen - k)), and the loss adds `mtpLossWeight / D` times their sum: W-independent too.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from dstj_api import ConfigError, TrainerConfig
 from moe_trainer.checkpoint.checkpointer import flat_state
 from moe_trainer.data import TokenDataset, build_datasets
 from moe_trainer.data.dataset import DataInfo
+from moe_trainer.misconfig import RunConfigError
 from moe_trainer.model.balance import RoutingStats, local_counts
 from moe_trainer.model.expert_parallel import ExpertShard
+from moe_trainer.model.fp8 import scaled_mm_works, use_fp8
 from moe_trainer.model.transformer import Transformer
 from moe_trainer.parallel.compress import RESIDUAL_PREFIX, GradReducer
 from moe_trainer.parallel.context import DistContext
@@ -53,11 +59,26 @@ class StepResult:
     stop_requested: bool = False
     """Some rank asked to stop (SIGTERM or a new generation); all ranks agree at this boundary."""
     routing: list[RoutingStats] = field(default_factory=list)
+    mtp_loss: float | None = None
+    """Mean over the MTP modules of their token cross-entropy (None without MTP)."""
+    mtp_accuracy: float | None = None
+    """Share of the global batch's extra tokens (t+2) the first MTP module predicted right (None without MTP)."""
 
     @property
     def max_violation(self) -> float:
         """Worst expert imbalance over the MoE layers."""
         return max((r.max_violation for r in self.routing), default=0.0)
+
+
+@dataclass(slots=True)
+class LossSums:
+    """One micro-batch's summed losses (tensors in the graph) and the first MTP module's right guesses."""
+
+    ce: torch.Tensor
+    aux: torch.Tensor
+    mtp_ce: list[torch.Tensor] = field(default_factory=list)
+    """Per MTP module k = 1..D: summed cross-entropy of its predictions of t_{i+k+1}."""
+    mtp_correct: float = 0.0
 
 
 def pick_device(cfg: TrainerConfig) -> torch.device:
@@ -66,6 +87,15 @@ def pick_device(cfg: TrainerConfig) -> torch.device:
     if want == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device=cuda but no CUDA device is visible; use auto or cpu")
     return torch.device("cuda" if want == "cuda" or (want == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def check_fp8(cfg: TrainerConfig, device: torch.device) -> None:
+    """fp8 runs on hardware that has it, or emulated where the config says so; otherwise refuse at start."""
+    if not scaled_mm_works(device.type) and not cfg.train.precision_emulation:
+        where = "this GPU has no fp8 GEMMs (compute capability 8.9 or newer)" if device.type == "cuda" else \
+            "the trainer runs on CPU"
+        raise RunConfigError(f"train.precision=fp8 but {where}; set train.precisionEmulation: true to emulate it "
+                             "(fp8 numerics, no speed-up) or use bf16")
 
 
 def single_process() -> DistContext:
@@ -94,6 +124,9 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         self.train_data, self.eval_data, self.data_info = data or build_datasets(cfg)
         self.model = Transformer(cfg.model, cfg.train.activation_checkpointing)
+        if cfg.train.precision == "fp8":
+            check_fp8(cfg, self.device)
+            use_fp8(self.model)
         shard = expert_shard(self.ctx)
         for moe in self.model.moe_layers():
             if shard is not None:
@@ -156,16 +189,22 @@ class Trainer:
         self.reducer.adopt_loaded({k for k in self._state if k.startswith(RESIDUAL_PREFIX)})
 
     def _autocast(self) -> Any:
-        if self.cfg.train.precision == "bf16":
+        if self.cfg.train.precision in ("bf16", "fp8"):  # fp8 GEMMs inside, bf16 around them
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
-    def _loss_sum(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _loss_sum(self, batch: torch.Tensor) -> LossSums:
         inputs, targets = batch[:, :-1].to(self.device), batch[:, 1:].to(self.device)
         with self._autocast():
             out = self.model(inputs)
         ce_sum = F.cross_entropy(out.logits_BSV.flatten(0, 1).float(), targets.flatten(), reduction="sum")
-        return ce_sum, out.aux_loss_sum
+        sums = LossSums(ce_sum, out.aux_loss_sum)
+        for k, logits in enumerate(out.mtp_logits, start=1):  # module k predicts t_{i+k+1} = targets[:, k:]
+            target_k = targets[:, k:].flatten()
+            sums.mtp_ce.append(F.cross_entropy(logits.flatten(0, 1).float(), target_k, reduction="sum"))
+            if k == 1:
+                sums.mtp_correct = float((logits.detach().argmax(-1).flatten() == target_k).sum())
+        return sums
 
     def my_micro_batches(self, ids: list[int]) -> list[list[int]]:
         """This rank's share of `ids` in micro-batches, padded with empty ones where EP needs equal counts."""
@@ -186,12 +225,19 @@ class Trainer:
         t = self.cfg.train
         self.model.train()
         global_tokens = t.global_batch * t.seq_len
-        ce_local = 0.0
+        depth, mtp_weight = self.cfg.model.mtp_depth, self.cfg.model.mtp_loss_weight
+        mtp_tokens = [t.global_batch * (t.seq_len - k) for k in range(1, depth + 1)]
+        ce_local, mtp_local, correct_local = 0.0, [0.0] * depth, 0.0
         used: list[int] = []
         for chunk in self.my_micro_batches(self.train_data.sample_ids(self.step, t.global_batch)):
-            ce_sum, aux_sum = self._loss_sum(self._batch(self.train_data, chunk))
-            (ce_sum / global_tokens + aux_sum / t.global_batch).backward()
-            ce_local += float(ce_sum.detach())
+            sums = self._loss_sum(self._batch(self.train_data, chunk))
+            loss = sums.ce / global_tokens + sums.aux / t.global_batch
+            for k, mtp_ce in enumerate(sums.mtp_ce):
+                loss = loss + mtp_weight / depth * (mtp_ce / mtp_tokens[k])
+                mtp_local[k] += float(mtp_ce.detach())
+            loss.backward()
+            ce_local += float(sums.ce.detach())
+            correct_local += sums.mtp_correct
             used += chunk
         grad_bytes = self.reducer.sync()
         lr = lr_at(self.step, t.steps, self.cfg.optim)
@@ -204,11 +250,15 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         self.model.zero_grad(set_to_none=True)
         routing = self.model.finish_step()
-        ce_total, stops = self.ctx.all_sum([ce_local, float(self.stop_flag or self.should_stop())])
+        ce_total, stops, correct, *mtp_total = self.ctx.all_sum(
+            [ce_local, float(self.stop_flag or self.should_stop()), correct_local, *mtp_local]
+        )
         self.step += 1
         return StepResult(
             step=self.step, loss=ce_total / global_tokens, lr=lr, grad_norm=norm, sample_ids=used,
             grad_bytes=grad_bytes, stop_requested=stops > 0, routing=routing,
+            mtp_loss=sum(c / n for c, n in zip(mtp_total, mtp_tokens, strict=True)) / depth if depth else None,
+            mtp_accuracy=correct / mtp_tokens[0] if depth else None,
         )
 
     @torch.no_grad()
@@ -220,7 +270,7 @@ class Trainer:
         self.model.eval()
         total = 0.0
         for chunk in self.my_micro_batches([i * len(data) // n for i in range(n)]):
-            total += float(self._loss_sum(self._batch(data, chunk))[0])
+            total += float(self._loss_sum(self._batch(data, chunk)).ce)
         # Evaluation must not move the balancing bias or pollute the step's routing counts.
         for moe in self.model.moe_layers():
             moe.load.reset()
