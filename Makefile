@@ -4,7 +4,7 @@ SHELL := bash
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint unit cluster-binaries bench demo demo-trainer docs lock clean crds manifests image-requirements e2e-kind
+.PHONY: setup test lint unit cluster-binaries node-deps bench demo demo-trainer docs lock clean crds manifests image-requirements e2e-kind
 
 setup:
 	@./scripts/setup.sh
@@ -14,10 +14,17 @@ lint: setup
 	$(PY) -m mypy
 	.venv/bin/lint-imports --no-cache
 
-# The local cluster's binaries (Kubernetes, etcd, helm) are part of set-up for the tests:
-# built once from pinned Go modules (about 11 min cold), cached outside the repository.
-cluster-binaries: setup
+# The local cluster's binaries are part of set-up for the tests: built once from pinned Go modules,
+# cached outside the repository: the control plane (Kubernetes, etcd, helm; about 11 min cold), then
+# what real nodes run (kubelet, kube-proxy, containerd, clusterdns, pause; about 3 min more).
+cluster-binaries: setup node-deps
 	$(PY) -m localcluster build >/dev/null
+	$(PY) -m localcluster build --node >/dev/null
+
+# Debian packages of real nodes (runc, CNI plugins, iptables) and of the image build (mmdebstrap,
+# buildah): installed where missing (root only; elsewhere the real-node tests say what is missing).
+node-deps:
+	@./scripts/node-deps.sh
 
 unit: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

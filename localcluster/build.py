@@ -17,6 +17,8 @@ from pathlib import Path
 BUILD_SH = Path(__file__).with_name("build.sh")
 #: The binaries ``build.sh`` guarantees in its output directory.
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "helm")
+#: What ``build.sh node`` guarantees: what a real node runs (``realnodes.py``, ``realnet.py``).
+NODE_BINARIES = ("kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr", "clusterdns", "pause")
 
 
 class BuildError(RuntimeError):
@@ -24,18 +26,28 @@ class BuildError(RuntimeError):
 
 
 def bin_dir(*, force: bool = False) -> Path:
-    """Return the directory holding the binaries, building them first if they are missing.
+    """Return the directory holding the control-plane binaries, building them first if missing.
 
     ``force`` rebuilds even when a complete build is cached. Build progress goes straight to
     our stderr, so a user sees it while waiting.
     """
+    return _build("control", BINARIES, force)
+
+
+def node_bin_dir(*, force: bool = False) -> Path:
+    """Return the directory holding the real-node binaries (``NODE_BINARIES``), building if missing."""
+    return _build("node", NODE_BINARIES, force)
+
+
+def _build(set_name: str, binaries: tuple[str, ...], force: bool) -> Path:
+    """Run ``build.sh SET`` (a no-op when cached) and return the directory it prints."""
     if shutil.which("bash") is None:
         raise BuildError("bash is required to run localcluster/build.sh")
     env = {**os.environ, "LOCALCLUSTER_FORCE_BUILD": "1"} if force else None
     # Stream build.sh's progress to our stderr as it comes (a cold build takes minutes) and
     # keep its last lines, so an error (e.g. a skipped test's reason) says what went wrong.
     tail: deque[str] = deque(maxlen=8)
-    with subprocess.Popen(["bash", str(BUILD_SH)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    with subprocess.Popen(["bash", str(BUILD_SH), set_name], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, env=env) as proc:
         assert proc.stderr is not None and proc.stdout is not None
         for line in proc.stderr:
@@ -45,7 +57,7 @@ def bin_dir(*, force: bool = False) -> Path:
     if proc.returncode != 0:
         raise BuildError(f"{BUILD_SH} failed with exit code {proc.returncode}: " + " | ".join(tail))
     path = Path(out.strip().splitlines()[-1])
-    missing = [b for b in BINARIES if not (path / b).is_file()]
+    missing = [b for b in binaries if not (path / b).is_file()]
     if missing:
         raise BuildError(f"{BUILD_SH} printed {path} but it lacks {', '.join(missing)}")
     return path
