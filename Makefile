@@ -4,7 +4,7 @@ SHELL := bash
 PY := .venv/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test lint unit cluster-binaries node-deps bench demo demo-trainer docs lock clean crds manifests image-requirements e2e-kind
+.PHONY: setup test lint unit cluster-binaries node-deps images bench demo demo-trainer docs lock clean crds manifests image-requirements e2e-kind
 
 setup:
 	@./scripts/setup.sh
@@ -26,10 +26,15 @@ cluster-binaries: setup node-deps
 node-deps:
 	@./scripts/node-deps.sh
 
+# The operator and trainer images from their Dockerfiles, built with buildah (no Docker) on a Python
+# base made from Debian packages; cached by content hash under ~/.cache/dstj/images (scripts/images.py).
+images: setup node-deps
+	$(PY) -m scripts.images >/dev/null
+
 unit: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test: lint cluster-binaries unit
+test: lint cluster-binaries images unit
 
 bench: setup
 	$(PY) -m benchmarks.run

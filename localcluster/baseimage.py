@@ -2,7 +2,9 @@
 
 ``mmdebstrap`` installs Debian bookworm's ``python3.11`` (3.11.2), its ``venv`` module (the
 Dockerfiles' first step is ``python -m venv``), ``python`` as a name for it, ``passwd``
-(``groupadd``/``useradd``) and the CA certificates into a root file system tar, from the Debian
+(``groupadd``/``useradd``), the CA certificates and ``libstdc++6`` (torch's wheels load it from the
+system, and the official slim base has it through apt; without it ``import torch`` fails with
+``libstdc++.so.6: cannot open shared object file``) into a root file system tar, from the Debian
 mirror apt already uses on this machine. The tar is the image's one layer. Cached by a hash of
 everything that decides its content, so a second call costs a stat.
 """
@@ -21,7 +23,7 @@ from localcluster.state import cache_root
 
 Progress = Callable[[str], None]
 SUITE = "bookworm"
-PACKAGES = ("python3.11", "python3.11-venv", "python-is-python3", "passwd", "ca-certificates")
+PACKAGES = ("python3.11", "python3.11-venv", "python-is-python3", "passwd", "ca-certificates", "libstdc++6")
 #: The name the base is imported under (in a node's containerd and in the image builder).
 NAME = "localcluster.dev/python:3.11-bookworm"
 #: Bump when the recipe changes in a way the key does not see.

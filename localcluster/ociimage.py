@@ -40,8 +40,12 @@ class ImageConfig:
                            ("WorkingDir", self.workdir), ("Labels", self.labels)):
             if value:
                 cfg[key] = value
+        # One history entry per layer: builders (buildah) refuse an image whose history and
+        # layers disagree.
+        history = [{"created": "1970-01-01T00:00:00Z", "created_by": f"localcluster layer {i}"}
+                   for i in range(len(diff_ids))]
         return {"architecture": "amd64", "os": "linux", "config": cfg,
-                "rootfs": {"type": "layers", "diff_ids": diff_ids}, "history": []}
+                "rootfs": {"type": "layers", "diff_ids": diff_ids}, "history": history}
 
 
 def _blob(data: bytes) -> tuple[str, int]:
