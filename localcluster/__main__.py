@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from localcluster import build, controlplane, fakenodes, nodes
+from localcluster import build, controlplane, fakenodes, nodes, realnodes
 from localcluster.nodes import NodeSize
 from localcluster.state import StateDir, default_state_dir, session_lock
 
@@ -26,8 +26,12 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="build (or find cached) binaries; print their directory")
     b.add_argument("--force", action="store_true", help="rebuild even if cached")
     b.add_argument("--kwok", action="store_true", help="build (or find) kwok instead, for --fake-nodes")
+    b.add_argument("--node", action="store_true", help="the real-node binaries (kubelet, containerd, ...)")
     u = sub.add_parser("up", help="start the control plane and nodes (idempotent); print the admin kubeconfig path")
     u.add_argument("--nodes", type=int, default=3, help="process nodes to keep running (0: none; default 3)")
+    u.add_argument("--real-nodes", type=int, default=0,
+                   help="real nodes (kubelet + containerd + runc) to keep running (default 0); they report "
+                        "the machine's own CPU and memory")
     u.add_argument("--fake-nodes", type=int, default=0,
                    help="simulated nodes to keep (kwok: pods go Pending -> Running -> Ready, nothing runs; "
                         "builds kwok on first use; default 0)")
@@ -44,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("name", nargs="?", default=None)
     a.add_argument("--taint", action="append", default=[], help="key=value:Effect to register with (repeatable)")
     a.add_argument("--label", action="append", default=[], help="key=value to register with (repeatable)")
+    a.add_argument("--real", action="store_true", help="a real node (kubelet + containerd); default name real-K")
     _size_args(a)
     nsub.add_parser("kill", help="SIGKILL the node's agent and pods; the API is not told").add_argument("name")
     nsub.add_parser("reclaim", help="spot reclaim: taint, delete pods gracefully, remove the node").add_argument(
@@ -66,13 +71,17 @@ def _node(sd: StateDir, args: argparse.Namespace) -> int:
     from localcluster import faults  # imports the kubernetes client: only where needed
 
     if args.node_cmd == "list":
-        print(f"{'NODE':<20}{'INDEX':>6}  {'STATE':<8} AGENT")
+        print(f"{'NODE':<20}{'INDEX':>6}  {'KIND':<8} {'STATE':<8} AGENT")
         for r in nodes.records(sd):
-            print(f"{r.name:<20}{r.index:>6}  {r.state:<8} {'running' if nodes.agent_alive(sd, r.name) else '-'}")
+            alive = "running" if nodes.agent_alive(sd, r.name) else "-"
+            print(f"{r.name:<20}{r.index:>6}  {r.kind:<8} {r.state:<8} {alive}")
     elif args.node_cmd == "add":
         size = NodeSize(cpu=args.node_cpu, memory=args.node_memory, pods=args.node_pods)
         labels = dict(kv.split("=", 1) for kv in args.label)
-        print(nodes.add(sd, args.name, size, tuple(args.taint), labels))
+        if args.real:
+            print(realnodes.add(sd, args.name, tuple(args.taint), labels, progress=controlplane.stderr_progress))
+        else:
+            print(nodes.add(sd, args.name, size, tuple(args.taint), labels))
     elif args.node_cmd == "kill":
         nodes.kill(sd, args.name)
     elif args.node_cmd == "reclaim":
@@ -88,10 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     sd = StateDir(args.state.absolute() if args.state else default_state_dir())
     try:
         if args.cmd == "build":
-            print(build.kwok_bin_dir(force=args.force) if args.kwok else build.bin_dir(force=args.force))
+            print(build.kwok_bin_dir(force=args.force) if args.kwok
+                  else build.node_bin_dir(force=args.force) if args.node else build.bin_dir(force=args.force))
         elif args.cmd == "up":
             size = NodeSize(cpu=args.node_cpu, memory=args.node_memory, pods=args.node_pods)
-            kubeconfig = controlplane.up(sd, nodes_count=args.nodes, node_size=size)
+            kubeconfig = controlplane.up(sd, nodes_count=args.nodes, node_size=size, real_nodes_count=args.real_nodes)
             fakenodes.ensure(sd, args.fake_nodes, controlplane.stderr_progress, taint=not args.fake_nodes_untainted)
             print(kubeconfig)
         elif args.cmd == "down":

@@ -19,6 +19,8 @@ BUILD_SH = Path(__file__).with_name("build.sh")
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "helm")
 BUILD_KWOK_SH = Path(__file__).with_name("build_kwok.sh")
 """Builds kwok alone (simulated nodes, for the fleet benchmark) into a cache directory of its own."""
+#: What ``build.sh node`` guarantees: what a real node runs (``realnodes.py``, ``realnet.py``).
+NODE_BINARIES = ("kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr", "clusterdns", "pause")
 
 
 class BuildError(RuntimeError):
@@ -26,28 +28,35 @@ class BuildError(RuntimeError):
 
 
 def bin_dir(*, force: bool = False) -> Path:
-    """Return the directory holding the binaries, building them first if they are missing.
+    """Return the directory holding the control-plane binaries, building them first if missing.
 
     ``force`` rebuilds even when a complete build is cached. Build progress goes straight to
     our stderr, so a user sees it while waiting.
     """
-    return _run(BUILD_SH, BINARIES, force)
+    return _run(["bash", str(BUILD_SH), "control"], BINARIES, force)
+
+
+def node_bin_dir(*, force: bool = False) -> Path:
+    """Return the directory holding the real-node binaries (``NODE_BINARIES``), building if missing."""
+    return _run(["bash", str(BUILD_SH), "node"], NODE_BINARIES, force)
 
 
 def kwok_bin_dir(*, force: bool = False) -> Path:
     """Return the directory holding ``kwok``, building it from its pinned module first if missing."""
-    return _run(BUILD_KWOK_SH, ("kwok",), force)
+    return _run(["bash", str(BUILD_KWOK_SH)], ("kwok",), force)
 
 
-def _run(script: Path, binaries: tuple[str, ...], force: bool) -> Path:
-    """Run a build script, streaming its progress to our stderr; return the directory it printed."""
+def _run(argv: list[str], binaries: tuple[str, ...], force: bool) -> Path:
+    """Run a build script (a no-op when cached), streaming its progress to our stderr; return the directory it
+    printed."""
+    script = argv[1]
     if shutil.which("bash") is None:
         raise BuildError(f"bash is required to run {script}")
     env = {**os.environ, "LOCALCLUSTER_FORCE_BUILD": "1"} if force else None
     # Stream build.sh's progress to our stderr as it comes (a cold build takes minutes) and
     # keep its last lines, so an error (e.g. a skipped test's reason) says what went wrong.
     tail: deque[str] = deque(maxlen=8)
-    with subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True, env=env) as proc:
         assert proc.stderr is not None and proc.stdout is not None
         for line in proc.stderr:

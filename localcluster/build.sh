@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Build the local cluster's binaries (kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, etcd, helm) from pinned upstream Go modules and print the
-# directory that holds them on stdout. Progress goes to stderr.
+# Build the local cluster's binaries from pinned upstream Go modules and print the directory
+# that holds them on stdout. Progress goes to stderr. Two sets, each cached on its own:
+#   build.sh [control]  kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, helm
+#   build.sh node       what a real node runs: kubelet, kube-proxy (the same Kubernetes module),
+#                       containerd, containerd-shim-runc-v2, ctr, clusterdns, pause
 #
 # Why from the Go module proxy: our machines have no Docker (so no kind, no images) and
 # the distribution's etcd and Go are too old; the proxy is reachable and content-addressed
 # (go.sum pins every byte). The output is cached outside the repository, keyed by version:
 #   ${DSTJ_CACHE:-$HOME/.cache/dstj}/localcluster/k8s-<v>-etcd-<v>-helm-<v>/bin/
+#   ${DSTJ_CACHE:-$HOME/.cache/dstj}/localcluster/node-k8s-<v>-containerd-<v>-r<N>/bin/
 # A build goes to a temporary directory renamed into place only when every binary
 # succeeded, so a half build is never used. A cached run returns in milliseconds.
 #
@@ -18,10 +21,20 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
 
+set_name=${1:-control}
 cache_root="${DSTJ_CACHE:-$HOME/.cache/dstj}/localcluster"
-key="k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}-helm-${HELM_VERSION}"
+case "$set_name" in
+control)
+    key="k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}-helm-${HELM_VERSION}"
+    binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd helm) ;;
+node)
+    # NODE_REVISION: bump when our own sources (gomod/clusterdns, gomod/pause) change.
+    key="node-k8s-${K8S_VERSION}-containerd-${CONTAINERD_VERSION}-r${NODE_REVISION}"
+    binaries=(kubelet kube-proxy containerd containerd-shim-runc-v2 ctr clusterdns pause) ;;
+*)
+    echo "usage: build.sh [control|node]" >&2; exit 2 ;;
+esac
 dest="$cache_root/$key"
-binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd helm)
 
 complete() {
     local b
@@ -80,18 +93,32 @@ step() {  # step NAME COLD_ESTIMATE MODULE_DIR go-build-args...
 
 total_start=$SECONDS
 log "$(go version); output $dest/bin"
-# Cold estimates: measured on 2 cores with empty Go caches (11 min in all).
-step "kubernetes $K8S_VERSION" "8 min" kubernetes \
-    -ldflags "$k8s_ldflags" -o "$tmp/bin/" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
-step "etcd $ETCD_VERSION" "1 min" etcd \
-    -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION" \
-    -o "$tmp/bin/etcd" go.etcd.io/etcd/server/v3
-helm_mod="helm.sh/helm/${HELM_VERSION%%.*}"
-step "helm $HELM_VERSION" "2.5 min" helm \
-    -ldflags "-s -w -X $helm_mod/internal/version.version=$HELM_VERSION -X $helm_mod/internal/version.gitTreeState=clean" \
-    -o "$tmp/bin/helm" "$helm_mod/cmd/helm"
+if [[ $set_name == control ]]; then
+    # Cold estimates: measured on 2 cores with empty Go caches (11 min in all).
+    step "kubernetes $K8S_VERSION" "8 min" kubernetes \
+        -ldflags "$k8s_ldflags" -o "$tmp/bin/" \
+        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+        k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+    step "etcd $ETCD_VERSION" "1 min" etcd \
+        -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION" \
+        -o "$tmp/bin/etcd" go.etcd.io/etcd/server/v3
+    helm_mod="helm.sh/helm/${HELM_VERSION%%.*}"
+    step "helm $HELM_VERSION" "2.5 min" helm \
+        -ldflags "-s -w -X $helm_mod/internal/version.version=$HELM_VERSION -X $helm_mod/internal/version.gitTreeState=clean" \
+        -o "$tmp/bin/helm" "$helm_mod/cmd/helm"
+else
+    # Cold estimates: measured on 2 cores with the control plane's Go caches warm.
+    step "kubelet and kube-proxy $K8S_VERSION" "1.5 min" kubernetes \
+        -ldflags "$k8s_ldflags" -o "$tmp/bin/" k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
+    # No cgo: the btrfs, devmapper and zfs snapshotters need C libraries and are not used here.
+    ctrd=github.com/containerd/containerd/v2
+    step "containerd $CONTAINERD_VERSION" "2 min" containerd \
+        -tags "no_btrfs no_devmapper no_zfs" \
+        -ldflags "-s -w -X $ctrd/version.Version=$CONTAINERD_VERSION -X $ctrd/version.Package=$ctrd" \
+        -o "$tmp/bin/" "$ctrd/cmd/containerd" "$ctrd/cmd/containerd-shim-runc-v2" "$ctrd/cmd/ctr"
+    step "clusterdns" "1 min" clusterdns -ldflags "-s -w" -o "$tmp/bin/clusterdns" .
+    step "pause" "5 s" pause -ldflags "-s -w" -o "$tmp/bin/pause" .
+fi
 
 for b in "${binaries[@]}"; do
     [[ -x "$tmp/bin/$b" ]] || { log "error: $b missing after build"; exit 1; }

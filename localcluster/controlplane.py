@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from localcluster import build, health, kubeconfig, mounts, network, nodes, pki, procs
+from localcluster import build, health, kubeconfig, mounts, network, nodes, pki, procs, realnodes
 from localcluster.nodes import NodeSize
 from localcluster.state import SERVICE_CIDR, Network, Ports, StateDir, choose_ports
 from localcluster.waiting import wait_until
@@ -159,10 +159,11 @@ def _wait(c: Cluster, started: dict[str, procs.ProcRecord], check: Callable[[], 
 
 
 def up(sd: StateDir, progress: Progress = stderr_progress, nodes_count: int = 0,
-       node_size: NodeSize | None = None) -> Path:
+       node_size: NodeSize | None = None, real_nodes_count: int = 0) -> Path:
     """Bring the control plane up (or leave a running one alone) and return the admin kubeconfig.
 
-    With ``nodes_count`` > 0, also keep that many process nodes running (``nodes.ensure``).
+    With ``nodes_count`` > 0, also keep that many process nodes running (``nodes.ensure``); with
+    ``real_nodes_count`` > 0 that many kubelet + containerd nodes (``realnodes.ensure``).
     Idempotent: components already running are kept, dead ones are restarted, and when all
     are running and ready this returns within a fraction of a second.
     """
@@ -175,9 +176,12 @@ def up(sd: StateDir, progress: Progress = stderr_progress, nodes_count: int = 0,
             with open(sd.root / ".up.lock", "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 nodes.ensure(sd, nodes_count, node_size, progress)
+                realnodes.ensure(sd, real_nodes_count, progress)
             progress("already running")
             return sd.admin_kubeconfig
     bins = build.bin_dir()
+    if real_nodes_count > 0:
+        build.node_bin_dir()  # before anything starts: a first build takes minutes
     sd.ensure()
     with open(sd.root / ".up.lock", "w") as lock:
         # Two concurrent ``up`` runs (two test sessions) must not both start an etcd.
@@ -186,6 +190,9 @@ def up(sd: StateDir, progress: Progress = stderr_progress, nodes_count: int = 0,
         if nodes_count > 0:
             nodes.ensure(sd, nodes_count, node_size, progress)
             progress(f"{nodes_count} nodes ready (t={time.monotonic() - t0:.1f} s)")
+        if real_nodes_count > 0:
+            realnodes.ensure(sd, real_nodes_count, progress)
+            progress(f"{real_nodes_count} real nodes ready (t={time.monotonic() - t0:.1f} s)")
         return kc
 
 

@@ -93,7 +93,7 @@ def node_ready(sd: StateDir, name: str) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
 
 
-def _wait_ready(sd: StateDir, names: list[str]) -> None:
+def wait_ready(sd: StateDir, names: list[str], timeout: float = READY_TIMEOUT) -> None:
     """Wait until the nodes are Ready, failing at once (with its log) if an agent dies."""
     def ready() -> bool:
         for n in names:
@@ -103,7 +103,7 @@ def _wait_ready(sd: StateDir, names: list[str]) -> None:
                 raise RuntimeError(f"node agent {n} exited; last lines of {log}:\n{tail}")
         return all(node_ready(sd, n) for n in names)
 
-    wait_until(ready, timeout=READY_TIMEOUT, what=f"nodes {', '.join(names)} to be Ready", interval=0.05,
+    wait_until(ready, timeout=timeout, what=f"nodes {', '.join(names)} to be Ready", interval=0.05,
                max_interval=0.25)
 
 
@@ -132,7 +132,7 @@ def add(sd: StateDir, name: str | None = None, size: NodeSize = NodeSize(), tain
                     pods=size.pods, taints=list(taints), labels=dict(labels or {}))
     _start_agent(sd, spec)
     if wait:
-        _wait_ready(sd, [spec.name])
+        wait_ready(sd, [spec.name])
     return spec.name
 
 
@@ -148,7 +148,7 @@ def ensure(sd: StateDir, count: int, size: NodeSize, progress: Progress) -> list
         raise RuntimeError(f"{why}; use --nodes 0 for a control plane without nodes")
     netns.ensure_bridge(network.ensure(sd))
     _ensure_provisioner(sd)
-    active = [r for r in records(sd) if r.state == "active"]
+    active = [r for r in records(sd) if r.state == "active" and r.kind == "process"]
     started = []
     for r in active:
         if not agent_alive(sd, r.name):
@@ -160,7 +160,7 @@ def ensure(sd: StateDir, count: int, size: NodeSize, progress: Progress) -> list
         started.append(name)
     if started:
         progress(f"starting node agents {', '.join(started)}")
-        _wait_ready(sd, started)
+        wait_ready(sd, started)
     return [r.name for r in active]
 
 
@@ -201,6 +201,14 @@ def kill(sd: StateDir, name: str) -> None:
     rec = procs.load(sd.procs, AGENT + name)
     if rec is not None:
         procs.kill_now(rec)
+    spec = NodeSpec.load(paths.spec)
+    if spec.kind == "real":
+        from localcluster import realnodes  # imports this module
+
+        realnodes.kill_tree(sd, name)
+        spec.state = "killed"
+        spec.save(paths.spec)
+        return
     _kill_pods(sd, name)
     cg = cgroups.node_dir(sd.tag, name)
     wait_until(lambda: not cgroups.pids(cg), timeout=10, what=f"the processes of node {name} to die",
@@ -212,9 +220,14 @@ def kill(sd: StateDir, name: str) -> None:
 
 def cleanup(sd: StateDir, name: str) -> None:
     """Remove what a dead node left on this machine (cgroups, namespaces, address, files)."""
+    paths = NodePaths(sd, name)
+    if paths.spec.exists() and NodeSpec.load(paths.spec).kind == "real":
+        from localcluster import realnodes  # imports this module
+
+        realnodes.cleanup(sd, name)
+        return
     _kill_pods(sd, name)
     cgroups.kill_and_remove(cgroups.node_dir(sd.tag, name))
-    paths = NodePaths(sd, name)
     for record in paths.pods.glob("*/sandbox.json"):
         try:
             sb = json.loads(record.read_text())
@@ -243,7 +256,10 @@ def forget(sd: StateDir, name: str) -> None:
 
 def teardown(sd: StateDir, progress: Progress) -> None:
     """Remove everything the node agents made (after their processes were stopped)."""
+    from localcluster import realnodes  # imports this module
+
     net = sd.load_network()
+    realnodes.teardown(sd, progress)  # before the bridge goes: kube-proxy's cleanup and the host record
     cgroups.kill_and_remove(cgroups.cluster_dir(sd.tag))
     for ns in netns.namespaces_with_prefix(f"lc-{sd.tag}-"):
         _kill_netns_processes(ns)

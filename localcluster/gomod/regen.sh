@@ -30,7 +30,7 @@ mapfile -t staging < <(printf '%s\n' "$k8s_mod" \
     echo "godebug default=go1.26"
     echo
     echo "tool ("
-    for p in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    for p in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
         echo "	k8s.io/kubernetes/cmd/$p"
     done
     echo ")"
@@ -62,6 +62,23 @@ write_simple etcd "the etcd server, in its own module because etcd's dependency 
     go.etcd.io/etcd/server/v3 go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 write_simple helm "helm, in its own module because helm pins its own k8s.io client libraries." \
     "helm.sh/helm/${HELM_VERSION%%.*}/cmd/helm" "helm.sh/helm/${HELM_VERSION%%.*}" "$HELM_VERSION"
+# containerd: three tools of one module; build tags as build.sh uses them, so tidy sees the same files.
+{
+    echo "// Wrapper module: containerd (daemon, runc shim, ctr), in its own module because its grpc/otel versions differ from Kubernetes'."
+    echo "module dstj.local/localcluster/containerd"
+    echo
+    echo "go 1.26.0"
+    echo
+    echo "tool ("
+    for p in containerd containerd-shim-runc-v2 ctr; do echo "	github.com/containerd/containerd/v2/cmd/$p"; done
+    echo ")"
+    echo
+    echo "require github.com/containerd/containerd/v2 $CONTAINERD_VERSION"
+} >"$here/containerd/go.mod"
+rm -f "$here/containerd/go.sum"
+(cd "$here/containerd" && GOFLAGS="-mod=mod -tags=no_btrfs,no_devmapper,no_zfs" go mod tidy)
+# clusterdns and pause are our own programs (main.go beside their go.mod): tidy only.
+(cd "$here/clusterdns" && go get "k8s.io/client-go@$staging_version" "k8s.io/api@$staging_version" && go mod tidy)
 write_simple kwok "kwok (simulated nodes and pod lifecycles), in its own module because kwok pins its own k8s.io client libraries." \
     sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok "$KWOK_VERSION"
-echo "regenerated $here/{kubernetes,etcd,helm,kwok}/go.mod and go.sum" >&2
+echo "regenerated $here/{kubernetes,etcd,helm,containerd,clusterdns,kwok}/go.mod and go.sum" >&2

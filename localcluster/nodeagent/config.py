@@ -40,6 +40,9 @@ class NodeSpec:
     #: "active" (``up`` restarts its agent if it died) or "killed" (``node kill``: stays dead
     #: until ``node add NAME`` or ``node remove NAME``). A removed node has no record.
     state: str = "active"
+    #: "process" (the node agent runs pods as host processes) or "real" (a kubelet and containerd:
+    #: ``realnodes.py``). Real nodes report the machine's own capacity; cpu/memory are not theirs.
+    kind: str = "process"
 
     def save(self, path: Path) -> None:
         """Write the record atomically."""

@@ -1,0 +1,116 @@
+"""The operator and trainer images, built here from their Dockerfiles (``make images``), hold what
+they should and run as the chart declares: non-root (uid 65532) with a read-only root file system,
+on a real node (kubelet + containerd + runc). The operator image carries no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from localcluster import baseimage, build, controlplane, realnodes
+from localcluster.kubectl import Kubectl
+from localcluster.state import StateDir
+from scripts import images
+from tests.cluster.kobjects import apply, phase, wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.images]
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"images unavailable in CI: {reason}", pytrace=False)
+    pytest.skip(f"images unavailable: {reason}")
+
+
+@pytest.fixture(scope="module")
+def archives() -> dict[str, Path]:
+    try:
+        return images.build_all(lambda _m: None)
+    except (images.ImageBuildError, baseimage.BaseImageError) as e:
+        _unavailable(str(e))
+    raise AssertionError("unreachable")
+
+
+def _members_and_config(archive: Path) -> tuple[set[str], dict[str, object]]:
+    """Every path in the image's layers, and its config (from a docker archive)."""
+    names: set[str] = set()
+    with tarfile.open(archive) as outer:
+        manifest = json.load(outer.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
+        config = json.load(outer.extractfile(manifest["Config"]))  # type: ignore[arg-type]
+        for layer in manifest["Layers"]:
+            with tarfile.open(fileobj=outer.extractfile(layer)) as inner:
+                names.update(m.name.lstrip("./") for m in inner)
+    return names, config
+
+
+def test_the_operator_image_carries_no_torch_and_the_trainer_image_does(archives: dict[str, Path]) -> None:
+    operator, op_config = _members_and_config(archives["operator"])
+    trainer, tr_config = _members_and_config(archives["trainer"])
+
+    assert not [n for n in operator if "/site-packages/torch/" in n]
+    assert any(n.endswith("/site-packages/torch/__init__.py") for n in trainer)
+    assert any(n.endswith("/site-packages/kopf/__init__.py") for n in operator)
+    for cfg in (op_config, tr_config):
+        assert cfg["config"]["User"] == "65532:65532"  # type: ignore[index]
+    assert op_config["config"]["Entrypoint"] == ["python", "-m", "dstj_operator"]  # type: ignore[index]
+    assert tr_config["config"]["Entrypoint"] == ["python", "-m", "moe_trainer.launch"]  # type: ignore[index]
+
+
+PROBE = """
+import importlib.util, os, sys
+print("uid", os.getuid(), os.getgid())
+try:
+    open("/opt/app/probe", "w")
+except OSError as e:
+    print("root fs", e.strerror)
+missing = [m for m in sys.argv[1:] if importlib.util.find_spec(m) is None]
+print("missing", missing)
+"""
+MODULES = {"operator": ["dstj_operator.__main__", "kopf", "kubernetes"],
+           "trainer": ["moe_trainer.launch", "moe_trainer.train", "moe_trainer.rdzv_store", "torch.distributed.run"]}
+
+
+@pytest.fixture(scope="module")
+def real_node(archives: dict[str, Path]) -> Iterator[tuple[StateDir, Kubectl]]:
+    why = realnodes.prerequisites()
+    if why:
+        _unavailable(why)
+    root = Path(tempfile.mkdtemp(prefix="lc-img-"))
+    sd = StateDir(root / "state")
+    try:
+        kube = Kubectl(controlplane.up(sd, real_nodes_count=1), build.bin_dir())
+        images.import_into(sd, archives, lambda _m: None)
+        yield sd, kube
+    finally:
+        controlplane.down(sd)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("which", ["operator", "trainer"])
+def test_the_image_runs_as_non_root_with_a_read_only_root_and_has_its_entry_points(
+        real_node: tuple[StateDir, Kubectl], which: str) -> None:
+    _, kube = real_node
+    name = f"probe-{which}"
+    # The chart's securityContext (templates/deployment.yaml), with the image's own user.
+    security = {"runAsNonRoot": True, "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+    body = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
+        "restartPolicy": "Never", "containers": [{
+            "name": "main", "image": images.IMAGES[which].name.removeprefix("docker.io/library/"),
+            "command": ["python", "-c", PROBE, *MODULES[which]], "securityContext": security}]}}
+    apply(kube, "default", body)
+    done = wait_for(kube, "pod", name, "default", lambda p: phase(p) in ("Succeeded", "Failed"), timeout=120)
+    log = kube("logs", name).stdout
+
+    assert phase(done) == "Succeeded", log
+    assert "uid 65532 65532" in log
+    assert "root fs Read-only file system" in log
+    assert "missing []" in log
