@@ -122,7 +122,9 @@ def test_the_operator_account_may_run_a_job_and_no_more(kube_nodes: Kubectl, crd
         assert not can_i(kube_nodes, account, "list", "apiextensions.k8s.io", "customresourcedefinitions", None)
         # Nothing it does not use.
         assert not can_i(kube_nodes, account, "get", "", "secrets", watched)
-        assert not can_i(kube_nodes, account, "list", "", "nodes", None)
+        # Nodes: read (never written) only cluster-wide, where their arrival is autoscaling's capacity signal.
+        assert can_i(kube_nodes, account, "watch", "", "nodes", None) == (mode == "cluster-wide")
+        assert not can_i(kube_nodes, account, "update", "", "nodes", None)
         assert not can_i(kube_nodes, account, "create", GROUP, PLURAL, watched)  # jobs are the users'
         assert not can_i(kube_nodes, account, "create", "coordination.k8s.io", "leases", watched)
         if mode == "namespaced":

@@ -25,14 +25,18 @@ TAINT = "dstj.test/autoscale"
 UNSCHEDULABLE_SECONDS = 10
 """The shortest the CRD allows: the test waits it out twice."""
 FITS = NodeSize(pods=2)
-"""A pool node holds two workers (the rendezvous store runs outside the pool)."""
+"""A pool node holds two workers."""
+FIRST = NodeSize(pods=3)
+"""The first pool node also holds the rendezvous store (it follows the workers' node selector and tolerations,
+and it is created before them), and then two workers."""
 
 
 @pytest.fixture
 def pool(kube_nodes: Kubectl, state: StateDir) -> Iterator[tuple[str, list[str]]]:
-    """One fresh node that fits two workers and takes only this test's pods; every pool node removed after."""
+    """One fresh node that fits the store and two workers and takes only this test's pods; every pool node removed
+    after."""
     label = unique("pool")
-    names = [nodes.add(state, unique("auto"), size=FITS, taints=(f"{TAINT}=true:NoSchedule",),
+    names = [nodes.add(state, unique("auto"), size=FIRST, taints=(f"{TAINT}=true:NoSchedule",),
                        labels={TAINT: label})]
     yield label, names
     for n in names:
