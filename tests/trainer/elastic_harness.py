@@ -52,6 +52,14 @@ def kill_tree(pid: int) -> None:
             os.kill(p, signal.SIGKILL)
 
 
+def torchrun(probe: Path, world: int, *args: str) -> None:
+    """Run `probe` under torchrun with `world` local processes; fail with the tail of its output."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={world}",
+           f"--master-port={free_port()}", str(probe), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1) -> None:
     """Poll `condition` until true; fail naming what was awaited."""
     deadline = time.monotonic() + timeout

@@ -4,8 +4,6 @@ uninterrupted one as two uninterrupted world sizes are to each other."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,7 @@ import torch
 
 from dstj_api import TrainerConfig
 from moe_trainer.parallel.compress import BLOCK, dequantize, quantize
-from tests.trainer.elastic_harness import free_port, relative_distance
+from tests.trainer.elastic_harness import relative_distance, torchrun
 
 PROBE = Path(__file__).with_name("compression_probe.py")
 
@@ -40,13 +38,6 @@ def test_error_feedback_sends_everything_eventually() -> None:
     torch.testing.assert_close(sent + residual, total, rtol=0, atol=1e-5)
 
 
-def torchrun(world: int, *args: str) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={world}",
-           f"--master-port={free_port()}", str(PROBE), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-
 @pytest.mark.slow
 def test_int8_sends_under_a_third_of_fp32_and_a_resized_run_stays_within_the_world_size_noise(
     tiny_config: TrainerConfig, tmp_path: Path
@@ -57,8 +48,8 @@ def test_int8_sends_under_a_third_of_fp32_and_a_resized_run_stays_within_the_wor
     config = tmp_path / "config.json"
     config.write_text(TrainerConfig.model_validate(data).model_dump_json())
     ckpt = tmp_path / "ckpt"
-    torchrun(2, str(config), str(tmp_path), str(ckpt), "first")
-    torchrun(3, str(config), str(tmp_path), str(ckpt), "second")
+    torchrun(PROBE, 2, str(config), str(tmp_path), str(ckpt), "first")
+    torchrun(PROBE, 3, str(config), str(tmp_path), str(ckpt), "second")
 
     sent = json.loads((tmp_path / "bytes.json").read_text())
     assert sent["int8"] <= 0.3 * sent["none"], sent

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,17 +10,10 @@ import pytest
 from dstj_api import TrainerConfig
 from moe_trainer.checkpoint.checkpointer import Checkpointer
 from moe_trainer.training.trainer import Trainer
-from tests.trainer.elastic_harness import free_port
+from tests.trainer.elastic_harness import torchrun
 
 LAYOUTS = [(1, 1), (2, 1), (2, 2), (4, 1), (4, 2), (4, 4)]  # (W, EP) for the 8-expert tiny preset
 PROBE = Path(__file__).with_name("layout_probe.py")
-
-
-def torchrun(world: int, *args: str) -> None:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={world}",
-           f"--master-port={free_port()}", str(PROBE), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
 @pytest.mark.slow
@@ -36,7 +27,7 @@ def test_a_checkpoint_saved_at_any_layout_loads_at_every_other_with_identical_ou
     config.write_text(cfg.model_dump_json())
     saved = {layout: tmp_path / f"w{layout[0]}-ep{layout[1]}" for layout in LAYOUTS}
     for (world, ep), target in saved.items():
-        torchrun(world, str(config), str(ep), "save", str(target))
+        torchrun(PROBE, world, str(config), str(ep), "save", str(target))
 
     # What every checkpoint gives when loaded in one process: the reference outputs.
     reference = {}
@@ -48,7 +39,7 @@ def test_a_checkpoint_saved_at_any_layout_loads_at_every_other_with_identical_ou
 
     for world, ep in LAYOUTS:
         out = tmp_path / f"loaded-at-w{world}-ep{ep}.json"
-        torchrun(world, str(config), str(ep), "load", str(out), *map(str, saved.values()))
+        torchrun(PROBE, world, str(config), str(ep), "load", str(out), *map(str, saved.values()))
         for source, got in json.loads(out.read_text()).items():
             assert got["step"] == 2
             want_eval, want_train = reference[source]
