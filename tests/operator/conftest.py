@@ -88,6 +88,11 @@ def training(kube: Kubectl, ns: str, name: str, *, world: int | None = None, aft
     return report if ok else None
 
 
+def job_condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    """The job status's condition of that type ({} while it is not set)."""
+    return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
+
+
 def worker_pods(kube: Kubectl, ns: str, name: str, *, live_only: bool = True) -> list[dict[str, Any]]:
     """The job's worker pods (without ended or terminating ones unless asked)."""
     out = kube("get", "pods", "-n", ns, "-l", f"{JOB_LABEL}={name},{ROLE_LABEL}=worker",

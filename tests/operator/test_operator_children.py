@@ -15,7 +15,7 @@ import pytest
 from dstj_operator.crd import PLURAL
 from localcluster.kubectl import Kubectl
 from localcluster.waiting import wait_until
-from tests.operator.conftest import job_status, tiny_job, training, worker_pods
+from tests.operator.conftest import job_condition, job_status, tiny_job, training, worker_pods
 
 NAME = "edits"
 
@@ -80,9 +80,9 @@ def test_children_heal_and_follow_live_edits_of_a_running_job(
     status = job_status(kube, ns, NAME)
     members, step = status["membership"]["members"], status["progress"]["step"]
     kube("patch", PLURAL, NAME, "-n", ns, "--type=merge", "-p", '{"spec":{"image":"moe-trainer-typo:1"}}')
-    status = wait_until(lambda: (s := job_status(kube, ns, NAME)) and _condition(s, "Progressing")["reason"]
+    status = wait_until(lambda: (s := job_status(kube, ns, NAME)) and job_condition(s, "Progressing")["reason"]
                         == "RolloutBlocked" and s, timeout=60, what="the blocked rollout's condition")
-    assert "ErrImagePull" in _condition(status, "Progressing")["message"]
+    assert "ErrImagePull" in job_condition(status, "Progressing")["message"]
     wait_until(lambda: training(kube, ns, NAME, after=step + 5) is not None, timeout=60,
                what="the old pods to keep training")
     assert job_status(kube, ns, NAME)["membership"]["members"] == members
@@ -119,8 +119,8 @@ def test_children_heal_and_follow_live_edits_of_a_running_job(
     # True in between and went back).
     status = job_status(kube, ns, NAME)
     before, config = status["membership"]["generation"], status["membership"]["configHash"]
-    assert _condition(status, "Progressing")["status"] == "False"
-    edited_at = _condition(status, "Progressing")["lastTransitionTime"]
+    assert job_condition(status, "Progressing")["status"] == "False"
+    edited_at = job_condition(status, "Progressing")["lastTransitionTime"]
     target = status["progress"]["step"] + 60
     kube("patch", PLURAL, NAME, "-n", ns, "--type=merge",
          "-p", json.dumps({"spec": {"trainer": {"train": {"steps": target}, "optim": {"lr": 0.002}}}}))
@@ -128,7 +128,7 @@ def test_children_heal_and_follow_live_edits_of_a_running_job(
     status = wait_until(lambda: (s := job_status(kube, ns, NAME)).get("observedGeneration") == generation and s,
                         timeout=120, what="the edit to be live (observedGeneration)")
     assert status["membership"]["generation"] > before and status["membership"]["configHash"] != config
-    progressing = _condition(status, "Progressing")
+    progressing = job_condition(status, "Progressing")
     assert progressing["status"] == "False" and progressing["lastTransitionTime"] > edited_at, progressing
     if status["phase"] == "Running":
         assert status["progress"]["generation"] == status["membership"]["generation"]
@@ -146,7 +146,3 @@ def _trained_steps(log_dir: Path) -> dict[int, list[int]]:
             with contextlib.suppress(ValueError):  # the last line may be half written while the rank trains on
                 out.setdefault(generation, []).append(json.loads(line)["step"])
     return out
-
-
-def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next(c for c in status.get("conditions", []) if c["type"] == type_)

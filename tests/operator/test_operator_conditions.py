@@ -7,18 +7,13 @@ import json
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from dstj_operator.crd import PLURAL
 from localcluster.kubectl import Kubectl
 from localcluster.waiting import wait_until
-from tests.operator.conftest import job_status, tiny_job
-
-
-def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in status.get("conditions") or [] if c["type"] == type_), {})
+from tests.operator.conftest import job_condition, job_status, tiny_job
 
 
 @pytest.mark.slow
@@ -27,7 +22,7 @@ def test_a_job_whose_pods_pod_security_refuses_shows_the_refusal_as_a_condition(
 ) -> None:
     kube_nodes("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
     kube_nodes("apply", "-f", "-", stdin=json.dumps(tiny_job(ns, "refused", tmp_path)))
-    synced = wait_until(lambda: (c := _condition(job_status(kube_nodes, ns, "refused"), "Synced"))
+    synced = wait_until(lambda: (c := job_condition(job_status(kube_nodes, ns, "refused"), "Synced"))
                         .get("status") == "False" and c, timeout=60, what="the Synced condition to be False")
     assert synced["reason"] == "Forbidden"
     assert "violates PodSecurity" in synced["message"], synced["message"]
@@ -57,7 +52,7 @@ def test_a_suspended_jobs_deadline_does_not_run_and_a_running_one_fails_on_it(
     status = wait_until(lambda: (s := job_status(kube_nodes, ns, "clock")).get("observedGeneration") == generation
                         and s, timeout=30, what="the operator to observe the edit")
     assert status["phase"] == "Suspended", status
-    assert _condition(status, "Progressing")["status"] == "False"  # nothing trains: the edit is live at once
+    assert job_condition(status, "Progressing")["status"] == "False"  # nothing trains: the edit is live at once
     assert status["bookkeeping"].get("runningSeconds", 0) == 0 and "runningSince" not in status["bookkeeping"]
 
     kube_nodes("patch", PLURAL, "clock", "-n", ns, "--type=merge", "-p", '{"spec":{"suspend":false}}')
@@ -65,6 +60,6 @@ def test_a_suspended_jobs_deadline_does_not_run_and_a_running_one_fails_on_it(
                what="the resumed job to run")
     failed = wait_until(lambda: (s := job_status(kube_nodes, ns, "clock")).get("phase") == "Failed" and s,
                         timeout=deadline + 60, what="the deadline to fail the running job")
-    condition = _condition(failed, "Failed")
+    condition = job_condition(failed, "Failed")
     assert condition["reason"] == "DeadlineExceeded" and "activeDeadlineSeconds" in condition["message"]
     assert failed["bookkeeping"]["runningSeconds"] >= deadline
