@@ -240,6 +240,19 @@ def status(sd: StateDir) -> list[tuple[str, int | None, bool, bool]]:
     return rows
 
 
+def foreign_interpreter(sd: StateDir) -> str | None:
+    """The Python of another checkout that runs this cluster's node agents or provisioner, if any.
+
+    Node agents run pod commands with the interpreter (and so the code) of the checkout that
+    started them: a cluster kept running from another clone would run that clone's trainer.
+    """
+    for rec in procs.load_all(sd.procs):
+        runs_python = bool(rec.argv) and Path(rec.argv[0]).name.startswith("python")
+        if runs_python and rec.argv[0] != sys.executable and procs.is_alive(rec):
+            return rec.argv[0]
+    return None
+
+
 def _looks_like_state_dir(root: Path) -> bool:
     """Refuse to delete a directory we did not create (``LOCALCLUSTER_STATE`` is user input)."""
     ours = {"cluster.json", "procs", "pki", "logs", "etcd", "kubeconfigs", "admin.kubeconfig", "nodes"}

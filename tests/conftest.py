@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -57,6 +58,12 @@ def kube(bin_dir: Path) -> Iterator[Kubectl]:
     lock = contextlib.ExitStack()
     lock.enter_context(session_lock(sd))  # another session (another clone, the demo) finishes first
     was_running = all(alive for _, _, alive, _ in controlplane.status(sd))
+    foreign = controlplane.foreign_interpreter(sd) if was_running else None
+    if foreign is not None:  # its pods would run another checkout's code: start one of our own
+        print(f"\nthe running local cluster's node agents run {foreign}, not this checkout; restarting it",
+              file=sys.stderr)
+        controlplane.down(sd)
+        was_running = False
     # Built binaries that fail to start are a bug, not a missing prerequisite: no skip here.
     # Without root (or ip/unshare) the control plane still comes up; node tests then skip.
     count = NODES if nodes.prerequisites() is None else 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -123,3 +124,25 @@ def test_down_unmounts_a_bind_mount_in_the_state_dir_and_keeps_the_mounted_files
     assert not sd.root.exists()
     assert (source / "data.txt").read_text() == "user data"
     assert str(sd.root) not in Path("/proc/self/mountinfo").read_text()
+
+
+def test_a_cluster_whose_node_agents_run_another_checkouts_python_is_told_apart(tmp_path: Path) -> None:
+    # Node agents run pods with their own interpreter: a cluster kept from another clone must not be
+    # reused as if it ran this one (the session fixture restarts it).
+    sd = StateDir(tmp_path / "state")
+    sd.ensure()
+    other = tmp_path / "other-clone" / ".venv" / "bin" / "python"
+    other.parent.mkdir(parents=True)
+    other.symlink_to(sys.executable)
+    ours = procs.spawn(sd.procs, nodes.AGENT + "node-1", [sys.executable, "-c", "import time; time.sleep(60)"],
+                       sd.logs / "ours.log")
+    try:
+        assert controlplane.foreign_interpreter(sd) is None
+        theirs = procs.spawn(sd.procs, nodes.AGENT + "node-2", [str(other), "-c", "import time; time.sleep(60)"],
+                             sd.logs / "theirs.log")
+        try:
+            assert controlplane.foreign_interpreter(sd) == str(other)
+        finally:
+            procs.kill_now(theirs)
+    finally:
+        procs.kill_now(ours)
