@@ -1,4 +1,4 @@
-"""Find (building once if needed) the control-plane binaries.
+"""Find (building once if needed) the local cluster's binaries: control plane, real nodes, kwok.
 
 The recipe itself is ``build.sh`` beside this file: one place decides versions, flags and the
 cache key, so this module only runs it. A cached run costs a few milliseconds; a cold one
@@ -17,8 +17,6 @@ from pathlib import Path
 BUILD_SH = Path(__file__).with_name("build.sh")
 #: The binaries ``build.sh`` guarantees in its output directory.
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "helm")
-BUILD_KWOK_SH = Path(__file__).with_name("build_kwok.sh")
-"""Builds kwok alone (simulated nodes, for the fleet benchmark) into a cache directory of its own."""
 #: What ``build.sh node`` guarantees: what a real node runs (``realnodes.py``, ``realnet.py``).
 NODE_BINARIES = ("kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr", "clusterdns", "pause")
 
@@ -43,7 +41,7 @@ def node_bin_dir(*, force: bool = False) -> Path:
 
 def kwok_bin_dir(*, force: bool = False) -> Path:
     """Return the directory holding ``kwok``, building it from its pinned module first if missing."""
-    return _run(["bash", str(BUILD_KWOK_SH)], ("kwok",), force)
+    return _run(["bash", str(BUILD_SH), "kwok"], ("kwok",), force)
 
 
 def _run(argv: list[str], binaries: tuple[str, ...], force: bool) -> Path:

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Build the local cluster's binaries from pinned upstream Go modules and print the directory
-# that holds them on stdout. Progress goes to stderr. Two sets, each cached on its own:
+# that holds them on stdout. Progress goes to stderr. Three sets, each cached on its own (so adding or
+# bumping one never rebuilds another: Kubernetes takes minutes):
 #   build.sh [control]  kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, helm
 #   build.sh node       what a real node runs: kubelet, kube-proxy (the same Kubernetes module),
 #                       containerd, containerd-shim-runc-v2, ctr, clusterdns, pause
+#   build.sh kwok       simulated nodes (sigs.k8s.io/kwok; a wrapper module of its own in gomod/kwok,
+#                       because kwok pins k8s.io client libraries of its own)
 #
 # Why from the Go module proxy: our machines have no Docker (so no kind, no images) and
 # the distribution's etcd and Go are too old; the proxy is reachable and content-addressed
 # (go.sum pins every byte). The output is cached outside the repository, keyed by version:
 #   ${DSTJ_CACHE:-$HOME/.cache/dstj}/localcluster/k8s-<v>-etcd-<v>-helm-<v>/bin/
 #   ${DSTJ_CACHE:-$HOME/.cache/dstj}/localcluster/node-k8s-<v>-containerd-<v>-r<N>/bin/
+#   ${DSTJ_CACHE:-$HOME/.cache/dstj}/localcluster/kwok-<v>/bin/
 # A build goes to a temporary directory renamed into place only when every binary
 # succeeded, so a half build is never used. A cached run returns in milliseconds.
 #
@@ -31,8 +35,11 @@ node)
     # NODE_REVISION: bump when our own sources (gomod/clusterdns, gomod/pause) change.
     key="node-k8s-${K8S_VERSION}-containerd-${CONTAINERD_VERSION}-r${NODE_REVISION}"
     binaries=(kubelet kube-proxy containerd containerd-shim-runc-v2 ctr clusterdns pause) ;;
+kwok)
+    key="kwok-${KWOK_VERSION}"
+    binaries=(kwok) ;;
 *)
-    echo "usage: build.sh [control|node]" >&2; exit 2 ;;
+    echo "usage: build.sh [control|node|kwok]" >&2; exit 2 ;;
 esac
 dest="$cache_root/$key"
 
@@ -106,7 +113,7 @@ if [[ $set_name == control ]]; then
     step "helm $HELM_VERSION" "2.5 min" helm \
         -ldflags "-s -w -X $helm_mod/internal/version.version=$HELM_VERSION -X $helm_mod/internal/version.gitTreeState=clean" \
         -o "$tmp/bin/helm" "$helm_mod/cmd/helm"
-else
+elif [[ $set_name == node ]]; then
     # Cold estimates: measured on 2 cores with the control plane's Go caches warm.
     step "kubelet and kube-proxy $K8S_VERSION" "1.5 min" kubernetes \
         -ldflags "$k8s_ldflags" -o "$tmp/bin/" k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
@@ -118,6 +125,12 @@ else
         -o "$tmp/bin/" "$ctrd/cmd/containerd" "$ctrd/cmd/containerd-shim-runc-v2" "$ctrd/cmd/ctr"
     step "clusterdns" "1 min" clusterdns -ldflags "-s -w" -o "$tmp/bin/clusterdns" .
     step "pause" "5 s" pause -ldflags "-s -w" -o "$tmp/bin/pause" .
+else
+    # Cold estimate: measured on 2 cores with the control plane's Go caches warm (most of kwok's k8s.io
+    # dependencies compile at their own versions, so expect a few minutes with empty caches).
+    step "kwok $KWOK_VERSION" "1-4 min" kwok \
+        -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" \
+        -o "$tmp/bin/kwok" sigs.k8s.io/kwok/cmd/kwok
 fi
 
 for b in "${binaries[@]}"; do

@@ -1,7 +1,7 @@
 """Simulated nodes: kwok plays N fake Nodes and the lifecycles of the pods bound to them.
 
 Process nodes run real processes and cost real CPU; a fleet of thousands of pods cannot run that
-way on two cores. kwok (built from its pinned module by ``build_kwok.sh``) runs as one more detached
+way on two cores. kwok (built from its pinned module by ``build.sh kwok``) runs as one more detached
 process of the cluster (recorded in ``procs/``, so ``down`` stops it), manages only the Nodes that
 carry ``FAKE_ANNOTATION``, renews their Leases, and takes their pods through the Stages in
 ``kwok_stages.yaml``: Pending, Running, Ready, and a graceful deletion. Nothing runs in those pods.

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from dstj_operator.children import CHECKPOINT_MOUNT
 from localcluster.kubectl import Kubectl
 from localcluster.waiting import wait_until
 from tests.operator.conftest import job_status, tiny_job
@@ -25,16 +26,16 @@ def _messages(kube: Kubectl, ns: str, name: str) -> list[str]:
 def test_a_resume_from_that_holds_no_checkpoint_reaches_the_job_as_the_workers_message(
     kube_nodes: Kubectl, ns: str, operator: subprocess.Popen[bytes], tmp_path: Path,
 ) -> None:
-    empty = tmp_path / "empty"
-    empty.mkdir()
+    # Relative: a directory of the job's own checkpoint storage, so the pod sees it (and sees it empty).
+    (tmp_path / "checkpoints" / "empty").mkdir(parents=True)
     job = tiny_job(ns, "noresume", tmp_path, replicas=1,
-                   checkpoint={"hostPath": str(tmp_path / "checkpoints"), "resumeFrom": str(empty)})
+                   checkpoint={"hostPath": str(tmp_path / "checkpoints"), "resumeFrom": "empty"})
     kube_nodes("apply", "-f", "-", stdin=json.dumps(job))
 
     said = wait_until(lambda: [m for m in _messages(kube_nodes, ns, "noresume") if "holds no checkpoint" in m],
                       timeout=120, what="the worker's termination message on the job")
 
-    assert f"checkpoint.resumeFrom {str(empty)!r}" in said[0] and "unset it to start afresh" in said[0]
+    assert f"checkpoint.resumeFrom {CHECKPOINT_MOUNT + '/empty'!r}" in said[0] and "unset it to start afresh" in said[0]
     # Retrying cannot help: the job fails at once on the worker's word, with no crash budget spent on retries.
     status = wait_until(lambda: (s := job_status(kube_nodes, ns, "noresume")).get("phase") == "Failed" and s,
                         timeout=60, what="the job to fail on the config error")
