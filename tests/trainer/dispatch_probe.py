@@ -1,10 +1,12 @@
 """Run under torchrun by test_dispatch: the expert-parallel layer against the one-process layer.
 
-    torchrun --nproc-per-node=R dispatch_probe.py N_GROUPS TOPK_GROUPS OUT.json
+    torchrun --nproc-per-node=4 dispatch_probe.py OUT.json
 
-Every rank builds the same MoE (E experts, EP = R) and the same R x T tokens; rank r feeds its T through its
-sharded copy, the one-process copy takes all R x T. Rank 0 writes the largest differences of the outputs
-and every gradient (the router's and shared expert's summed over ranks), and each rank's bytes sent.
+Two cases, in one job of 4 ranks: EP=4 with routing limited to 2 of 4 expert groups, and EP=2 (ranks
+{0, 1} and {2, 3}, each pair an EP group) with free routing. In each EP group every rank builds the same MoE
+(E experts) and the same EP x T tokens; rank r feeds its T through its sharded copy, the one-process copy takes
+all EP x T. Rank 0 writes, per case, the largest differences of the outputs and every gradient (the router's
+and shared expert's summed over the group) and the bytes each rank of its group sent.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -21,25 +24,28 @@ from moe_trainer.model.expert_parallel import ExpertShard
 from moe_trainer.model.moe import MoE
 
 E, K, D, F, T = 16, 4, 32, 16, 96
+CASES = {"ep4-two-of-four-groups": (4, 4, 2), "ep2-free-routing": (2, 1, 1)}
+"""name: (EP, nGroups, topkGroups)."""
 
 
-def tokens(world: int) -> torch.Tensor:
-    """The R x T tokens, drawn apart from the layers' initialisation."""
-    return torch.randn(world * T, D, generator=torch.Generator().manual_seed(1))
+def config(n_groups: int, topk_groups: int) -> MoEConfig:
+    return MoEConfig(n_routed=E, top_k=K, expert_dim=F, n_shared=1, score_func="sigmoid", n_groups=n_groups,
+                     topk_groups=topk_groups)
 
 
-def main() -> None:
-    n_groups, topk_groups, out = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
-    dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    cfg = MoEConfig(n_routed=E, top_k=K, expert_dim=F, n_shared=1, score_func="sigmoid", n_groups=n_groups,
-                    topk_groups=topk_groups)
+def tokens(ep: int) -> torch.Tensor:
+    """The EP x T tokens of a group, drawn apart from the layers' initialisation."""
+    return torch.randn(ep * T, D, generator=torch.Generator().manual_seed(1))
+
+
+def compare(ep: int, n_groups: int, topk_groups: int, group: Any) -> dict[str, Any]:
+    rank = dist.get_rank(group)
     torch.manual_seed(0)
-    full = MoE(D, cfg)
-    sharded = MoE(D, cfg)
+    full = MoE(D, config(n_groups, topk_groups))
+    sharded = MoE(D, config(n_groups, topk_groups))
     sharded.load_state_dict(full.state_dict())
-    sharded.shard_experts(ExpertShard(rank, world, None))
-    x_all, g_all = tokens(world), torch.randn(world * T, D)
+    sharded.shard_experts(ExpertShard(rank, ep, group))
+    x_all, g_all = tokens(ep), torch.randn(ep * T, D)
     mine = slice(rank * T, (rank + 1) * T)
 
     x_full = x_all.clone().requires_grad_()
@@ -49,7 +55,7 @@ def main() -> None:
     y_mine = sharded(x_mine)
     (y_mine * g_all[mine]).sum().backward()
 
-    per = E // world
+    per = E // ep
     diffs = {"output": (y_mine - y_full[mine]).abs().max(), "x.grad": (x_mine.grad - x_full.grad[mine]).abs().max()}
     for name, p in sharded.named_parameters():
         want = dict(full.named_parameters())[name].grad
@@ -58,13 +64,23 @@ def main() -> None:
         if name.startswith("experts."):
             want = want[rank * per : (rank + 1) * per]
         else:  # replicated: each rank's grad covers its own tokens only
-            dist.all_reduce(got)
+            dist.all_reduce(got, group=group)
         diffs[name] = (got - want).abs().max()
-    sent = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
-    dist.all_gather(sent, torch.tensor([sharded.last_a2a_bytes]))
-    if rank == 0:
-        out.write_text(json.dumps({"max_abs_diff": {k: float(v) for k, v in diffs.items()},
-                                   "bytes_sent": [int(s) for s in sent]}))
+    sent = [torch.zeros(1, dtype=torch.int64) for _ in range(ep)]
+    dist.all_gather(sent, torch.tensor([sharded.last_a2a_bytes]), group=group)
+    return {"max_abs_diff": {k: float(v) for k, v in diffs.items()}, "bytes_sent": [int(s) for s in sent]}
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    dist.init_process_group("gloo")
+    world = dist.get_world_size()
+    results = {}
+    for name, (ep, n_groups, topk_groups) in CASES.items():
+        groups = [dist.new_group(list(range(g, g + ep))) for g in range(0, world, ep)]
+        results[name] = compare(ep, n_groups, topk_groups, groups[dist.get_rank() // ep])
+    if dist.get_rank() == 0:
+        out.write_text(json.dumps(results))
     dist.destroy_process_group()
 
 

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dstj_api import MoEConfig
 from moe_trainer.model.expert_parallel import pair_tokens
 from moe_trainer.model.moe import MoE
-from tests.trainer.dispatch_probe import D, E, K, T, tokens
+from tests.trainer.dispatch_probe import CASES, D, E, K, T, config, tokens
 from tests.trainer.elastic_harness import torchrun
 
 PROBE = Path(__file__).with_name("dispatch_probe.py")
@@ -31,14 +30,12 @@ def test_a_token_is_paired_once_with_each_rank_holding_its_experts_and_carries_t
     assert torch.equal(pairs.gate_PC, torch.tensor([[0.3, 0.2, 0.0], [0.5, 0.0, 0.0], [0.4, 0.6, 0.0]]))
 
 
-def routed(n_groups: int, topk_groups: int, world: int) -> torch.Tensor:
-    """The experts the probe's layer picks for its world x T tokens (same seed, same tokens)."""
-    cfg = MoEConfig(n_routed=E, top_k=K, expert_dim=16, n_shared=1, score_func="sigmoid", n_groups=n_groups,
-                    topk_groups=topk_groups)
+def routed(ep: int, n_groups: int, topk_groups: int) -> torch.Tensor:
+    """The experts the probe's layer picks for its EP x T tokens (same seed, same tokens)."""
     torch.manual_seed(0)
-    moe = MoE(D, cfg)
+    moe = MoE(D, config(n_groups, topk_groups))
     with torch.no_grad():
-        return moe.router(tokens(world)).expert_TK
+        return moe.router(tokens(ep)).expert_TK
 
 
 def expected_bytes(expert_TK: torch.Tensor, world: int) -> tuple[list[int], list[int]]:
@@ -57,24 +54,21 @@ def expected_bytes(expert_TK: torch.Tensor, world: int) -> tuple[list[int], list
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("world", "n_groups", "topk_groups"), [
-    pytest.param(2, 1, 1, id="ep2-free-routing"),
-    pytest.param(4, 4, 2, id="ep4-two-of-four-groups"),
-])
 def test_the_expert_parallel_layer_equals_the_one_process_layer_and_sends_each_token_once_per_rank(
-    world: int, n_groups: int, topk_groups: int, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
     out = tmp_path / "probe.json"
-    torchrun(PROBE, world, str(n_groups), str(topk_groups), str(out))
-    got = json.loads(out.read_text())
-    diffs = got["max_abs_diff"]
-    assert diffs["output"] <= 1e-6 and diffs["x.grad"] <= 1e-6, diffs  # only the sum's order differs
-    assert all(v <= 1e-4 for v in diffs.values()), diffs
+    torchrun(PROBE, 4, str(out))
+    for case, got in json.loads(out.read_text()).items():
+        ep, n_groups, topk_groups = CASES[case]
+        diffs = got["max_abs_diff"]
+        assert diffs["output"] <= 1e-6 and diffs["x.grad"] <= 1e-6, (case, diffs)  # only the sum's order differs
+        assert all(v <= 1e-4 for v in diffs.values()), (case, diffs)
 
-    expert_TK = routed(n_groups, topk_groups, world)
-    per_rank, per_assignment = expected_bytes(expert_TK, world)
-    assert got["bytes_sent"] == per_rank
-    if n_groups > 1:
-        reached = torch.tensor([len(set(row.tolist())) for row in (expert_TK // (E // world))])
-        assert int(reached.max()) <= topk_groups  # the routing limit, on the layer's own routing
-        assert sum(per_rank) < 0.75 * sum(per_assignment), (per_rank, per_assignment)
+        expert_TK = routed(ep, n_groups, topk_groups)
+        per_rank, per_assignment = expected_bytes(expert_TK, ep)
+        assert got["bytes_sent"] == per_rank, case
+        if n_groups > 1:
+            reached = torch.tensor([len(set(row.tolist())) for row in (expert_TK // (E // ep))])
+            assert int(reached.max()) <= topk_groups  # the routing limit, on the layer's own routing
+            assert sum(per_rank) < 0.75 * sum(per_assignment), (per_rank, per_assignment)

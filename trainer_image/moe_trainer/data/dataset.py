@@ -33,6 +33,8 @@ from moe_trainer.data.corpus import builtin_documents, path_documents
 from moe_trainer.data.tokenizer import BPETokenizer, ByteTokenizer, TextTokenizer
 
 _FORMAT = 1
+_ENCODE_CHUNK = 4096
+"""Documents tokenized at a time while building (bounds the tokenizer's working memory)."""
 _CURRICULUM_BLOCK = 16
 """Epoch 0 under curriculum shuffles within blocks of this many global batches."""
 
@@ -114,6 +116,21 @@ def _is_holdout(doc: str, fraction: float) -> bool:
     return zlib.crc32(doc.encode()) % 10_000 < fraction * 10_000
 
 
+def _encode(tok: TextTokenizer, docs: list[str]) -> tuple[np.ndarray, list[int]]:
+    """Every document's ids followed by EOS (0), as one int32 array, and each document's token count.
+
+    Encoded a chunk at a time: the tokenizer's per-token objects for a whole large corpus would take many times
+    the memory of the ids (bytes per token: ~4 as int32, tens as Python ints or encodings).
+    """
+    parts: list[np.ndarray] = []
+    lengths: list[int] = []
+    for start in range(0, len(docs), _ENCODE_CHUNK):
+        ids = tok.encode_batch(docs[start : start + _ENCODE_CHUNK])
+        lengths.extend(len(x) for x in ids)
+        parts.append(np.fromiter((t for x in ids for t in (*x, 0)), dtype=np.int32))
+    return (np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)), lengths
+
+
 def _build(cfg: TrainerConfig, out: Path) -> None:
     # Imported here: only a cold build needs datasketch, and its import (~0.3-0.5 s) would otherwise
     # delay every worker's start, a new member's arrival included.
@@ -135,12 +152,12 @@ def _build(cfg: TrainerConfig, out: Path) -> None:
     tok: TextTokenizer = (
         BPETokenizer.train(train_docs, cfg.model.vocab_size) if d.tokenizer == "bpe" else ByteTokenizer()
     )
-    train_ids, eval_ids = tok.encode_batch(train_docs), tok.encode_batch(eval_docs)
+    train, train_lengths = _encode(tok, train_docs)
+    held, _ = _encode(tok, eval_docs)
     if d.curriculum:  # easiest first: fewer tokens per character means more common words
-        order = sorted(range(len(train_docs)), key=lambda i: (len(train_ids[i]) / len(train_docs[i]), i))
-        train_ids = [train_ids[i] for i in order]
-    train = np.fromiter((t for ids in train_ids for t in [*ids, 0]), dtype=np.int32)
-    held = np.fromiter((t for ids in eval_ids for t in [*ids, 0]), dtype=np.int32)
+        order = sorted(range(len(train_docs)), key=lambda i: (train_lengths[i] / len(train_docs[i]), i))
+        ends = np.cumsum(np.asarray(train_lengths, dtype=np.int64) + 1)
+        train = np.concatenate([train[ends[i] - train_lengths[i] - 1 : ends[i]] for i in order])
     counts = np.bincount(train, minlength=tok.vocab_size).astype(np.float64)
     p = counts[counts > 0] / counts.sum()
     info = DataInfo(
