@@ -66,11 +66,12 @@ def _worker(config: str, mode: str, started: float, sync_dir: str) -> None:
     from moe_trainer.training.trainer import Trainer
 
     cfg = load_trainer_config(json.loads(config))
+    data_start = time.time()
     train, held, info = prepare(cfg)
     if mode == "before":  # what every worker did: the whole arrays in its own memory
         root = next((shared_data_dir(cfg) or Path()).glob("*/info.json")).parent
         train.tokens, held.tokens = np.load(root / "train.npy"), np.load(root / "eval.npy")
-    ready = time.time() - started
+    ready, data_secs = time.time() - started, time.time() - data_start
     trainer = Trainer(cfg, data=(train, held, info))
     trainer.train_step()
     first_step, after_step = time.time() - started, _memory()
@@ -79,8 +80,8 @@ def _worker(config: str, mode: str, started: float, sync_dir: str) -> None:
     checksum = int(train.tokens.sum(dtype=np.int64))  # reads every token once
     epoch = _memory()
     _meet(sync, "read")
-    print(json.dumps({"ready": ready, "first_step": first_step, "after_step": after_step, "epoch": epoch,
-                      "checksum": checksum}))
+    print(json.dumps({"ready": ready, "data": data_secs, "first_step": first_step, "after_step": after_step,
+                      "epoch": epoch, "checksum": checksum}))
 
 
 def _two_newcomers(config: dict[str, Any], mode: str, workdir: Path) -> list[dict[str, Any]]:
@@ -128,13 +129,13 @@ def run() -> dict[str, Any]:
           f"tokens, {array_mib:.0f} MiB of int32 arrays), tiny preset, 2 newcomers at once")
     print(f"tokenized once per job (first generation, into <checkpoint.dir>/data): {build_secs:.1f} s, "
           f"peak RSS {build_peak / MIB:.0f} MiB; before, a newcomer on a machine without the data paid this itself")
-    print("| newcomer | start -> data ready s | start -> first step s | RSS / PSS after the step MiB | "
-          "RSS / PSS after reading every token MiB |")
+    print("| newcomer | start -> data ready s (of which the data) | start -> first step s | "
+          "RSS / PSS after the step MiB | RSS / PSS after reading every token MiB |")
     print("|---|---|---|---|---|")
     for mode, runs in results:
         for r in runs:
             step, epoch = r["after_step"], r["epoch"]
-            print(f"| {mode} | {r['ready']:.2f} | {r['first_step']:.2f} | {step['rss'] / MIB:.0f} / "
+            print(f"| {mode} | {r['ready']:.1f} ({r['data']:.2f}) | {r['first_step']:.1f} | {step['rss'] / MIB:.0f} / "
                   f"{step['pss'] / MIB:.0f} | {epoch['rss'] / MIB:.0f} / {epoch['pss'] / MIB:.0f} |")
     return {"build": (build_secs, build_peak), "newcomers": results, "array_mib": array_mib}
 
