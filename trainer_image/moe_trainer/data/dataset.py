@@ -8,8 +8,9 @@ With curriculum on, documents are laid out easiest first and epoch 0 shuffles on
 so early steps see easier text.
 
 Built data is cached on disk keyed by everything that shapes it (beside the checkpoints when they are in
-a directory, so a run tokenizes once and newcomers only map it); concurrent builders (several ranks) race
-harmlessly: the first complete directory wins by an atomic rename. Token arrays are memory-mapped.
+a directory, so a run tokenizes once and newcomers only map it); workers that need it at once (several ranks)
+wait for one builder (`build_lock`) and, should two build, the first complete directory wins by an atomic
+rename. Token arrays are memory-mapped.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor
 
 from dstj_api import TrainerConfig
+from moe_trainer.data.build_lock import build_once
 from moe_trainer.data.corpus import builtin_documents, path_documents
 from moe_trainer.data.tokenizer import BPETokenizer, ByteTokenizer, TextTokenizer
 
@@ -172,32 +174,37 @@ def _build(cfg: TrainerConfig, out: Path) -> None:
     (out / "info.json").write_text(json.dumps(asdict(info), indent=2))
 
 
+def _build_into(cfg: TrainerConfig, root: Path) -> None:
+    """Build (or copy from this machine's cache) into a temporary directory, then rename it to `root`."""
+    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=".building-"))
+    local = default_cache_dir() / root.name
+    try:
+        if local != root and (local / "info.json").exists():
+            shutil.copytree(local, tmp, dirs_exist_ok=True)
+        else:
+            _build(cfg, tmp)
+        os.rename(tmp, root)
+    except OSError:
+        if not (root / "info.json").exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def build_datasets(
     cfg: TrainerConfig, cache_dir: Path | None = None
 ) -> tuple[TokenDataset, TokenDataset, DataInfo]:
     """Train and held-out datasets for `cfg` (built once, then read from the cache).
 
     `cache_dir` may be shared by the run's workers (beside the checkpoints): the first to need the data
-    builds it there (or copies it from this machine's own cache, when that has it) and every later worker,
-    a newcomer included, maps it instead of cleaning and tokenizing the corpus again.
+    builds it there (or copies it from this machine's own cache, when that has it) while the others wait
+    (`build_lock`), and every later worker, a newcomer included, maps it instead of cleaning and tokenizing the
+    corpus again.
     """
     key = _cache_key(cfg)
     root = (cache_dir or default_cache_dir()) / key
-    if not (root / "info.json").exists():
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=".building-"))
-        local = default_cache_dir() / key
-        try:
-            if local != root and (local / "info.json").exists():
-                shutil.copytree(local, tmp, dirs_exist_ok=True)
-            else:
-                _build(cfg, tmp)
-            os.rename(tmp, root)
-        except OSError:
-            if not (root / "info.json").exists():
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    build_once(lambda: (root / "info.json").exists(), root.parent / f".{key}.lock", lambda: _build_into(cfg, root))
     info = DataInfo(**json.loads((root / "info.json").read_text()))
     if info.vocab_size > cfg.model.vocab_size:
         raise ValueError(f"tokenizer has {info.vocab_size} ids but model.vocabSize is {cfg.model.vocab_size}")
