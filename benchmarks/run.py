@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from benchmarks import autoscale, compression, compute_to_loss, elastic, expert_layer, kv_cache, placement, window, zero
+from benchmarks import (
+    autoscale,
+    compression,
+    compute_to_loss,
+    data_scale,
+    elastic,
+    expert_layer,
+    kv_cache,
+    placement,
+    window,
+    zero,
+)
 
 COLD_BUILD = "11.1 min with empty Go caches (Kubernetes 8.3, etcd 0.6, helm 2.3; 8.7 GB peak disk), 2026-11-23"
 """Measured once by `localcluster/build.sh` with GOMODCACHE and GOCACHE empty: too long to redo per bench."""
@@ -22,6 +33,7 @@ def main() -> None:
     zero.run()
     compression.run()
     placement.run()
+    data_scale.run()
     autoscale.run()
     print("\n## Fleet on simulated nodes (20 jobs x 8 workers; the curve: python -m benchmarks.fleet)")
     from benchmarks.fleet.__main__ import main as fleet

@@ -36,7 +36,10 @@ class MoEConfig(WireModel):
     score_func: Literal["softmax", "sigmoid"] = Field("softmax", description="Router score function.")
     temperature: float = Field(1.0, gt=0, description="Router logits are divided by this before scoring.")
     n_groups: int = Field(1, ge=1, description="Expert groups for group-limited routing (1 = off).")
-    topk_groups: int = Field(1, ge=1, description="Groups a token may route into when n_groups > 1.")
+    topk_groups: int = Field(
+        1, ge=1, description="Groups a token may route into when n_groups > 1; with expert parallelism each rank holds "
+        "whole groups, so a token's all-to-all reaches at most this many ranks.",
+    )
     route_scale: float = Field(1.0, gt=0, description="Multiplier on the normalised gate weights.")
     bias_update_rate: float = Field(
         1e-3, ge=0, description="Aux-loss-free balancing: per-step bias change (gamma); 0 turns it off."
@@ -243,7 +246,8 @@ class ParallelConfig(WireModel):
     """How the world size is split into expert-parallel x data-parallel groups."""
 
     expert_parallel: Literal["auto"] | int = Field(
-        "auto", description="EP degree: auto picks the largest that divides the world size and nRouted, up to epCap."
+        "auto", description="EP degree: auto picks the largest that divides the world size and nRouted (and nGroups "
+        "when > 1: groups are never split), up to epCap.",
     )
     ep_cap: int = Field(8, ge=1, description="Largest EP degree auto may pick.")
 

@@ -118,3 +118,17 @@ def test_the_progress_report_says_which_step_a_resumed_run_started_from(
     run(with_train(cfg, steps=5))
     report = ProgressReport.model_validate_json((tmp_path / "progress.json").read_text())
     assert (report.generation_start_step, report.step) == (3, 5)  # steps 4 and 5 ran in the resumed run
+
+
+def test_sharding_and_compression_at_one_rank_are_said_to_be_no_ops_naming_their_fields(
+    tiny_config: TrainerConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from moe_trainer.train import run
+
+    cfg = with_train(tiny_config, steps=1)
+    cfg = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"shard_state": True,
+                                                                          "grad_compression": "int8"})})
+    assert run(cfg)["steps"] == 1
+    out = capsys.readouterr().out
+    assert "optim.shardState: one rank holds all optimizer state" in out
+    assert "optim.gradCompression=int8: a no-op at one rank" in out

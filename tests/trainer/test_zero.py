@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from dstj_api import TrainerConfig
-from tests.trainer.elastic_harness import free_port
+from tests.trainer.elastic_harness import torchrun
 
 PROBE = Path(__file__).with_name("zero_probe.py")
 
@@ -25,10 +23,7 @@ def test_sharded_state_gives_the_unsharded_update_bit_for_bit_with_a_share_of_th
     config = tmp_path / "config.json"
     config.write_text(TrainerConfig.model_validate(data).model_dump_json())
     out = tmp_path / "out.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={world}",
-           f"--master-port={free_port()}", str(PROBE), str(config), str(ep), str(out), str(tmp_path / "ckpt")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    torchrun(PROBE, world, str(config), str(ep), str(out), str(tmp_path / "ckpt"))
     ranks = json.loads(out.read_text())
     assert all(r["equal"] for r in ranks), "sharded and unsharded parameters differ"
     assert all(all(r["resumes"].values()) for r in ranks), [r["resumes"] for r in ranks]

@@ -8,8 +8,9 @@ With curriculum on, documents are laid out easiest first and epoch 0 shuffles on
 so early steps see easier text.
 
 Built data is cached on disk keyed by everything that shapes it (beside the checkpoints when they are in
-a directory, so a run tokenizes once and newcomers only map it); concurrent builders (several ranks) race
-harmlessly: the first complete directory wins by an atomic rename. Token arrays are memory-mapped.
+a directory, so a run tokenizes once and newcomers only map it); workers that need it at once (several ranks)
+wait for one builder (`build_lock`) and, should two build, the first complete directory wins by an atomic
+rename. Token arrays are memory-mapped.
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ import torch
 from torch import Tensor
 
 from dstj_api import TrainerConfig
+from moe_trainer.data.build_lock import build_once
 from moe_trainer.data.corpus import builtin_documents, path_documents
 from moe_trainer.data.tokenizer import BPETokenizer, ByteTokenizer, TextTokenizer
 
 _FORMAT = 1
+_ENCODE_CHUNK = 4096
+"""Documents tokenized at a time while building (bounds the tokenizer's working memory)."""
 _CURRICULUM_BLOCK = 16
 """Epoch 0 under curriculum shuffles within blocks of this many global batches."""
 
@@ -114,6 +118,21 @@ def _is_holdout(doc: str, fraction: float) -> bool:
     return zlib.crc32(doc.encode()) % 10_000 < fraction * 10_000
 
 
+def _encode(tok: TextTokenizer, docs: list[str]) -> tuple[np.ndarray, list[int]]:
+    """Every document's ids followed by EOS (0), as one int32 array, and each document's token count.
+
+    Encoded a chunk at a time: the tokenizer's per-token objects for a whole large corpus would take many times
+    the memory of the ids (bytes per token: ~4 as int32, tens as Python ints or encodings).
+    """
+    parts: list[np.ndarray] = []
+    lengths: list[int] = []
+    for start in range(0, len(docs), _ENCODE_CHUNK):
+        ids = tok.encode_batch(docs[start : start + _ENCODE_CHUNK])
+        lengths.extend(len(x) for x in ids)
+        parts.append(np.fromiter((t for x in ids for t in (*x, 0)), dtype=np.int32))
+    return (np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)), lengths
+
+
 def _build(cfg: TrainerConfig, out: Path) -> None:
     # Imported here: only a cold build needs datasketch, and its import (~0.3-0.5 s) would otherwise
     # delay every worker's start, a new member's arrival included.
@@ -135,12 +154,12 @@ def _build(cfg: TrainerConfig, out: Path) -> None:
     tok: TextTokenizer = (
         BPETokenizer.train(train_docs, cfg.model.vocab_size) if d.tokenizer == "bpe" else ByteTokenizer()
     )
-    train_ids, eval_ids = tok.encode_batch(train_docs), tok.encode_batch(eval_docs)
+    train, train_lengths = _encode(tok, train_docs)
+    held, _ = _encode(tok, eval_docs)
     if d.curriculum:  # easiest first: fewer tokens per character means more common words
-        order = sorted(range(len(train_docs)), key=lambda i: (len(train_ids[i]) / len(train_docs[i]), i))
-        train_ids = [train_ids[i] for i in order]
-    train = np.fromiter((t for ids in train_ids for t in [*ids, 0]), dtype=np.int32)
-    held = np.fromiter((t for ids in eval_ids for t in [*ids, 0]), dtype=np.int32)
+        order = sorted(range(len(train_docs)), key=lambda i: (train_lengths[i] / len(train_docs[i]), i))
+        ends = np.cumsum(np.asarray(train_lengths, dtype=np.int64) + 1)
+        train = np.concatenate([train[ends[i] - train_lengths[i] - 1 : ends[i]] for i in order])
     counts = np.bincount(train, minlength=tok.vocab_size).astype(np.float64)
     p = counts[counts > 0] / counts.sum()
     info = DataInfo(
@@ -155,32 +174,37 @@ def _build(cfg: TrainerConfig, out: Path) -> None:
     (out / "info.json").write_text(json.dumps(asdict(info), indent=2))
 
 
+def _build_into(cfg: TrainerConfig, root: Path) -> None:
+    """Build (or copy from this machine's cache) into a temporary directory, then rename it to `root`."""
+    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=".building-"))
+    local = default_cache_dir() / root.name
+    try:
+        if local != root and (local / "info.json").exists():
+            shutil.copytree(local, tmp, dirs_exist_ok=True)
+        else:
+            _build(cfg, tmp)
+        os.rename(tmp, root)
+    except OSError:
+        if not (root / "info.json").exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def build_datasets(
     cfg: TrainerConfig, cache_dir: Path | None = None
 ) -> tuple[TokenDataset, TokenDataset, DataInfo]:
     """Train and held-out datasets for `cfg` (built once, then read from the cache).
 
     `cache_dir` may be shared by the run's workers (beside the checkpoints): the first to need the data
-    builds it there (or copies it from this machine's own cache, when that has it) and every later worker,
-    a newcomer included, maps it instead of cleaning and tokenizing the corpus again.
+    builds it there (or copies it from this machine's own cache, when that has it) while the others wait
+    (`build_lock`), and every later worker, a newcomer included, maps it instead of cleaning and tokenizing the
+    corpus again.
     """
     key = _cache_key(cfg)
     root = (cache_dir or default_cache_dir()) / key
-    if not (root / "info.json").exists():
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=".building-"))
-        local = default_cache_dir() / key
-        try:
-            if local != root and (local / "info.json").exists():
-                shutil.copytree(local, tmp, dirs_exist_ok=True)
-            else:
-                _build(cfg, tmp)
-            os.rename(tmp, root)
-        except OSError:
-            if not (root / "info.json").exists():
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    build_once(lambda: (root / "info.json").exists(), root.parent / f".{key}.lock", lambda: _build_into(cfg, root))
     info = DataInfo(**json.loads((root / "info.json").read_text()))
     if info.vocab_size > cfg.model.vocab_size:
         raise ValueError(f"tokenizer has {info.vocab_size} ids but model.vocabSize is {cfg.model.vocab_size}")

@@ -13,7 +13,9 @@ Shape legend:
     4. with a capacity factor, each expert keeps its highest-scored assignments up to capacity and
        drops the rest (their gate is zero and nothing is computed for them);
     5. assignments are sorted by expert and each expert runs one GEMM over its own tokens
-       (`GroupedExperts`), outputs are weighted by the gate and summed back per token;
+       (`GroupedExperts`), outputs are weighted by the gate and summed back per token; with expert
+       parallelism a token goes once to each rank holding some of its experts, which sums them there
+       (`expert_parallel.dispatch_once_per_rank`);
     6. shared experts, applied to every token, are added.
 The counts behind balancing, capacity and the statistics go through `balance.ExpertLoad`.
 
@@ -34,7 +36,7 @@ from torch import Tensor, nn
 
 from dstj_api import MoEConfig
 from moe_trainer.model.balance import ExpertLoad, RoutingStats, capacity
-from moe_trainer.model.expert_parallel import ExpertShard, run_sharded_experts
+from moe_trainer.model.expert_parallel import ExpertShard, dispatch_once_per_rank
 from moe_trainer.model.experts import GroupedExperts, SwiGLU
 
 _RECOMPUTING: contextvars.ContextVar[bool] = contextvars.ContextVar("moe_recomputing", default=False)
@@ -135,6 +137,8 @@ class MoE(nn.Module):
         self.router = Router(dim, cfg)
         self.experts = GroupedExperts(cfg.n_routed, dim, cfg.expert_dim)
         self.shard: ExpertShard | None = None
+        self.last_a2a_bytes = 0
+        """Bytes the last forward's expert-parallel dispatch and combine sent to other ranks (0 without EP)."""
         self.shared = SwiGLU(dim, cfg.expert_dim * cfg.n_shared) if cfg.n_shared > 0 else None
         self.load = ExpertLoad(cfg.n_routed, cfg.bias_update_rate)
         self.aux_loss_sum: Tensor | None = None
@@ -144,26 +148,32 @@ class MoE(nn.Module):
         """Route, compute the chosen experts on just their tokens, add the shared experts."""
         shape = x.shape
         x_TD = x.reshape(-1, self.dim)
-        T, K = x_TD.shape[0], self.top_k
+        T = x_TD.shape[0]
         routing = self.router(x_TD)
         flat_expert = routing.expert_TK.reshape(-1)
-        flat_kept = routing.kept_TK.reshape(-1)
-        # Sort kept assignments by expert; token of assignment a is a // K.
-        kept_idx = flat_kept.nonzero().squeeze(1)
-        order = kept_idx[torch.argsort(flat_expert[kept_idx], stable=True)]
-        counts_E = torch.bincount(flat_expert[order], minlength=self.n_routed)
-        token_N = order // K
-        x_ND = x_TD.index_select(0, token_N)  # backward: index_add, cheaper than index_put
         if self.shard is None:
-            y_ND = self.experts(x_ND, counts_E)
+            out_TD = self._run_local(x_TD, routing, flat_expert)
         else:
-            y_ND = run_sharded_experts(self.experts, x_ND, counts_E, self.shard)
-        weight_N1 = routing.gate_TK.reshape(-1)[order].unsqueeze(1).to(y_ND.dtype)
-        out_TD = torch.zeros_like(x_TD, dtype=y_ND.dtype).index_add_(0, token_N, y_ND * weight_N1)
+            out_TD, self.last_a2a_bytes = dispatch_once_per_rank(
+                self.experts, x_TD, routing.expert_TK, routing.gate_TK, routing.kept_TK, self.shard
+            )
         if self.shared is not None:
             out_TD = out_TD + self.shared(x_TD)
         self._account(routing, flat_expert, T, shape)
         return out_TD.to(x.dtype).view(shape)
+
+    def _run_local(self, x_TD: Tensor, routing: Routing, flat_expert: Tensor) -> Tensor:
+        """Step 5 on one rank holding every expert: the gated sum of each token's experts, `[T, D]`."""
+        K = self.top_k
+        # Sort kept assignments by expert; token of assignment a is a // K.
+        kept_idx = routing.kept_TK.reshape(-1).nonzero().squeeze(1)
+        order = kept_idx[torch.argsort(flat_expert[kept_idx], stable=True)]
+        counts_E = torch.bincount(flat_expert[order], minlength=self.n_routed)
+        token_N = order // K
+        x_ND = x_TD.index_select(0, token_N)  # backward: index_add, cheaper than index_put
+        y_ND = self.experts(x_ND, counts_E)
+        weight_N1 = routing.gate_TK.reshape(-1)[order].unsqueeze(1).to(y_ND.dtype)
+        return torch.zeros_like(x_TD, dtype=y_ND.dtype).index_add_(0, token_N, y_ND * weight_N1)
 
     def shard_experts(self, shard: ExpertShard) -> None:
         """Keep only this rank's E/R experts (global indices [rank*E/R, (rank+1)*E/R)); peers hold the rest."""
