@@ -37,7 +37,8 @@ PICTURE = ROOT / "out" / "demo" / "moe-autoscale.png"
 NAME = "moe-autoscale"
 POOL = "dstj.demo/autoscale"
 PER_NODE = 2
-"""Workers a pool node fits (its pod capacity: the rendezvous store runs outside the pool)."""
+"""Workers a pool node fits (its pod capacity; the first node fits the rendezvous store too, which follows the
+workers' node selector and tolerations)."""
 
 
 def autoscaling_job() -> dict[str, Any]:
@@ -55,9 +56,11 @@ def autoscaling_job() -> dict[str, Any]:
     return job
 
 
-def add_pool_node(sd: StateDir) -> str:
-    """One more node that fits PER_NODE workers and takes only the demo job's pods."""
-    return nodes.add(sd, size=NodeSize(pods=PER_NODE), taints=(f"{POOL}=true:NoSchedule",), labels={POOL: "true"})
+def add_pool_node(sd: StateDir, store: bool = False) -> str:
+    """One more node that fits PER_NODE workers (and the rendezvous store, with `store`) and takes only the demo
+    job's pods."""
+    return nodes.add(sd, size=NodeSize(pods=PER_NODE + store), taints=(f"{POOL}=true:NoSchedule",),
+                     labels={POOL: "true"})
 
 
 def remove_pool(sd: StateDir, pool: list[str]) -> None:
@@ -91,7 +94,7 @@ def main() -> int:
         operator = stack.enter_context(_operator(kube, log))
         kube("delete", SHORT_NAME, NAME, "-n", JOB_NS, "--ignore-not-found", "--wait=true", timeout=120)
         shutil.rmtree(job["spec"]["checkpoint"]["hostPath"], ignore_errors=True)
-        pool = [add_pool_node(sd)]
+        pool = [add_pool_node(sd, store=True)]
         stack.callback(remove_pool, sd, pool)
         watcher = JobWatcher(kube, JOB_NS, NAME).start()
 

@@ -206,7 +206,10 @@ def node_event(*, type: str | None, body: Mapping[str, Any], **_: Any) -> None:
     Registered only where the operator watches the whole cluster (`register_node_watch`): a namespaced
     operator may not watch Nodes, and its jobs grow again after their growth backoff alone."""
     if capacity.node_seen(type, body):
-        for key in capacity.signal(None, datetime.now(UTC)):
+        waiting = capacity.signal(None, datetime.now(UTC))
+        log.info("node %s is schedulable: %d job(s) waiting to grow look again", body["metadata"]["name"],
+                 len(waiting))
+        for key in waiting:
             _requeue().after(key, 0)
 
 

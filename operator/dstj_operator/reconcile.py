@@ -308,7 +308,10 @@ def _measure(status: JobStatus, now: datetime) -> None:
         return
     workers = current.world_size  # the report counts ranks; sizes are counted in workers
     known = next((t for t in status.throughput or [] if t.world_size == workers), None)
-    if known is not None and known.tokens_per_second == report.steady_tokens_per_second:
+    # The same value again is not written (a status write per report), unless the stored one predates the job's
+    # return to this size: the efficiency rule counts only what was measured since, so it would wait forever.
+    if known is not None and known.tokens_per_second == report.steady_tokens_per_second \
+            and not autoscale.measured_before(known.measured, status.bookkeeping.target_since, now):
         return
     status.throughput = autoscale.with_measurement(status.throughput or [], workers,
                                                    report.steady_tokens_per_second, now)

@@ -6,6 +6,7 @@ it); the Helm chart's in-cluster Deployment is tested in the chart and e2e tests
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -109,9 +110,14 @@ DATA_MOUNT = "/data"
 it (the worker's own `/tmp` is an emptyDir, so a host file under `/tmp` is not in its view)."""
 
 
+DATA_LOG_MOUNT = "/data-log"
+"""Where workers write their data log (DSTJ_DATA_LOG) when a test asks for it."""
+
+
 def tiny_job(ns: str, name: str, workdir: Path, *, steps: int = 12, replicas: int = 2, interval: int = 4,
-             **spec: Any) -> dict[str, Any]:
-    """A tiny CPU job over the Python docs corpus (from `workdir`, mounted read-only), checkpointing under it."""
+             data_log: Path | None = None, **spec: Any) -> dict[str, Any]:
+    """A tiny CPU job over the Python docs corpus (from `workdir`, mounted read-only), checkpointing under it; with
+    `data_log`, each rank records there the steps and samples it trained (`trained_steps` reads them)."""
     from pydoc_data.topics import topics
 
     corpus = workdir / "data" / "corpus.txt"
@@ -120,6 +126,11 @@ def tiny_job(ns: str, name: str, workdir: Path, *, steps: int = 12, replicas: in
     pod = dict(spec.pop("pod", {}))
     pod["volumes"] = [*pod.get("volumes", []), {"name": "data", "hostPath": {"path": str(corpus.parent)}}]
     pod["volumeMounts"] = [*pod.get("volumeMounts", []), {"name": "data", "mountPath": DATA_MOUNT, "readOnly": True}]
+    if data_log is not None:
+        data_log.mkdir(exist_ok=True)
+        pod["env"] = [*pod.get("env", []), {"name": "DSTJ_DATA_LOG", "value": DATA_LOG_MOUNT}]
+        pod["volumes"].append({"name": "data-log", "hostPath": {"path": str(data_log)}})
+        pod["volumeMounts"].append({"name": "data-log", "mountPath": DATA_LOG_MOUNT})
     return {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
         "metadata": {"name": name, "namespace": ns},
@@ -135,3 +146,14 @@ def tiny_job(ns: str, name: str, workdir: Path, *, steps: int = 12, replicas: in
             **spec,
         },
     }
+
+
+def trained_steps(log_dir: Path) -> dict[int, list[int]]:
+    """generation -> the steps its ranks trained, from the trainer's data log (DSTJ_DATA_LOG)."""
+    out: dict[int, list[int]] = {}
+    for path in log_dir.glob("data-g*-r*.jsonl"):
+        generation = int(path.name.split("-")[1][1:])
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError):  # the last line may be half written while the rank trains on
+                out.setdefault(generation, []).append(json.loads(line)["step"])
+    return out

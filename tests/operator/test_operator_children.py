@@ -4,7 +4,6 @@ next generation. One running job serves every step (they do not interfere)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from dstj_operator.crd import PLURAL
 from localcluster.kubectl import Kubectl
 from localcluster.waiting import wait_until
-from tests.operator.conftest import job_condition, job_status, tiny_job, training, worker_pods
+from tests.operator.conftest import job_condition, job_status, tiny_job, trained_steps, training, worker_pods
 
 NAME = "edits"
 
@@ -31,11 +30,7 @@ def test_children_heal_and_follow_live_edits_of_a_running_job(
 ) -> None:
     kube = kube_nodes
     data_log = tmp_path / "data-log"  # each rank's record of the steps it trained, per generation
-    data_log.mkdir()
-    job = tiny_job(ns, NAME, tmp_path, steps=100000, interval=5, pod={
-        "env": [{"name": "DSTJ_DATA_LOG", "value": "/data-log"}],
-        "volumes": [{"name": "data-log", "hostPath": {"path": str(data_log)}}],
-        "volumeMounts": [{"name": "data-log", "mountPath": "/data-log"}]})
+    job = tiny_job(ns, NAME, tmp_path, steps=100000, interval=5, data_log=data_log)
     kube("apply", "-f", "-", stdin=json.dumps(job))
     wait_until(lambda: training(kube, ns, NAME) is not None, timeout=180, what="training")
 
@@ -100,11 +95,11 @@ def test_children_heal_and_follow_live_edits_of_a_running_job(
     assert not set(fresh) & set(members)
     wait_until(lambda: all(p["spec"]["containers"][0]["image"] == "moe-trainer:v2"
                            for p in worker_pods(kube, ns, NAME)), timeout=60, what="the old pods to be retired")
-    trained = _trained_steps(data_log)
+    trained = trained_steps(data_log)
     new_g = status["membership"]["generation"]
     last_old = max(max(steps) for g, steps in trained.items() if g < new_g)
-    wait_until(lambda: _trained_steps(data_log).get(new_g), timeout=60, what="the new generation's first step")
-    assert min(_trained_steps(data_log)[new_g]) == last_old + 1, "a step was lost or repeated across the rollout"
+    wait_until(lambda: trained_steps(data_log).get(new_g), timeout=60, what="the new generation's first step")
+    assert min(trained_steps(data_log)[new_g]) == last_old + 1, "a step was lost or repeated across the rollout"
     events = kube("get", "events", "-n", ns, "-o", "jsonpath={.items[*].reason}").stdout.split()
     assert {"RolloutBlocked", "RolloutStop", "WorkerReplaced"} <= set(events)
 
@@ -135,14 +130,3 @@ def test_children_heal_and_follow_live_edits_of_a_running_job(
     status = wait_until(lambda: (s := job_status(kube, ns, NAME)).get("phase") == "Succeeded" and s, timeout=240,
                         what=f"the job to finish at the edited step count {target}")
     assert status["progress"]["step"] == status["progress"]["totalSteps"] == target
-
-
-def _trained_steps(log_dir: Path) -> dict[int, list[int]]:
-    """generation -> the steps its ranks trained, from the trainer's data log (DSTJ_DATA_LOG)."""
-    out: dict[int, list[int]] = {}
-    for path in log_dir.glob("data-g*-r*.jsonl"):
-        generation = int(path.name.split("-")[1][1:])
-        for line in path.read_text().splitlines():
-            with contextlib.suppress(ValueError):  # the last line may be half written while the rank trains on
-                out.setdefault(generation, []).append(json.loads(line)["step"])
-    return out

@@ -168,6 +168,15 @@ def final_params(cfg: TrainerConfig) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
 
+def reference_run(cfg: TrainerConfig) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], Trainer]:
+    """An uninterrupted run of `cfg` in this process at W=1: (start params, final params, the trainer)."""
+    trainer = Trainer(cfg)
+    start = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    for _ in range(cfg.train.steps):
+        trainer.train_step()
+    return start, {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, trainer
+
+
 def relative_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], start: dict[str, torch.Tensor]) -> float:
     """||a - b|| / ||b - start|| over all tensors: the elastic-equivalence measure."""
     num = sum(float(((a[k].double() - b[k].double()) ** 2).sum()) for k in a)

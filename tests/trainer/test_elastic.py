@@ -6,16 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from dstj_api import TrainerConfig
 from dstj_api.contract import ENV_MEMBERSHIP, EXIT_STOPPED
 from moe_trainer.checkpoint.checkpointer import read_marker
-from moe_trainer.training.trainer import Trainer
 from tests.trainer.elastic_harness import (
     Cluster,
     committed_trajectory,
     final_params,
+    reference_run,
     relative_distance,
     trajectory_errors,
     wait_for,
@@ -31,14 +30,6 @@ def elastic_config(tiny_config: TrainerConfig, tmp_path: Path) -> TrainerConfig:
     data["train"] |= {"steps": STEPS, "global_batch": 12, "micro_batch": 2, "log_every": 1}
     data["checkpoint"] = {"dir": str(tmp_path / "ckpt"), "interval": 4, "keep": 3}
     return TrainerConfig.model_validate(data)
-
-
-def reference_run(cfg: TrainerConfig) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], Trainer]:
-    trainer = Trainer(cfg)
-    start = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
-    for _ in range(cfg.train.steps):
-        trainer.train_step()
-    return start, {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, trainer
 
 
 def _steps(log_dir: Path, generation: int) -> list[int]:

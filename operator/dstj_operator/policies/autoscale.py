@@ -302,7 +302,7 @@ def _efficiency(spec: DeepSeekTrainingJobSpec, v: SizeVerdict, sizes: tuple[int,
     None when the rule lets the job grow to `step` (or stay at its maximum)."""
     auto = spec.autoscaling
     here = next((t for t in throughput if t.world_size == v.target), None)
-    if here is None or _before(here.measured, v.target_since, now):
+    if here is None or measured_before(here.measured, v.target_since, now):
         return _replace(v, scaling=True, reason=conditions.MEASURING,
                         message=f"measuring steady tokens/s at {v.target} workers")
     tps = {t.world_size: t.tokens_per_second for t in throughput}
@@ -322,7 +322,7 @@ def _efficiency(spec: DeepSeekTrainingJobSpec, v: SizeVerdict, sizes: tuple[int,
     return None
 
 
-def _before(when: str, since: str | None, now: datetime) -> bool:
+def measured_before(when: str, since: str | None, now: datetime) -> bool:
     """Whether `when` lies before `since` (a measurement taken before the job got to its size)."""
     return since is not None and (age(when, now) or 0.0) > (age(since, now) or 0.0)
 

@@ -101,6 +101,21 @@ def mark_ready(member_id: str) -> None:
         (directory / f"dstj-ready-{member_id}").touch()
 
 
+def process_start() -> float:
+    """When this process started (wall clock, 10 ms resolution): the kernel's record, so the interpreter's own start
+    and the imports before any of our code count too."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):  # not Linux: count from the first import instead
+        return _IMPORTED
+
+
+_IMPORTED = time.time()
+
+
 def _data_inputs(cfg: TrainerConfig) -> tuple[object, ...]:
     """What the built data depends on (`prepare`)."""
     return cfg.data, cfg.model, cfg.train.seq_len, cfg.train.seed, cfg.train.global_batch, cfg.checkpoint
@@ -135,8 +150,13 @@ class ElasticWorker:
         """
         # Before the pod turns Ready: a checkpoint location that cannot work ends the worker, not a generation,
         # and the data is built before any group.
+        imported = time.time()
         self._data = prepare(self.cfg)
+        built = time.time()
         mark_ready(self.me.member_id)
+        began, used = process_start(), time.process_time()
+        self._say(f"ready to join {built - began:.2f} s after the process started (interpreter and imports "
+                  f"{imported - began:.2f} s, data {built - imported:.2f} s; {used:.2f} s of CPU)")
         while True:
             seat = self._next_seat()
             if isinstance(seat, int):
@@ -146,7 +166,10 @@ class ElasticWorker:
                 return code
 
     def _say(self, text: str) -> None:
-        print(f"[{self.me.member_id}] {text}", flush=True)
+        # Wall-clock times in the line: a node's log API need not add them (kubectl logs --timestamps).
+        now = time.time()
+        print(f"{time.strftime('%H:%M:%S', time.gmtime(now))}.{int(now % 1 * 1000):03d} [{self.me.member_id}] {text}",
+              flush=True)
 
     def _next_seat(self) -> Seat | int:
         """Wait for a newer generation with a seat for this process; an int is the exit code instead."""
@@ -194,12 +217,20 @@ class ElasticWorker:
                 self._say(f"generation {n}: superseded before every member arrived")
                 leave()
                 return EXIT_STOPPED if self.terminating else None
+            joined = time.perf_counter()
             ctx = make_context(self.cfg, rank, seat.world_size, self.device)
+            grouped = time.perf_counter()
             trainer = self.trainer = trainer_for(self.cfg, ctx, self.device, self._data, self.trainer)
+            built = time.perf_counter()
             g = assemble(self.cfg, trainer, n, self.source, self._reporting, self._started)
             ckpt = g.ckpt
             self._say(f"generation {n}: rank {rank} of {seat.world_size} (pid {os.getpid()})")
+            assembled = time.perf_counter()
             start(g)
+            # What a reconfiguration costs after the group formed, in the order it happens.
+            self._say(f"generation {n}: resumed from step {trainer.step} ({grouped - joined:.2f} s parallel groups, "
+                      f"{built - grouped:.2f} s model, {assembled - built:.2f} s storage check, "
+                      f"{time.perf_counter() - assembled:.2f} s checkpoint load)")
             trainer.should_stop = lambda: self._superseded(n)
             outcome, _ = run_generation(g)
         except LayoutError as e:
