@@ -132,11 +132,12 @@ class Cluster:
             raise
 
     def converge(self, obj: dict[str, Any], mode: Mode = Mode.APPLY) -> bool:
-        """Make the child match `obj` (stamped with its hash); True when an API call was made.
+        """Make the child match `obj`; True when an API call was made. `obj` as built, or as `stamped` returned it
+        (its hash is then taken as it is: the reconciler stamps a job's static children once per spec generation).
 
         Skipped while the hint says the child stands as last applied with the same hash.
         """
-        obj = stamped(obj)
+        obj = obj if hash_of(obj) else stamped(obj)
         key, digest = cache.hint_key(obj), hash_of(obj) or ""
         if cache.STORE.hint(key, digest):
             return False
