@@ -3,12 +3,12 @@
 Events of the job itself and of its children (pods, the progress report, and every other child kind,
 watched by the job label, so a child edited or deleted by hand heals at once) all call `sync(job)`, which
 reads the job and its children from the watch streams' store (`cache`, which the event is in before it
-gets here), reconciles it and writes the status only when it changed. A lock per job keeps passes from
-overlapping (they come from different watch streams), and what a pass writes is in the store at once, so
-a pass always sees the pods the previous one created. Events that arrive while a pass of the same job is already waiting
-for the lock add nothing: that pass has not read the cluster yet and will see them, so they return
-at once instead of queueing one more full pass each (a busy job's progress reports would otherwise
-pile up behind its lock, and a stopping operator would work through the pile).
+gets here), reconciles it and writes the status only when it changed. Passes of one job never overlap
+(they come from different watch streams), and what a pass writes is in the store at once, so a pass
+always sees the pods the previous one created. An event that arrives while a pass of its job runs owes
+that job one more pass, run by the same thread right after, and returns at once: no executor thread waits
+on a busy job, and further events before that pass starts add nothing (it has not read the store yet and
+will see them), so a busy job's progress reports never pile up.
 
 Time-based work (crash backoff, deadline, TTL, stall) asks `requeue` for a later pass instead of
 kopf timers: those would put a finalizer on every job, and a job must be deletable (by the garbage
@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -42,9 +41,11 @@ from dstj_operator.requeue import Requeue
 from dstj_operator.status import JobStatus
 
 log = logging.getLogger(__name__)
-_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+_running: set[tuple[str, str]] = set()
+"""Jobs with a pass running now (one at a time per job)."""
 _waiting: set[tuple[str, str]] = set()
-"""Jobs with a pass queued for the lock that has not read the cluster yet."""
+"""Jobs owed one more pass once the running one ends: it has not read the cluster yet, so it sees every event
+that came meanwhile."""
 _waiting_lock = threading.Lock()
 
 
@@ -65,24 +66,38 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 def sync(namespace: str, name: str) -> None:
-    """One reconcile pass of a job, serialised per job; writes the status only when it changed.
-
-    Returns at once when a pass of the job is already queued and has not started reading.
-    """
+    """Reconcile a job: one pass now, or, while a pass of it runs, one more right after that pass (in its
+    thread: this call returns at once, so no thread waits on a busy job); writes the status only when it
+    changed."""
     key = (namespace, name)
     with _waiting_lock:
-        if key in _waiting:
-            metrics.COALESCED_EVENTS.inc()
+        if key in _running:
+            if key in _waiting:
+                metrics.COALESCED_EVENTS.inc()
+            _waiting.add(key)
             return
-        _waiting.add(key)
-    with PASSES.pending(), _locks[key]:  # PASSES: /healthz fails when pending passes stop finishing
+        _running.add(key)
+    try:
+        while True:
+            with PASSES.pending():  # /healthz fails when pending passes stop finishing
+                _sync_locked(namespace, name)
+            with _waiting_lock:
+                if key not in _waiting:
+                    _running.discard(key)
+                    return
+                _waiting.discard(key)  # from here on the next pass reads the cluster: later events need another
+    except BaseException:
         with _waiting_lock:
-            _waiting.discard(key)  # from here on this pass reads the cluster: later events need another
-        _sync_locked(namespace, name)
+            _running.discard(key)
+            owed = key in _waiting
+            _waiting.discard(key)
+        if owed:  # an event came during the failed pass: it still gets its pass
+            _requeue().after(key, 0)
+        raise
 
 
 def _sync_locked(namespace: str, name: str) -> None:
-    """The pass itself; the caller holds the job's lock."""
+    """The pass itself; the caller has made it the job's only one running."""
     api = client.CustomObjectsApi(shared_api_client())
     cluster = Cluster.connect()
     job = cluster.job(namespace, name)  # from the watch streams' store (`cache`) once they have listed

@@ -42,6 +42,59 @@ def test_events_arriving_while_a_pass_is_queued_do_not_queue_another(monkeypatch
     assert passes == ["job", "job", "job"]
 
 
+def test_an_event_of_a_busy_job_returns_at_once_and_its_pass_runs_right_after_the_running_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    release, started, passes = threading.Event(), threading.Event(), []
+
+    def slow_pass(namespace: str, name: str) -> None:
+        passes.append(name)
+        started.set()
+        release.wait(5)
+
+    monkeypatch.setattr(handlers, "_sync_locked", slow_pass)
+    running = threading.Thread(target=handlers.sync, args=("ns", "busy"))
+    running.start()
+    assert started.wait(5)
+    event = threading.Thread(target=handlers.sync, args=("ns", "busy"))
+    event.start()
+    event.join(5)
+    assert not event.is_alive() and passes == ["busy"]  # no executor thread waits on the busy job
+    release.set()
+    running.join(5)
+    assert passes == ["busy", "busy"] and ("ns", "busy") not in handlers._running
+
+
+def test_an_event_during_a_failed_pass_still_gets_its_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    release, started, requeued = threading.Event(), threading.Event(), []
+
+    def failing_pass(namespace: str, name: str) -> None:
+        started.set()
+        release.wait(5)
+        raise RuntimeError("the API server went away")
+
+    class Later:
+        def after(self, key: tuple[str, str], seconds: float) -> None:
+            requeued.append(key)
+
+    monkeypatch.setattr(handlers, "_sync_locked", failing_pass)
+    monkeypatch.setattr(handlers, "_requeue", Later)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            handlers.sync("ns", "flaky")
+        except RuntimeError as e:
+            errors.append(e)
+
+    running = threading.Thread(target=run)
+    running.start()
+    assert started.wait(5)
+    handlers.sync("ns", "flaky")
+    release.set()
+    running.join(5)
+    assert errors and requeued == [("ns", "flaky")] and ("ns", "flaky") not in handlers._running
+
+
 class CountingCluster(cluster.Cluster):
     """Counts the API calls `converge` would make (the API server is the boundary)."""
 
