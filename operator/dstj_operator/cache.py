@@ -156,6 +156,7 @@ class Store:
         self._written: dict[tuple[str, str, str], float] = {}
         """(plural, namespace, name) -> when a pass wrote it through (kept through a relisting that missed it)."""
         self._tombstones: dict[str, float] = {}
+        self._tombstones_pruned_at = 1024
         self._hints: dict[HintKey, Hint] = {}
         self._prune_at = HINTS_PRUNED_AT
         self._synced: set[StreamKey] = set()
@@ -380,12 +381,13 @@ class Store:
                         del self._pods[ns, job]
 
     def _expire_tombstones(self) -> None:
-        if len(self._tombstones) < 1024:
+        if len(self._tombstones) < self._tombstones_pruned_at:
             return
         now = self._clock()
         for uid, at in list(self._tombstones.items()):
             if now - at > TOMBSTONE_SECONDS:
                 del self._tombstones[uid]
+        self._tombstones_pruned_at = max(1024, 2 * len(self._tombstones))  # amortised: never a scan per event
 
 
 STORE = Store()
