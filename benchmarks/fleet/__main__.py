@@ -31,13 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-every", type=float, default=10.0, help="seconds between a job's reports (default 10)")
     p.add_argument("--churn-pods", type=int, default=0, help="unrelated pods in another namespace (default 0)")
     p.add_argument("--churn-rate", type=float, default=0.0, help="unrelated pods replaced per second (default 0)")
+    p.add_argument("--memory-breakdown", action="store_true",
+                   help="run the operator under tracemalloc and add its Python memory per job by part (slower)")
     p.add_argument("--json", type=Path, help="write the numbers here")
     p.add_argument("--plot", type=Path, help="write a plot of each number against N here (PNG)")
     args = p.parse_args(argv)
     results = []
     for n in args.jobs:
         spec = FleetSpec(jobs=n, workers=args.workers, deletions_per_s=args.deletions, window_s=args.window,
-                         report_every_s=args.report_every, churn_pods=args.churn_pods, churn_per_s=args.churn_rate)
+                         report_every_s=args.report_every, churn_pods=args.churn_pods, churn_per_s=args.churn_rate,
+                         memory_breakdown=args.memory_breakdown)
         print(f"fleet: {n} jobs x {args.workers} workers, {args.deletions} deletions/s", file=sys.stderr, flush=True)
         results.append(run(spec, ROOT / "out" / "bench" / f"fleet-operator-{n}.log",
                            progress=lambda m: print(m, file=sys.stderr, flush=True)))

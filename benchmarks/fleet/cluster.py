@@ -147,14 +147,18 @@ class OperatorProcess:
 
 
 @contextmanager
-def operator(cluster: FleetCluster, log: Path, env: dict[str, str] | None = None) -> Iterator[OperatorProcess]:
-    """Run `python -m dstj_operator` as `dstj-operator` until the block ends; wait for its metrics endpoint."""
+def operator(cluster: FleetCluster, log: Path, env: dict[str, str] | None = None,
+             memtrace: Path | None = None) -> Iterator[OperatorProcess]:
+    """Run `python -m dstj_operator` as `dstj-operator` until the block ends; wait for its metrics endpoint.
+
+    With `memtrace`, under tracemalloc: SIGUSR1 writes its memory by part there (`benchmarks.fleet.memtrace`)."""
     port = free_port()
     full_env = os.environ | {"KUBECONFIG": str(cluster.operator_kubeconfig), "DSTJ_METRICS_PORT": str(port),
                              "DSTJ_HEALTH_PORT": "0"} | (env or {})
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "dstj_operator"], stdout=out, stderr=subprocess.STDOUT,
+        command = ["-m", "benchmarks.fleet.memtrace", str(memtrace)] if memtrace else ["-m", "dstj_operator"]
+        proc = subprocess.Popen([sys.executable, *command], stdout=out, stderr=subprocess.STDOUT,
                                 env=full_env, cwd=ROOT)
     op = OperatorProcess(proc, port)
     try:

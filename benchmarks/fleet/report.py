@@ -51,6 +51,10 @@ def table(results: list[FleetResult]) -> str:
     lines = [head, "| --- |" + " ---: |" * len(results)]
     for key, label in ROWS:
         lines.append(f"| {label} | " + " | ".join(_fmt(r.numbers.get(key)) for r in results) + " |")
+    parts = sorted({k for r in results for k in r.numbers if k.startswith("python_kib_per_job")})
+    for key in parts:  # --memory-breakdown: the Python memory per job by part
+        label = "Python memory per job (KiB): " + (key.split(" ", 1)[1] if " " in key else "all parts")
+        lines.append(f"| {label} | " + " | ".join(_fmt(r.numbers.get(key)) for r in results) + " |")
     lines.append("| correctness problems | " + " | ".join(str(len(r.problems)) for r in results) + " |")
     return "\n".join(lines)
 

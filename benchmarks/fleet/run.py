@@ -10,7 +10,10 @@ every job at its target, one live worker per index, every deletion followed by a
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import os
+import signal
 import tempfile
 import threading
 import time
@@ -49,6 +52,8 @@ class FleetSpec:
     pods_per_node: int = 500
     """How many pods each simulated node gets (fewer nodes: fewer Lease renewals)."""
     bring_up_timeout_s: float = 900.0
+    memory_breakdown: bool = False
+    """Run the operator under tracemalloc and report its Python memory per job by part (costs CPU and memory)."""
 
 
 @dataclass
@@ -94,6 +99,22 @@ def _window(before: dict[str, Any], after: dict[str, Any], spec: FleetSpec) -> d
     out["reconcile_p50_s"] = histogram_quantile(h0, h1, 0.50)
     out["reconcile_p99_s"] = histogram_quantile(h0, h1, 0.99)
     out["reconciles_per_s"] = (h1.get(math.inf, 0.0) - h0.get(math.inf, 0.0)) / dt
+    return out
+
+
+def _memory(op: fc.OperatorProcess, path: Path) -> dict[str, Any]:
+    """The operator's Python memory by part now (it must run under `benchmarks.fleet.memtrace`)."""
+    path.unlink(missing_ok=True)
+    os.kill(op.proc.pid, signal.SIGUSR1)
+    wait_until(path.exists, timeout=120, interval=0.5, what="the operator's tracemalloc snapshot")
+    return dict(json.loads(path.read_text()))
+
+
+def _per_job(before: dict[str, Any], after: dict[str, Any], jobs: int) -> dict[str, float]:
+    """KiB per job of each part's growth between two snapshots."""
+    out = {"python_kib_per_job_total": (after["total"] - before["total"]) / 1024 / jobs}
+    for part, size in after["by_group"].items():
+        out[f"python_kib_per_job {part}"] = (size - before["by_group"].get(part, 0)) / 1024 / jobs
     return out
 
 
@@ -143,9 +164,11 @@ def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
         if spec.churn_pods:
             fc.namespace(c.api, CHURN_NS)
             churn.fill()
-        with fc.operator(c, log, operator_env) as op:
+        trace = Path(tmp) / "memory.json" if spec.memory_breakdown else None
+        with fc.operator(c, log, operator_env, memtrace=trace) as op:
             time.sleep(3)  # the operator's start-up (listing, watches) settles before the baseline
             base_rss = rss_mib(op.proc.pid)
+            base_memory = _memory(op, trace) if trace else None
             view = FleetView(c.api, NS, stop=stop)
             trainers = Trainers(view, spec.report_every_s)
             pre = Preemptor(view, spec.deletions_per_s, spec.workers)
@@ -175,6 +198,8 @@ def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
                 time.sleep(1)
             after = _snapshot(c, op)
             pre.active.clear()
+            if trace and base_memory:
+                result.numbers |= _per_job(base_memory, _memory(op, trace), spec.jobs)
             lat = [s for _, s in pre.latencies[first_deletion:]]
             rss = rss_mib(op.proc.pid)
             result.numbers |= _window(before, after, spec) | {

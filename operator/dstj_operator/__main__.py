@@ -12,6 +12,7 @@ from kubernetes import client, config
 from prometheus_client import start_http_server
 
 import dstj_operator.handlers
+from dstj_operator.cache import STORE
 from dstj_operator.crd_revision import check_installed_crd
 from dstj_operator.health import Probes, serve_health
 from dstj_operator.leader import LeaseElector
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not settings.watch_namespaces:
         dstj_operator.handlers.register_node_watch()  # capacity signals for spec.autoscaling
-    watches = WatchTracker(expected_streams(settings.watch_namespaces))
+    watches = WatchTracker(expected_streams(settings.watch_namespaces), STORE)
     watches.install()
     elector = None
     if settings.leader_election:

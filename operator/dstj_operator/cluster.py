@@ -1,12 +1,13 @@
 """The operator's only door to the API server: a few typed calls over the official client.
 
-Everything the reconciler needs is read back from the cluster on every pass (the operator keeps
-no state of its own). Static children converge by server-side apply (create, update, or take back a
-field edited by hand); running a pass twice changes nothing. The one thing remembered is a hint: which
-child was applied with which hash and resourceVersion, so a busy job's passes do not re-apply each
-child on every progress report. A watch event that shows the child changed or gone drops the hint
-(`forget`), so a child edited or deleted by hand heals in the pass that event triggers; the hint also
-expires after `RECHECK_SECONDS`, for kinds a restricted operator cannot watch.
+Reads come from the watch streams' store (`cache`): the job, its pods, its progress report, and which
+child was applied with which hash and resourceVersion (so a busy job's passes do not re-apply each child
+on every progress report); the API server is asked only where the store does not know (a stream not
+yet listed). What a pass writes goes into the store at once. Static children converge by server-side
+apply (create, update, or take back a field edited by hand); running a pass twice changes nothing. A
+watch event that shows a child changed or gone drops its hint, so a child edited or deleted by hand heals
+in the pass that event triggers; for kinds a restricted operator cannot watch the hint also expires
+after `RECHECK_SECONDS`.
 """
 
 from __future__ import annotations
@@ -23,24 +24,17 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from dstj_api import ProgressReport, read_lenient
-from dstj_api.contract import GROUP, KIND, PROGRESS_KEY, VERSION
+from dstj_api.contract import GROUP, JOB_LABEL, KIND, PLURAL, PROGRESS_KEY, VERSION
+from dstj_operator import cache
+from dstj_operator.cache import UNKNOWN
 from dstj_operator.converge import Mode, hash_of, matches, replacement, stamped
 
 log = logging.getLogger(__name__)
 
-RECHECK_SECONDS = 300.0
-"""How long an applied child is taken to be as applied without a watch event saying otherwise."""
+RECHECK_SECONDS = cache.RECHECK_SECONDS
 FIELD_MANAGER = "dstj-operator"
 """The server-side apply field manager: the fields it sets are the operator's, and a hand edit of one is
 taken back."""
-
-
-@dataclass(slots=True, frozen=True)
-class _Hint:
-    hash: str
-    resource_version: str
-    mode: Mode
-    at: float
 
 
 HPA_RECHECK_SECONDS = 30.0
@@ -48,8 +42,6 @@ HPA_RECHECK_SECONDS = 30.0
 an HPA created by hand may wait this long to be noticed."""
 _hpas: dict[str, tuple[float, list[tuple[str, dict[str, Any]]]]] = {}
 _hpa_lock = threading.Lock()
-_applied: dict[tuple[str, str, str, str], _Hint] = {}
-"""(owner uid, kind, namespace, name) -> how the child was last applied or found."""
 _APPLY_CALLS = {
     "ConfigMap": ("CoreV1Api", "patch_namespaced_config_map"),
     "Service": ("CoreV1Api", "patch_namespaced_service"),
@@ -59,25 +51,6 @@ _APPLY_CALLS = {
     "PodDisruptionBudget": ("PolicyV1Api", "patch_namespaced_pod_disruption_budget"),
     "NetworkPolicy": ("NetworkingV1Api", "patch_namespaced_network_policy"),
 }
-
-
-def _key(obj: dict[str, Any]) -> tuple[str, str, str, str]:
-    meta = obj["metadata"]
-    owner = next((r["uid"] for r in meta.get("ownerReferences") or []), "")
-    return owner, obj["kind"], meta.get("namespace", ""), meta["name"]
-
-
-def forget(obj: dict[str, Any], deleted: bool = False) -> None:
-    """A watch event of a child: drop its hint when the child is gone or changed by someone else (its
-    resourceVersion is not the one the operator applied). A create-only child's hint survives changes:
-    the progress ConfigMap changes with every report, and is the trainer's to write."""
-    key = _key(obj)
-    hint = _applied.get(key)
-    if hint is None:
-        return
-    changed = (obj["metadata"].get("resourceVersion") != hint.resource_version) and hint.mode is not Mode.CREATE_ONLY
-    if deleted or changed:
-        _applied.pop(key, None)
 
 
 _api_client: Any = None
@@ -125,8 +98,31 @@ class Cluster:
         api = shared_api_client()
         return cls(core=client.CoreV1Api(api), apis=api)
 
+    def job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The job (None when it does not exist)."""
+        held = cache.STORE.job(namespace, name)
+        if held is not UNKNOWN:
+            return held
+        api = client.CustomObjectsApi(self.apis)
+        try:
+            return cast(dict[str, Any], _json(api.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, _preload_content=False)))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
     def create_if_absent(self, obj: dict[str, Any]) -> bool:
-        """Create `obj` unless it exists; True when it was created."""
+        """Create `obj` unless it exists; True when it was created. A created pod is in the store at once."""
+        if obj.get("kind") == "Pod":
+            try:
+                cache.STORE.wrote(_json(self.core.create_namespaced_pod(obj["metadata"]["namespace"], obj,
+                                                                        _preload_content=False)))
+                return True
+            except ApiException as e:
+                if e.status == 409:
+                    return False
+                raise
         try:
             utils.create_from_dict(self.apis, obj, namespace=obj["metadata"].get("namespace"))
             return True
@@ -136,26 +132,22 @@ class Cluster:
             raise
 
     def converge(self, obj: dict[str, Any], mode: Mode = Mode.APPLY) -> bool:
-        """Make the child match `obj` (stamped with its hash); True when an API call was made.
+        """Make the child match `obj`; True when an API call was made. `obj` as built, or as `stamped` returned it
+        (its hash is then taken as it is: the reconciler stamps a job's static children once per spec generation).
 
         Skipped while the hint says the child stands as last applied with the same hash.
         """
-        obj = stamped(obj)
-        key, digest, now = _key(obj), hash_of(obj) or "", time.monotonic()
-        hint = _applied.get(key)
-        if hint is not None and hint.hash == digest and now - hint.at < RECHECK_SECONDS:
+        obj = obj if hash_of(obj) else stamped(obj)
+        key, digest = cache.hint_key(obj), hash_of(obj) or ""
+        if cache.STORE.hint(key, digest):
             return False
+        at = time.monotonic()
         if mode is Mode.CREATE_ONLY:
             self.create_if_absent(obj)
             version = ""
         else:
             version = self._apply(obj)
-        _applied[key] = _Hint(digest, version, mode, now)
-        if len(_applied) > 10_000:  # jobs come and go: drop hints that have expired
-            # list() copies under the GIL: other passes' threads may add hints meanwhile.
-            for k, h in list(_applied.items()):
-                if now - h.at >= RECHECK_SECONDS:
-                    _applied.pop(k, None)
+        cache.STORE.remember(key, cache.Hint(digest, version, mode, at))
         return True
 
     def _apply(self, obj: dict[str, Any]) -> str:
@@ -182,17 +174,31 @@ class Cluster:
         return str((live.get("metadata") or {}).get("resourceVersion", ""))
 
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        """Pods matching a label selector, as plain dicts."""
+        """Pods matching an equality label selector (`k=v,k=v`), as plain dicts; from the store when the
+        selector names the job (`cache.slim_pod`'s fields only)."""
+        terms = dict(t.split("=", 1) for t in selector.split(",") if "=" in t)
+        if JOB_LABEL in terms and len(terms) == selector.count("=") and "!" not in selector:
+            held = cache.STORE.pods(namespace, terms[JOB_LABEL])
+            if held is not UNKNOWN:
+                return [p for p in held
+                        if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in terms.items())]
         body = _json(self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False))
         return cast(list[dict[str, Any]], body.get("items") or [])
 
     def delete_pod(self, namespace: str, name: str, grace_seconds: int | None = None) -> None:
-        """Delete a pod (already gone is fine)."""
+        """Delete a pod (already gone is fine); the store holds it as terminating, or drops it, at once."""
         try:
-            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace_seconds)
+            body = _json(self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace_seconds,
+                                                         _preload_content=False))
         except ApiException as e:
             if e.status != 404:
                 raise
+            cache.STORE.gone(namespace, name)
+            return
+        if body.get("kind") == "Pod" and (body.get("metadata") or {}).get("deletionTimestamp"):
+            cache.STORE.deleting(body)
+        else:  # deleted at once (no grace): the answer is the last state or a Status
+            cache.STORE.gone(namespace, name)
 
     def progress(self, namespace: str, name: str) -> ProgressReport | None:
         """The trainer's last progress report, if any.
@@ -200,13 +206,16 @@ class Cluster:
         Read leniently (a newer trainer may report a field this operator does not know); a malformed
         report is logged and taken as none: it must never fail the pass.
         """
-        try:
-            cm = _json(self.core.read_namespaced_config_map(name, namespace, _preload_content=False))
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-        return parse_progress((cm.get("data") or {}).get(PROGRESS_KEY), f"{namespace}/{name}")
+        held = cache.STORE.progress(namespace, name)
+        if held is UNKNOWN:
+            try:
+                cm = _json(self.core.read_namespaced_config_map(name, namespace, _preload_content=False))
+            except ApiException as e:
+                if e.status == 404:
+                    return None
+                raise
+            held = (cm.get("data") or {}).get(PROGRESS_KEY)
+        return parse_progress(held, f"{namespace}/{name}")
 
     def scale_up_triggered(self, namespace: str) -> set[str]:
         """Names of the pods in `namespace` a cluster autoscaler is adding a node for (a TriggeredScaleUp event).

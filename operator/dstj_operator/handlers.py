@@ -2,12 +2,13 @@
 
 Events of the job itself and of its children (pods, the progress report, and every other child kind,
 watched by the job label, so a child edited or deleted by hand heals at once) all call `sync(job)`, which
-reads the job fresh, reconciles it and writes the status only when it changed. A lock per job
-keeps passes from overlapping (they come from different watch streams), so a pass always sees the
-pods the previous one created. Events that arrive while a pass of the same job is already waiting
-for the lock add nothing: that pass has not read the cluster yet and will see them, so they return
-at once instead of queueing one more full pass each (a busy job's progress reports would otherwise
-pile up behind its lock, and a stopping operator would work through the pile).
+reads the job and its children from the watch streams' store (`cache`, which the event is in before it
+gets here), reconciles it and writes the status only when it changed. Passes of one job never overlap
+(they come from different watch streams), and what a pass writes is in the store at once, so a pass
+always sees the pods the previous one created. An event that arrives while a pass of its job runs owes
+that job one more pass, run by the same thread right after, and returns at once: no executor thread waits
+on a busy job, and further events before that pass starts add nothing (it has not read the store yet and
+will see them), so a busy job's progress reports never pile up.
 
 Time-based work (crash backoff, deadline, TTL, stall) asks `requeue` for a later pass instead of
 kopf timers: those would put a finalizer on every job, and a job must be deletable (by the garbage
@@ -21,18 +22,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from dstj_operator import apierrors, capacity, conditions, metrics
+from dstj_operator import apierrors, cache, capacity, conditions, metrics
 from dstj_operator.children import JOB_LABEL
-from dstj_operator.cluster import Cluster, forget, shared_api_client
+from dstj_operator.cluster import Cluster, shared_api_client
 from dstj_operator.crd import GROUP, PLURAL, VERSION
 from dstj_operator.passes import PASSES
 from dstj_operator.patch import merge_patch
@@ -41,9 +41,11 @@ from dstj_operator.requeue import Requeue
 from dstj_operator.status import JobStatus
 
 log = logging.getLogger(__name__)
-_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+_running: set[tuple[str, str]] = set()
+"""Jobs with a pass running now (one at a time per job)."""
 _waiting: set[tuple[str, str]] = set()
-"""Jobs with a pass queued for the lock that has not read the cluster yet."""
+"""Jobs owed one more pass once the running one ends: it has not read the cluster yet, so it sees every event
+that came meanwhile."""
 _waiting_lock = threading.Lock()
 
 
@@ -64,37 +66,48 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 def sync(namespace: str, name: str) -> None:
-    """One reconcile pass of a job, serialised per job; writes the status only when it changed.
-
-    Returns at once when a pass of the job is already queued and has not started reading.
-    """
+    """Reconcile a job: one pass now, or, while a pass of it runs, one more right after that pass (in its
+    thread: this call returns at once, so no thread waits on a busy job); writes the status only when it
+    changed."""
     key = (namespace, name)
     with _waiting_lock:
-        if key in _waiting:
-            metrics.COALESCED_EVENTS.inc()
+        if key in _running:
+            if key in _waiting:
+                metrics.COALESCED_EVENTS.inc()
+            _waiting.add(key)
             return
-        _waiting.add(key)
-    with PASSES.pending(), _locks[key]:  # PASSES: /healthz fails when pending passes stop finishing
+        _running.add(key)
+    try:
+        while True:
+            with PASSES.pending():  # /healthz fails when pending passes stop finishing
+                _sync_locked(namespace, name)
+            with _waiting_lock:
+                if key not in _waiting:
+                    _running.discard(key)
+                    return
+                _waiting.discard(key)  # from here on the next pass reads the cluster: later events need another
+    except BaseException:
         with _waiting_lock:
-            _waiting.discard(key)  # from here on this pass reads the cluster: later events need another
-        _sync_locked(namespace, name)
+            _running.discard(key)
+            owed = key in _waiting
+            _waiting.discard(key)
+        if owed:  # an event came during the failed pass: it still gets its pass
+            _requeue().after(key, 0)
+        raise
 
 
 def _sync_locked(namespace: str, name: str) -> None:
-    """The pass itself; the caller holds the job's lock."""
+    """The pass itself; the caller has made it the job's only one running."""
     api = client.CustomObjectsApi(shared_api_client())
-    try:
-        job = cast(dict[str, Any], api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
-    except ApiException as e:
-        if e.status == 404:
-            metrics.job_phase(namespace, name, None)
-            metrics.job_workers(namespace, name, None)
-            capacity.waiting((namespace, name), False)
-            return  # deleted: the garbage collector removes its children
-        raise
+    cluster = Cluster.connect()
+    job = cluster.job(namespace, name)  # from the watch streams' store (`cache`) once they have listed
+    if job is None:
+        metrics.job_phase(namespace, name, None)
+        metrics.job_workers(namespace, name, None)
+        capacity.waiting((namespace, name), False)
+        return  # deleted: the garbage collector removes its children
     if job["metadata"].get("deletionTimestamp"):
         return
-    cluster = Cluster.connect()
     started = time.perf_counter()
     try:
         out = reconcile(cluster, job)
@@ -128,13 +141,14 @@ def _sync_locked(namespace: str, name: str) -> None:
 
 
 def _write_status(api: Any, job: dict[str, Any], status: dict[str, Any]) -> None:
-    """Patch the status to `status` when it differs, conditional on the version the pass read."""
+    """Patch the status to `status` when it differs, conditional on the version the pass read; the answer goes
+    into the store at once, so the next pass reads what this one wrote."""
     patch = merge_patch(job.get("status") or {}, status)
     if patch:
         meta = job["metadata"]
-        api.patch_namespaced_custom_object_status(
+        cache.STORE.wrote(api.patch_namespaced_custom_object_status(
             GROUP, VERSION, meta["namespace"], PLURAL, meta["name"],
-            {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch})
+            {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch}))
 
 
 def _record_api_error(api: Any, cluster: Cluster, job: dict[str, Any], error: BaseException) -> None:
@@ -187,10 +201,9 @@ CHILD_KINDS = [("", "v1", "pods"), ("", "v1", "configmaps"), ("", "v1", "service
 
 def child_event(*, type: str, body: Mapping[str, Any], labels: Mapping[str, str], namespace: str | None,
                 **_: Any) -> None:
-    """A child of a job changed or went: drop what the operator remembered of it, and reconcile its job."""
+    """A child of a job changed or went (the store already holds the change, `cache`): reconcile its job."""
     if not namespace:
         return
-    forget({"kind": body.get("kind", ""), "metadata": dict(body.get("metadata") or {})}, deleted=type == "DELETED")
     # A deleted pod that was bound to a node leaves room there: jobs waiting to grow look again (a pod that never
     # got a node frees nothing, and the autoscaler's own removal of one must not retry growth at once).
     if type == "DELETED" and body.get("kind") == "Pod" and (body.get("spec") or {}).get("nodeName"):

@@ -23,6 +23,7 @@ from dstj_operator import capacity, children, conditions, metrics, naming
 from dstj_operator.cluster import Cluster
 from dstj_operator.converge import Mode, stamped
 from dstj_operator.decide import EndKind, classify_end, observe
+from dstj_operator.perjob import PerGeneration
 from dstj_operator.policies import (
     autoscale,
     crash_budget,
@@ -41,6 +42,11 @@ from dstj_operator.spec import DeepSeekTrainingJobSpec, parse_spec
 from dstj_operator.status import COUNTED_KEEP, JobStatus, stamp
 
 log = logging.getLogger(__name__)
+_SPECS: PerGeneration[tuple[DeepSeekTrainingJobSpec, list[str]]] = PerGeneration()
+_CONFIGS: PerGeneration[dict[str, Any]] = PerGeneration()
+_STATIC: PerGeneration[list[tuple[dict[str, Any], Mode]]] = PerGeneration()
+"""The parsed spec, the trainer config and the other static children (hashed), once per spec generation: most
+of a pass's CPU otherwise."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -115,22 +121,27 @@ def _end(cluster: Cluster, job: dict[str, Any], out: Outcome, spec: DeepSeekTrai
     return _finish(cluster, job, out, spec, now)
 
 
+def _static_children(job: dict[str, Any], spec: DeepSeekTrainingJobSpec,
+                     config: dict[str, Any]) -> list[tuple[dict[str, Any], Mode]]:
+    """The children other than pods, stamped with their hashes, and how each follows the spec."""
+    applied = [config, children.rendezvous_service(job, spec),
+               children.workers_service(job), *children.worker_rbac(job), children.disruption_budget(job, spec),
+               children.rendezvous_network_policy(job, spec)]
+    pvc = children.checkpoint_pvc(job, spec)
+    created_once = [children.progress_config_map(job), *([pvc] if pvc else [])]
+    return [*((stamped(o), Mode.APPLY) for o in applied), *((stamped(o), Mode.CREATE_ONLY) for o in created_once)]
+
+
 def _ensure_children(cluster: Cluster, job: dict[str, Any], spec: DeepSeekTrainingJobSpec, config: dict[str, Any],
                      out: Outcome) -> None:
     """Every child as the spec now asks: applied when it differs, re-created when missing. The rendezvous
     pod is replaced only when it listens on another port than rendezvous.port: replacing it costs the running
     group its store, which another input (an image, a toleration) is not worth; the next store pod created
     (after a loss) has them."""
-    applied = [config, children.rendezvous_service(job, spec),
-               children.workers_service(job), *children.worker_rbac(job), children.disruption_budget(job, spec),
-               children.rendezvous_network_policy(job, spec)]
-    pvc = children.checkpoint_pvc(job, spec)
-    created_once = [children.progress_config_map(job), *([pvc] if pvc else [])]
-    for obj, mode in [*((o, Mode.APPLY) for o in applied), *((o, Mode.CREATE_ONLY) for o in created_once)]:
+    for obj, mode in _STATIC.get(job, lambda: _static_children(job, spec, config)):
         if cluster.converge(obj, mode):
             log.debug("applied %s/%s", obj["kind"], obj["metadata"]["name"])
     ns = job["metadata"]["namespace"]
-    desired = children.rendezvous_pod(job, spec, _suffix())
     pods = cluster.pods(ns, _selector(job, "rendezvous"))
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")
             and (p.get("status") or {}).get("phase") not in ("Failed", "Succeeded")
@@ -139,7 +150,7 @@ def _ensure_children(cluster: Cluster, job: dict[str, Any], spec: DeepSeekTraini
         if p not in live and not p["metadata"].get("deletionTimestamp"):
             cluster.delete_pod(ns, p["metadata"]["name"], 0)
     if not live:
-        cluster.create_if_absent(stamped(desired))
+        cluster.create_if_absent(stamped(children.rendezvous_pod(job, spec, _suffix())))
         out.event("RendezvousCreated", "started the rendezvous store pod")
 
 
@@ -156,7 +167,7 @@ def reconcile(cluster: Cluster, job: dict[str, Any], now: datetime | None = None
     status.observed_generation = meta.get("generation")
     status.selector = _selector(job, "worker")
     try:
-        spec, ignored = parse_spec(job.get("spec") or {})
+        spec, ignored = _SPECS.get(job, lambda: parse_spec(job.get("spec") or {}))
     except ValidationError as e:
         if status.phase == "Failed":
             return out
@@ -178,7 +189,7 @@ def reconcile(cluster: Cluster, job: dict[str, Any], now: datetime | None = None
         return _end(cluster, job, out, spec, now, False, conditions.DEADLINE,
                     f"trained longer than activeDeadlineSeconds ({spec.active_deadline_seconds}s of running time)")
     out.later(clock.recheck_in)
-    config = children.trainer_config_map(job, spec)
+    config = _CONFIGS.get(job, lambda: children.trainer_config_map(job, spec))
     _ensure_children(cluster, job, spec, config, out)
     conditions.set_condition(conds, conditions.SYNCED, True, conditions.SYNC_OK,
                              "config, services, RBAC and the rendezvous store exist", at)

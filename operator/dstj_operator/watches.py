@@ -9,7 +9,8 @@ handlers. What kopf does internally (1.45, `kopf/_cogs/clients/watching.py`) is 
 a lost connection while listing). So a stream counts as connected from its `LISTED` marker until
 its `continuous_watch` ends. `install` wraps that one function and nothing else (it also counts the
 objects each stream delivers, `dstj_operator_watch_events_total`: what the API server sends, before kopf's
-client-side handler filters); a unit test pins
+client-side handler filters, and hands each one to the read layer, `cache.STORE`, before kopf sees it:
+the store knows a kind in a namespace from its stream's `LISTED` until the stream ends); a unit test pins
 the names it relies on, so a kopf upgrade that moves them fails the tests, not production.
 
 What this does not see: a watch request that fails inside a running `continuous_watch` is retried
@@ -26,7 +27,7 @@ from typing import Any
 import kopf
 from kopf._cogs.clients import watching
 
-from dstj_operator import metrics
+from dstj_operator import cache, metrics
 
 _KOPF_CONTINUOUS_WATCH = watching.continuous_watch
 """kopf's own, kept so that installing a second tracker (tests) replaces the first instead of stacking."""
@@ -52,8 +53,10 @@ def expected_streams(namespaces: Collection[str]) -> int:
 class WatchTracker:
     """Counts kopf's watch streams as they list, and as they end."""
 
-    def __init__(self, expected: int) -> None:
+    def __init__(self, expected: int, store: cache.Store | None = None) -> None:
         self.expected = expected
+        self.store = store
+        """Where every stream's objects go (None: nowhere; the operator passes `cache.STORE`)."""
         self._lock = threading.Lock()
         self._connected: set[str] = set()
         self._opened: set[str] = set()
@@ -85,15 +88,24 @@ class WatchTracker:
             key = f"{resource.plural}.{resource.group}" if resource.group else resource.plural
             received = metrics.WATCH_EVENTS.labels(resource=resource.plural)
             key += f" in {namespace}" if namespace else " (cluster-wide)"
+            store = tracker.store
             tracker._opening(key)
+            if store is not None:
+                store.opening(resource.plural, namespace)
             try:
                 async for item in original(resource=resource, namespace=namespace, **kwargs):
                     if item is watching.Bookmark.LISTED:
                         tracker._listed(key)
+                        if store is not None:
+                            store.listed(resource.plural, namespace)
                     elif not isinstance(item, watching.Bookmark):
                         received.inc()
+                        if store is not None:
+                            store.event(resource.plural, namespace, item)
                     yield item
             finally:
                 tracker._ended(key)
+                if store is not None:
+                    store.ended(resource.plural, namespace)
 
         watching.continuous_watch = tracked

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dstj_operator import cluster, handlers
+from dstj_operator import cache, cluster, handlers
 from dstj_operator.converge import Mode
 from localcluster.waiting import wait_until
 
@@ -42,6 +42,59 @@ def test_events_arriving_while_a_pass_is_queued_do_not_queue_another(monkeypatch
     assert passes == ["job", "job", "job"]
 
 
+def test_an_event_of_a_busy_job_returns_at_once_and_its_pass_runs_right_after_the_running_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    release, started, passes = threading.Event(), threading.Event(), []
+
+    def slow_pass(namespace: str, name: str) -> None:
+        passes.append(name)
+        started.set()
+        release.wait(5)
+
+    monkeypatch.setattr(handlers, "_sync_locked", slow_pass)
+    running = threading.Thread(target=handlers.sync, args=("ns", "busy"))
+    running.start()
+    assert started.wait(5)
+    event = threading.Thread(target=handlers.sync, args=("ns", "busy"))
+    event.start()
+    event.join(5)
+    assert not event.is_alive() and passes == ["busy"]  # no executor thread waits on the busy job
+    release.set()
+    running.join(5)
+    assert passes == ["busy", "busy"] and ("ns", "busy") not in handlers._running
+
+
+def test_an_event_during_a_failed_pass_still_gets_its_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    release, started, requeued = threading.Event(), threading.Event(), []
+
+    def failing_pass(namespace: str, name: str) -> None:
+        started.set()
+        release.wait(5)
+        raise RuntimeError("the API server went away")
+
+    class Later:
+        def after(self, key: tuple[str, str], seconds: float) -> None:
+            requeued.append(key)
+
+    monkeypatch.setattr(handlers, "_sync_locked", failing_pass)
+    monkeypatch.setattr(handlers, "_requeue", Later)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            handlers.sync("ns", "flaky")
+        except RuntimeError as e:
+            errors.append(e)
+
+    running = threading.Thread(target=run)
+    running.start()
+    assert started.wait(5)
+    handlers.sync("ns", "flaky")
+    release.set()
+    running.join(5)
+    assert errors and requeued == [("ns", "flaky")] and ("ns", "flaky") not in handlers._running
+
+
 class CountingCluster(cluster.Cluster):
     """Counts the API calls `converge` would make (the API server is the boundary)."""
 
@@ -63,15 +116,21 @@ SERVICE = {"kind": "Service", "metadata": {"name": "job-rdzv", "namespace": "ns"
 
 
 def _applied_version(obj: dict[str, Any]) -> dict[str, Any]:
-    hint = cluster._applied[cluster._key(obj)]
+    hint = cache.STORE._hints[cache.hint_key(obj)]
     return {**obj, "metadata": {**obj["metadata"], "resourceVersion": hint.resource_version}}
 
 
-def test_a_child_applied_with_the_same_hash_is_not_applied_again_until_the_recheck(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    c, now = CountingCluster(), [1000.0]
-    monkeypatch.setattr(cluster, "_applied", {})
-    monkeypatch.setattr(cluster.time, "monotonic", lambda: now[0])
+@pytest.fixture
+def now(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """A fresh store on a clock the test moves."""
+    clock = [1000.0]
+    monkeypatch.setattr(cache, "STORE", cache.Store(clock=lambda: clock[0]))
+    monkeypatch.setattr(cluster.time, "monotonic", lambda: clock[0])
+    return clock
+
+
+def test_a_child_applied_with_the_same_hash_is_not_applied_again_until_the_recheck(now: list[float]) -> None:
+    c = CountingCluster()
     assert c.converge(SERVICE) and not c.converge(SERVICE)
     assert c.calls == 1
     now[0] += cluster.RECHECK_SECONDS  # a kind the operator cannot watch still heals by now
@@ -82,45 +141,61 @@ def test_a_child_applied_with_the_same_hash_is_not_applied_again_until_the_reche
     assert c.calls == 3
 
 
-def test_a_spec_edit_applies_the_child_again_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_watched_child_applied_with_the_same_hash_is_not_applied_again_however_long_ago(now: list[float]) -> None:
     c = CountingCluster()
-    monkeypatch.setattr(cluster, "_applied", {})
+    cache.STORE.opening("services", None)
+    cache.STORE.listed("services", None)
+    c.converge(SERVICE)
+    now[0] += 10 * cluster.RECHECK_SECONDS  # its stream would have said if it changed
+    assert not c.converge(SERVICE) and c.calls == 1
+
+
+def test_a_spec_edit_applies_the_child_again_at_once(now: list[float]) -> None:
+    c = CountingCluster()
     c.converge(SERVICE)
     c.converge({**SERVICE, "spec": {"ports": [{"port": 29500}]}})
     assert c.calls == 2
 
 
-def test_a_child_edited_or_deleted_by_hand_is_applied_again_after_its_watch_event(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_child_edited_or_deleted_by_hand_is_applied_again_after_its_watch_event(now: list[float]) -> None:
     c = CountingCluster()
-    monkeypatch.setattr(cluster, "_applied", {})
     c.converge(SERVICE)
-    cluster.forget(_applied_version(SERVICE))  # the event of the operator's own apply: nothing changed
+    cache.STORE.event("services", None, {"type": "MODIFIED", "object": _applied_version(SERVICE)})  # its own apply
     assert not c.converge(SERVICE)
     edited = {**SERVICE, "metadata": {**SERVICE["metadata"], "resourceVersion": "someone-else"}}
-    cluster.forget(edited)
+    cache.STORE.event("services", None, {"type": "MODIFIED", "object": edited})
     assert c.converge(SERVICE) and c.calls == 2
-    cluster.forget(_applied_version(SERVICE), deleted=True)
+    cache.STORE.event("services", None, {"type": "DELETED", "object": _applied_version(SERVICE)})
     assert c.converge(SERVICE) and c.calls == 3
 
 
-def test_the_progress_configmap_is_created_once_and_its_reports_do_not_reapply_it(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_child_deleted_while_its_stream_was_down_is_applied_again_after_the_relisting(now: list[float]) -> None:
     c = CountingCluster()
-    monkeypatch.setattr(cluster, "_applied", {})
+    cache.STORE.opening("services", None)
+    cache.STORE.listed("services", None)
+    c.converge(SERVICE)
+    cache.STORE.ended("services", None)
+    now[0] += 1
+    cache.STORE.opening("services", None)  # the relisting does not hold it: deleted meanwhile
+    cache.STORE.listed("services", None)
+    assert c.converge(SERVICE) and c.calls == 2
+
+
+def test_the_progress_configmap_is_created_once_and_its_reports_do_not_reapply_it(now: list[float]) -> None:
+    c = CountingCluster()
     progress = {"kind": "ConfigMap", "metadata": {"name": "job-progress", "namespace": "ns",
                                                   "ownerReferences": [{"uid": "u-1"}]}, "data": {"report": "null"}}
     c.converge(progress, Mode.CREATE_ONLY)
-    cluster.forget({**progress, "metadata": {**progress["metadata"], "resourceVersion": "report-41"}})
+    report = {**progress, "metadata": {**progress["metadata"], "resourceVersion": "41"}}
+    cache.STORE.event("configmaps", None, {"type": "MODIFIED", "object": report})
     assert not c.converge(progress, Mode.CREATE_ONLY) and c.calls == 1
 
 
-def test_expired_hints_are_dropped_once_there_are_many(monkeypatch: pytest.MonkeyPatch) -> None:
-    stale = cluster._Hint("h", "1", Mode.APPLY, 0.0)
-    monkeypatch.setattr(cluster, "_applied", {("gone", "Service", "ns", f"s{i}"): stale for i in range(10_001)})
-    monkeypatch.setattr(cluster.time, "monotonic", lambda: 1000.0)
+def test_expired_hints_are_dropped_once_there_are_many(now: list[float]) -> None:
+    stale = cache.Hint("h", "1", Mode.APPLY, 0.0)
+    cache.STORE._hints.update({("gone", "Service", "ns", f"s{i}"): stale for i in range(cache.HINTS_PRUNED_AT)})
     CountingCluster().converge({"kind": "Service", "metadata": {"name": "new", "namespace": "ns"}})
-    assert list(cluster._applied) == [("", "Service", "ns", "new")]
+    assert list(cache.STORE._hints) == [("", "Service", "ns", "new")]
 
 
 def test_children_are_filtered_by_the_job_label_on_the_api_server_and_the_job_itself_is_not() -> None:

@@ -1,0 +1,394 @@
+"""The operator's read layer: jobs, their pods and progress reports as the watch streams delivered them.
+
+kopf receives every event of a job and of its children (watched by the job label on the API server);
+`watches` hands each one here before kopf dispatches it (`Store.event`), so a pass that an event triggers
+reads a store at least as new as that event and makes no read request of its own: the job, its pods (by
+job), its progress report, and the hints of the other children `Cluster.converge` applied (dropped when
+an event shows a child changed by someone else or gone, so a hand edit heals in the pass that event
+triggers) all come from here.
+
+What a pass writes is put here at once (`wrote`, `deleting`, `gone`): the "expectations" of a
+controller. The next pass never misses a pod the previous one created (so it never creates a second
+worker of an index) nor deletes one twice, whatever the watch has delivered by then. An object older
+than the one held (by resourceVersion, compared as integers as client-go's mutation cache does) never
+replaces it, and a deleted object's uid is remembered for a while so a late write-through cannot bring
+it back.
+
+Until a stream has finished its initial listing, and from its end until it has listed again, the store
+answers "unknown" (`UNKNOWN`) for its kind and namespace, and the caller asks the API server as before;
+an operator run without the stream hook (`watches.WatchTracker.install`) always asks. A relisting drops
+what it no longer contains (deletions missed while disconnected), except what a pass wrote meanwhile.
+
+Kept per object: a job without `managedFields`; a pod as `slim_pod` projects it (what `decide` and the
+reconciler read); a progress ConfigMap's report text. Thread-safe: fed on kopf's event loop, read and
+written through by passes in executor threads. Callers must not mutate what it returns.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from dstj_api.contract import JOB_LABEL, KIND, PLURAL, PROGRESS_KEY, ROLE_LABEL
+from dstj_operator.converge import Mode
+
+Obj = dict[str, Any]
+StreamKey = tuple[str, str | None]
+"""(plural, namespace or None for a cluster-wide stream)."""
+
+
+class _Unknown(Enum):
+    UNKNOWN = "unknown"
+
+
+UNKNOWN = _Unknown.UNKNOWN
+"""The store has not listed this kind in this namespace (or its stream is down): ask the API server."""
+
+TOMBSTONE_SECONDS = 120.0
+"""How long a deleted object's uid is remembered (longer than any pass that could write it back)."""
+HINTS_PRUNED_AT = 10_000
+"""Hints held before expired ones are looked for (the deleted children of a synced kind drop theirs at once)."""
+RECHECK_SECONDS = 300.0
+"""How long an applied child of a kind no synced stream watches is taken to be as applied."""
+_POD_META = ("name", "namespace", "uid", "resourceVersion", "labels", "annotations", "creationTimestamp",
+             "deletionTimestamp")
+_POD_STATUS = ("phase", "reason", "nominatedNodeName")
+_CONDITION = ("type", "status", "reason", "message", "lastTransitionTime")
+
+
+def slim_pod(pod: Obj) -> Obj:
+    """The fields of a pod the operator reads (`decide.observe`, `classify_end`, the store's port, who owns
+    it), about a tenth of the body: what it keeps of thousands of pods."""
+    meta, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+    out_status: Obj = {k: status[k] for k in _POD_STATUS if k in status}
+    if "conditions" in status:
+        out_status["conditions"] = [{k: c[k] for k in _CONDITION if k in c} for c in status["conditions"] or []]
+    if "containerStatuses" in status:
+        out_status["containerStatuses"] = [{"name": cs.get("name"), "state": cs.get("state") or {}}
+                                           for cs in status["containerStatuses"] or []]
+    out_spec: Obj = {"containers": [{"name": c.get("name"), **({"ports": c["ports"]} if c.get("ports") else {})}
+                                    for c in spec.get("containers") or []]}
+    if spec.get("nodeName"):
+        out_spec["nodeName"] = spec["nodeName"]
+    return {"metadata": {k: meta[k] for k in _POD_META if k in meta}, "spec": out_spec, "status": out_status}
+
+
+def _lean(obj: Obj) -> Obj:
+    """`obj` without managedFields (the largest part of a small object, and never read)."""
+    meta = obj.get("metadata") or {}
+    if "managedFields" not in meta:
+        return obj
+    return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
+def _version(obj: Obj | None) -> int:
+    """An object's resourceVersion as a number (-1 when it has none or it is not a number)."""
+    try:
+        return int(((obj or {}).get("metadata") or {}).get("resourceVersion") or -1)
+    except ValueError:
+        return -1
+
+
+def _uid(obj: Obj | None) -> str:
+    return str(((obj or {}).get("metadata") or {}).get("uid") or "")
+
+
+def newer(incoming: Obj, held: Obj | None) -> bool:
+    """Whether `incoming` may replace `held`: nothing held, another object of the same name (another uid), or
+    a version not older (versions that are not numbers: the incoming one wins)."""
+    if held is None or _uid(incoming) != _uid(held):
+        return True
+    a, b = _version(incoming), _version(held)
+    return a < 0 or b < 0 or a >= b
+
+
+@dataclass(slots=True, frozen=True)
+class Hint:
+    """How a child was last applied: the hash it was built with, the resourceVersion the apply returned."""
+
+    hash: str
+    resource_version: str
+    mode: Mode
+    at: float
+
+
+HintKey = tuple[str, str, str, str]
+"""(owner uid, kind, namespace, name)."""
+
+
+def hint_key(obj: Obj) -> HintKey:
+    """The key of a child's hint: a re-created job of the same name is another owner."""
+    meta = obj["metadata"]
+    owner = next((r["uid"] for r in meta.get("ownerReferences") or []), "")
+    return owner, obj["kind"], meta.get("namespace", ""), meta["name"]
+
+
+_KIND_PLURALS = {"ConfigMap": "configmaps", "Service": "services", "ServiceAccount": "serviceaccounts",
+                 "Role": "roles", "RoleBinding": "rolebindings", "PodDisruptionBudget": "poddisruptionbudgets",
+                 "NetworkPolicy": "networkpolicies", "PersistentVolumeClaim": "persistentvolumeclaims",
+                 "Pod": "pods", KIND: PLURAL}
+
+
+@dataclass(slots=True)
+class _Listing:
+    started: float
+    seen: set[tuple[str, str]]
+    """(namespace, name) of every object the listing delivered."""
+
+
+class Store:
+    """The process's view of its jobs and their children (see the module docstring)."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._jobs: dict[tuple[str, str], Obj] = {}
+        self._pods: dict[tuple[str, str], dict[str, Obj]] = {}
+        """(namespace, job) -> pod name -> slim pod."""
+        self._pod_job: dict[tuple[str, str], str] = {}
+        """(namespace, pod name) -> its job (a DELETED event of a pod whose labels were edited still finds it)."""
+        self._progress: dict[tuple[str, str], Obj] = {}
+        """(namespace, ConfigMap name) -> {"metadata": uid and version, "report": the report's text}."""
+        self._written: dict[tuple[str, str, str], float] = {}
+        """(plural, namespace, name) -> when a pass wrote it through (kept through a relisting that missed it)."""
+        self._tombstones: dict[str, float] = {}
+        self._tombstones_pruned_at = 1024
+        self._hints: dict[HintKey, Hint] = {}
+        self._prune_at = HINTS_PRUNED_AT
+        self._synced: set[StreamKey] = set()
+        self._listings: dict[StreamKey, _Listing] = {}
+
+    # -- the streams ---------------------------------------------------------------------------------
+
+    def opening(self, plural: str, namespace: str | None) -> None:
+        """A stream (re)starts with a listing: until it has listed, its kind there is unknown."""
+        with self._lock:
+            self._synced.discard((plural, namespace))
+            self._listings[plural, namespace] = _Listing(self._clock(), set())
+
+    def listed(self, plural: str, namespace: str | None) -> None:
+        """The stream's listing is over: drop what it no longer holds, unless a pass wrote it since."""
+        with self._lock:
+            listing = self._listings.pop((plural, namespace), None)
+            if listing is not None:
+                for ns, name in self._names(plural, namespace):
+                    written = self._written.get((plural, ns, name), -1.0)
+                    if (ns, name) not in listing.seen and written < listing.started:
+                        self._drop(plural, ns, name)
+                for key, hint in list(self._hints.items()):  # children deleted while the stream was down
+                    if (_KIND_PLURALS.get(key[1]) == plural and (namespace is None or key[2] == namespace)
+                            and (key[2], key[3]) not in listing.seen and hint.at < listing.started):
+                        del self._hints[key]
+            self._synced.add((plural, namespace))
+
+    def ended(self, plural: str, namespace: str | None) -> None:
+        """The stream ended (kopf starts it again after a back-off): unknown until it lists again."""
+        with self._lock:
+            self._synced.discard((plural, namespace))
+
+    def synced(self, plural: str, namespace: str) -> bool:
+        """Whether a listed, running stream covers this kind in `namespace`."""
+        with self._lock:
+            return (plural, None) in self._synced or (plural, namespace) in self._synced
+
+    def event(self, plural: str, namespace: str | None, raw: Mapping[str, Any]) -> None:
+        """One raw event of a stream (`type` None for the listing's objects)."""
+        kind, obj = raw.get("type"), raw.get("object") or {}
+        meta = obj.get("metadata") or {}
+        ns, name = meta.get("namespace"), meta.get("name")
+        if kind == "BOOKMARK" or not ns or not name:
+            return
+        with self._lock:
+            if kind is None:
+                listing = self._listings.get((plural, namespace))
+                if listing is not None:
+                    listing.seen.add((ns, name))
+            if kind == "DELETED":
+                self._forget_hint(obj, deleted=True)
+                held = self._held(plural, ns, name, obj)
+                if held is not None and _uid(held) == _uid(obj):
+                    self._drop(plural, ns, name)
+                self._tombstones[_uid(obj)] = self._clock()
+                return
+            self._forget_hint(obj, deleted=False)
+            self._put(plural, obj, confirmed=True)
+
+    # -- what passes read ------------------------------------------------------------------------------
+
+    def job(self, namespace: str, name: str) -> Obj | _Unknown | None:
+        """The job (None: it does not exist), or UNKNOWN."""
+        if not self.synced(PLURAL, namespace):
+            return UNKNOWN
+        with self._lock:
+            return self._jobs.get((namespace, name))
+
+    def pods(self, namespace: str, job: str) -> list[Obj] | _Unknown:
+        """The job's pods (slim, every role), or UNKNOWN."""
+        if not self.synced("pods", namespace):
+            return UNKNOWN
+        with self._lock:
+            return list((self._pods.get((namespace, job)) or {}).values())
+
+    def progress(self, namespace: str, name: str) -> str | _Unknown | None:
+        """The report text of progress ConfigMap `name` (None: no such ConfigMap, or no report), or UNKNOWN."""
+        if not self.synced("configmaps", namespace):
+            return UNKNOWN
+        with self._lock:
+            held = self._progress.get((namespace, name))
+            return None if held is None else held["report"]
+
+    # -- what passes write -------------------------------------------------------------------------------
+
+    def wrote(self, obj: Obj) -> None:
+        """An object a pass created or changed, as the API server answered: held at once (unless newer is held,
+        or it was deleted meanwhile)."""
+        meta = obj.get("metadata") or {}
+        plural = _KIND_PLURALS.get(obj.get("kind", ""), "")
+        with self._lock:
+            if _uid(obj) in self._tombstones or not plural:
+                return
+            if self._put(plural, obj, confirmed=False):
+                self._written[plural, meta.get("namespace", ""), meta.get("name", "")] = self._clock()
+
+    def deleting(self, pod: Obj) -> None:
+        """A pod a pass deleted gracefully, as the API server answered (with its deletionTimestamp): held as
+        terminating, so the next pass neither counts it live nor deletes it again."""
+        meta = pod.get("metadata") or {}
+        with self._lock:
+            if self._held("pods", meta.get("namespace", ""), meta.get("name", ""), pod) is not None:
+                self._put("pods", pod, confirmed=False)
+
+    def gone(self, namespace: str, name: str) -> None:
+        """A pod a pass deleted at once (or found already gone)."""
+        with self._lock:
+            held = self._held("pods", namespace, name, None)
+            if held is not None:
+                self._tombstones[_uid(held)] = self._clock()
+                self._drop("pods", namespace, name)
+
+    # -- hints of applied children (`Cluster.converge`) ------------------------------------------------
+
+    def hint(self, key: HintKey, digest: str) -> bool:
+        """Whether the child stands as last applied with hash `digest` (no event has said otherwise; a kind
+        no synced stream watches is checked again after RECHECK_SECONDS)."""
+        with self._lock:
+            held = self._hints.get(key)
+        if held is None or held.hash != digest:
+            return False
+        plural = _KIND_PLURALS.get(key[1], "")
+        return self.synced(plural, key[2]) or self._clock() - held.at < RECHECK_SECONDS
+
+    def remember(self, key: HintKey, hint: Hint) -> None:
+        """A child was applied (or created) as `hint` says."""
+        with self._lock:
+            self._hints[key] = hint
+            if len(self._hints) > self._prune_at:  # jobs come and go: drop hints that have expired
+                now = self._clock()
+                for k, h in list(self._hints.items()):
+                    watched = (_KIND_PLURALS.get(k[1], ""), None) in self._synced or \
+                        (_KIND_PLURALS.get(k[1], ""), k[2]) in self._synced
+                    if not watched and now - h.at >= RECHECK_SECONDS:
+                        self._hints.pop(k, None)
+                self._prune_at = max(HINTS_PRUNED_AT, 2 * len(self._hints))  # amortised: never a scan per call
+
+    def forget(self, obj: Obj, deleted: bool = False) -> None:
+        """A child's event: drop its hint when it is gone or changed by someone else (see `_forget_hint`)."""
+        with self._lock:
+            self._forget_hint(obj, deleted)
+
+    def _forget_hint(self, obj: Obj, deleted: bool) -> None:
+        """A create-only child's hint survives changes: the progress ConfigMap changes with every report."""
+        if not obj.get("kind") or not (obj.get("metadata") or {}).get("name"):
+            return
+        key = hint_key(obj)
+        held = self._hints.get(key)
+        if held is None:
+            return
+        changed = obj["metadata"].get("resourceVersion") != held.resource_version and held.mode is not Mode.CREATE_ONLY
+        if deleted or changed:
+            self._hints.pop(key, None)
+
+    # -- inside, under the lock ------------------------------------------------------------------------
+
+    def _names(self, plural: str, namespace: str | None) -> list[tuple[str, str]]:
+        if plural == PLURAL:
+            keys = list(self._jobs)
+        elif plural == "pods":
+            keys = list(self._pod_job)
+        elif plural == "configmaps":
+            keys = list(self._progress)
+        else:
+            return []
+        return [k for k in keys if namespace is None or k[0] == namespace]
+
+    def _held(self, plural: str, ns: str, name: str, obj: Obj | None) -> Obj | None:
+        if plural == PLURAL:
+            return self._jobs.get((ns, name))
+        if plural == "pods":
+            job = self._pod_job.get((ns, name))
+            return None if job is None else (self._pods.get((ns, job)) or {}).get(name)
+        if plural == "configmaps":
+            return self._progress.get((ns, name))
+        return None
+
+    def _put(self, plural: str, obj: Obj, confirmed: bool) -> bool:
+        meta = obj.get("metadata") or {}
+        ns, name = meta.get("namespace", ""), meta.get("name", "")
+        if plural == "configmaps" and (meta.get("labels") or {}).get(ROLE_LABEL) != "progress":
+            return False
+        if plural not in (PLURAL, "pods", "configmaps"):
+            return False
+        held = self._held(plural, ns, name, obj)
+        if not newer(obj, held):
+            return False
+        if confirmed:
+            self._written.pop((plural, ns, name), None)
+        if plural == PLURAL:
+            self._jobs[ns, name] = _lean(obj)
+        elif plural == "configmaps":
+            self._progress[ns, name] = {"metadata": {"uid": meta.get("uid"), "resourceVersion":
+                                                     meta.get("resourceVersion")},
+                                        "report": (obj.get("data") or {}).get(PROGRESS_KEY)}
+        else:
+            job = (meta.get("labels") or {}).get(JOB_LABEL)
+            old = self._pod_job.get((ns, name))
+            if old is not None and old != job:
+                self._drop("pods", ns, name)
+            if job is None:
+                return False
+            self._pods.setdefault((ns, job), {})[name] = slim_pod(obj)
+            self._pod_job[ns, name] = job
+        self._expire_tombstones()
+        return True
+
+    def _drop(self, plural: str, ns: str, name: str) -> None:
+        self._written.pop((plural, ns, name), None)
+        if plural == PLURAL:
+            self._jobs.pop((ns, name), None)
+        elif plural == "configmaps":
+            self._progress.pop((ns, name), None)
+        elif plural == "pods":
+            job = self._pod_job.pop((ns, name), None)
+            if job is not None:
+                pods = self._pods.get((ns, job))
+                if pods is not None:
+                    pods.pop(name, None)
+                    if not pods:
+                        del self._pods[ns, job]
+
+    def _expire_tombstones(self) -> None:
+        if len(self._tombstones) < self._tombstones_pruned_at:
+            return
+        now = self._clock()
+        for uid, at in list(self._tombstones.items()):
+            if now - at > TOMBSTONE_SECONDS:
+                del self._tombstones[uid]
+        self._tombstones_pruned_at = max(1024, 2 * len(self._tombstones))  # amortised: never a scan per event
+
+
+STORE = Store()
+"""The process's store: fed by `watches`, read and written through by `Cluster` and the handlers."""
