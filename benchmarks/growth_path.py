@@ -19,7 +19,7 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
-from dstj_api.contract import GROUP, JOB_LABEL, PLURAL, ROLE_LABEL, VERSION
+from dstj_api.contract import GROUP, INDEX_LABEL, JOB_LABEL, PLURAL, ROLE_LABEL, VERSION
 from localcluster.kubectl import Kubectl
 
 GROWTH_STEPS = ("target raised", "pods created", "pods scheduled", "containers started",
@@ -108,8 +108,7 @@ class PathRecorder:
     def _pod(self, kind: str, pod: dict[str, Any]) -> None:
         now, meta, status = time.time(), pod["metadata"], pod.get("status") or {}
         with self._lock:
-            seen = self.pods.setdefault(meta["name"], PodSeen(now, int(meta["labels"].get(
-                "training.deepseek.dev/index", -1))))
+            seen = self.pods.setdefault(meta["name"], PodSeen(now, int(meta["labels"].get(INDEX_LABEL, -1))))
             if (pod.get("spec") or {}).get("nodeName") and seen.scheduled is None:
                 seen.scheduled = now
             if any("running" in (c.get("state") or {}) for c in status.get("containerStatuses") or []):

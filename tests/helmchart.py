@@ -103,7 +103,7 @@ RESOURCES = {
 }
 #: What each Cluster method needs, besides create_if_absent (recorded per object below).
 CLUSTER_CALLS = {
-    "connect": [], "create_if_absent": [], "converge": [],
+    "connect": [], "job": [(GROUP, PLURAL, "get")], "create_if_absent": [], "converge": [],
     "pods": [("", "pods", "list")], "delete_pod": [("", "pods", "delete")],
     "progress": [("", "configmaps", "get")], "event": [("", "events", "create")],
     "scale_up_triggered": [("", "events", "list")],

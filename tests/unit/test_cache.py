@@ -8,7 +8,17 @@ from typing import Any
 
 import pytest
 
-from dstj_api.contract import INDEX_LABEL, JOB_LABEL, KIND, PLURAL, PROGRESS_KEY, ROLE_LABEL, TEMPLATE_ANNOTATION
+from dstj_api.contract import (
+    GROUP,
+    INDEX_LABEL,
+    JOB_LABEL,
+    KIND,
+    PLURAL,
+    PROGRESS_KEY,
+    ROLE_LABEL,
+    TEMPLATE_ANNOTATION,
+    VERSION,
+)
 from dstj_operator import cache, children, cluster
 from dstj_operator.cache import UNKNOWN, Store
 from dstj_operator.decide import classify_end, observe
@@ -130,7 +140,7 @@ def test_pods_are_indexed_by_job() -> None:
 
 def test_a_job_is_read_as_its_status_write_answered_and_without_managed_fields() -> None:
     store = Store()
-    job = {"apiVersion": "training.deepseek.dev/v1", "kind": KIND,
+    job = {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
            "metadata": {"name": "moe", "namespace": NS, "uid": "u", "resourceVersion": "40", "managedFields": [{}]},
            "spec": {}, "status": {"membership": {"generation": 1}}}
     listed(store, PLURAL, job)
