@@ -1,4 +1,4 @@
-"""Command line: `python -m benchmarks.fleet [--jobs 100 300] [--workers 8] [--deletions 1] ...`.
+"""Command line: `python -m benchmarks.fleet [--jobs 100 300] [--workers 8] [--deletions 1] [--failover] ...`.
 
 Each N runs on a fresh private cluster (started and stopped here; kwok is built on first use, with
 progress). Prints one column per N and, with --json/--plot, writes the numbers and a plot of each
@@ -14,10 +14,17 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from benchmarks.fleet.report import plot, table
+from benchmarks.fleet import failover
+from benchmarks.fleet.failover import run_failover
+from benchmarks.fleet.report import ROWS, plot, table
 from benchmarks.fleet.run import FleetSpec, run
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def say(message: str) -> None:
+    """Progress on stderr (the table alone goes to stdout)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--churn-rate", type=float, default=0.0, help="unrelated pods replaced per second (default 0)")
     p.add_argument("--memory-breakdown", action="store_true",
                    help="run the operator under tracemalloc and add its Python memory per job by part (slower)")
+    p.add_argument("--failover", action="store_true",
+                   help="instead: SIGKILL the leader of two operators under N jobs and time the standby's takeover "
+                        "until every job has had a pass")
+    p.add_argument("--lease-seconds", type=int, default=15, help="with --failover: the Lease duration (default 15)")
+    p.add_argument("--tight-apf", action="store_true",
+                   help="throttle the operator: its requests get 3 seats of the API server, the rest 429")
     p.add_argument("--json", type=Path, help="write the numbers here")
     p.add_argument("--plot", type=Path, help="write a plot of each number against N here (PNG)")
     args = p.parse_args(argv)
@@ -40,11 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.jobs:
         spec = FleetSpec(jobs=n, workers=args.workers, deletions_per_s=args.deletions, window_s=args.window,
                          report_every_s=args.report_every, churn_pods=args.churn_pods, churn_per_s=args.churn_rate,
-                         memory_breakdown=args.memory_breakdown)
-        print(f"fleet: {n} jobs x {args.workers} workers, {args.deletions} deletions/s", file=sys.stderr, flush=True)
-        results.append(run(spec, ROOT / "out" / "bench" / f"fleet-operator-{n}.log",
-                           progress=lambda m: print(m, file=sys.stderr, flush=True)))
-    print(table(results))
+                         tight_apf=args.tight_apf, memory_breakdown=args.memory_breakdown)
+        print(f"fleet: {n} jobs x {args.workers} workers, {args.deletions} deletions/s"
+              f"{', failover' if args.failover else ''}", file=sys.stderr, flush=True)
+        if args.failover:
+            results.append(run_failover(spec, ROOT / "out" / "bench", say, lease_seconds=args.lease_seconds))
+        else:
+            results.append(run(spec, ROOT / "out" / "bench" / f"fleet-operator-{n}.log", progress=say))
+    print(table(results, failover.ROWS if args.failover else ROWS))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps([{"spec": asdict(r.spec), "numbers": r.numbers, "problems": r.problems}

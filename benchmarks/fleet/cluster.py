@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.fleet.measure import by_label
 from dstj_api.contract import GROUP, KIND, VERSION
 from dstj_operator.crd import CRD_FILE, PLURAL
 from localcluster import build, controlplane, fakenodes, health, kubeconfig, pki
@@ -72,6 +73,45 @@ def _flow_schemas() -> list[dict[str, Any]]:
                                                     "clusterScope": True, "namespaces": ["*"]}],
                                  "nonResourceRules": [{"verbs": [verb], "nonResourceURLs": ["*"]}]}]}}
             for verb in VERBS]
+
+
+TIGHT_LEVEL = "fleet-operator-tight"
+"""A priority level of few seats that rejects at once what it cannot run (`throttle_operator`)."""
+
+
+def throttle_operator(api: Api) -> None:
+    """Put every request of the operator's user in `TIGHT_LEVEL`: the API server answers 429 to what does not fit.
+
+    One nominal share against the built-in levels' ~245 gives it 3 of the server's 600 seats; it lends
+    none and borrows none, and `Reject` queues nothing, so a burst of the operator's passes (and its
+    LISTs, which weigh more than one seat) is throttled at once: API Priority and Fairness set tight.
+    """
+    api.post("/apis/flowcontrol.apiserver.k8s.io/v1/prioritylevelconfigurations", {
+        "apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "PriorityLevelConfiguration",
+        "metadata": {"name": TIGHT_LEVEL},
+        "spec": {"type": "Limited", "limited": {"nominalConcurrencyShares": 1, "lendablePercent": 0,
+                                                "borrowingLimitPercent": 0, "limitResponse": {"type": "Reject"}}}})
+    for verb in VERBS:
+        api.patch(f"/apis/flowcontrol.apiserver.k8s.io/v1/flowschemas/{FLOW_SCHEMA}{verb}",
+                  {"spec": {"priorityLevelConfiguration": {"name": TIGHT_LEVEL}}}, kind="merge-patch")
+
+
+def rejected(metrics: str) -> float:
+    """Requests of the operator's user the API server rejected (429) since it started, from its own metrics."""
+    return sum(v for k, v in by_label(metrics, "apiserver_flowcontrol_rejected_requests_total", "flow_schema").items()
+               if k.startswith(FLOW_SCHEMA))
+
+
+def restart_apiserver(cluster: FleetCluster, progress: controlplane.Progress) -> None:
+    """SIGKILL the API server and start it again: every watch and connection of every client drops at once.
+
+    Its metrics start again from zero: read what you need before."""
+    from localcluster import procs
+
+    rec = procs.load(cluster.sd.procs, "kube-apiserver")
+    assert rec is not None
+    procs.kill_now(rec)
+    controlplane.up(cluster.sd, progress=progress)
 
 
 def _operator_identity(sd: StateDir, api: Api) -> Path:

@@ -41,6 +41,8 @@ class FleetView:
     world: dict[str, int] = field(default_factory=dict)
     workers: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
     """job -> live (not terminating) worker pod name -> its index."""
+    anomalies: list[str] = field(default_factory=list)
+    """What must never be seen at any moment: a published generation going back, two live workers of one index."""
     on_generation: list[Any] = field(default_factory=list)
     """Callbacks (job, generation, world size) for each newly published generation."""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -64,6 +66,8 @@ class FleetView:
         if kind == "DELETED" or gen is None:
             return
         with self.lock:
+            if gen < self.generation.get(name, -1):
+                self.anomalies.append(f"{name}: generation {gen} published after {self.generation[name]}")
             newer = gen > self.generation.get(name, -1)
             self.generation[name], self.world[name] = max(gen, self.generation.get(name, -1)), world
         if newer:
@@ -85,7 +89,11 @@ class FleetView:
             if kind == "DELETED" or meta.get("deletionTimestamp"):
                 self.workers[job].pop(name, None)
             else:
-                self.workers[job][name] = meta["labels"].get(INDEX_LABEL, "")
+                index = meta["labels"].get(INDEX_LABEL, "")
+                twins = [n for n, i in self.workers[job].items() if i == index and n != name]
+                if twins:
+                    self.anomalies.append(f"{job}: live workers {name} and {twins[0]} both of index {index}")
+                self.workers[job][name] = index
 
     def at_target(self, jobs: list[str], workers: int) -> int:
         """How many of `jobs` have a published generation of `workers` members."""
@@ -110,6 +118,15 @@ class Trainers:
     def add(self, job: str) -> None:
         """Start reporting for `job`, at a random point of the period (real jobs do not report in step)."""
         self._push(time.monotonic() + random.uniform(0, self.every), job, periodic=True)
+
+    def report_all_from(self, step: int) -> None:
+        """Send every job's report at once, its step (and every later one's) at least `step`: a marker
+        that shows in a job's status only after a pass has mirrored the report sent now."""
+        with self.view.lock:
+            jobs = list(self.view.generation)
+        for job in jobs:
+            self._steps[job] = max(self._steps[job], step - 1)
+            self._push(time.monotonic(), job)
 
     def _push(self, at: float, job: str, periodic: bool = False) -> None:
         with self._cv:

@@ -45,11 +45,11 @@ def _fmt(v: float | None) -> str:
     return f"{v:.0f}" if abs(v) >= 100 else f"{v:.2f}" if abs(v) >= 1 else f"{v:.3f}"
 
 
-def table(results: list[FleetResult]) -> str:
+def table(results: list[FleetResult], rows: list[tuple[str, str]] = ROWS) -> str:
     """A Markdown table: one row per number, one column per fleet size."""
     head = "| N jobs | " + " | ".join(str(r.spec.jobs) for r in results) + " |"
     lines = [head, "| --- |" + " ---: |" * len(results)]
-    for key, label in ROWS:
+    for key, label in rows:
         lines.append(f"| {label} | " + " | ".join(_fmt(r.numbers.get(key)) for r in results) + " |")
     parts = sorted({k for r in results for k in r.numbers if k.startswith("python_kib_per_job")})
     for key in parts:  # --memory-breakdown: the Python memory per job by part

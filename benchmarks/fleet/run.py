@@ -54,6 +54,10 @@ class FleetSpec:
     bring_up_timeout_s: float = 900.0
     memory_breakdown: bool = False
     """Run the operator under tracemalloc and report its Python memory per job by part (costs CPU and memory)."""
+    tight_apf: bool = False
+    """Throttle the operator: its requests go to a priority level of 3 seats that answers 429 to the rest."""
+    restart_apiserver: bool = False
+    """Kill and restart the API server as the deletions start: every watch and connection drops."""
 
 
 @dataclass
@@ -159,6 +163,8 @@ def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
     with tempfile.TemporaryDirectory(prefix="dstj-fleet-") as tmp, \
             fc.private_cluster(Path(tmp) / "state", fake_nodes, lambda m: progress(f"  {m}")) as c:
         fc.namespace(c.api, NS)
+        if spec.tight_apf:
+            fc.throttle_operator(c.api)
         stop = threading.Event()
         churn = Churn(c.api, CHURN_NS, spec.churn_pods, spec.churn_per_s, stop)
         if spec.churn_pods:
@@ -190,6 +196,11 @@ def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
             progress(f"  all {spec.jobs} jobs at target in {up:.1f} s; steady window of {spec.window_s:.0f} s with "
                      f"{spec.deletions_per_s}/s deletions")
             pre.active.set()
+            rejected = 0.0
+            if spec.restart_apiserver:
+                rejected = fc.rejected(c.metrics())  # its counters start again from zero
+                progress("  restarting the API server: every watch drops")
+                fc.restart_apiserver(c, lambda m: progress(f"  {m}"))
             time.sleep(min(10.0, spec.window_s / 4))  # warm-up: the first deletions' generations in flight
             before, peak = _snapshot(c, op), 0.0
             first_deletion = len(pre.latencies)
@@ -214,7 +225,13 @@ def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
                 wait_until(lambda: not pre.pending and not _check(c, view, pre, names, spec), timeout=300,
                            interval=1, max_interval=2, what="the fleet whole again")
             result.numbers["recover_s"] = time.monotonic() - t_stop
-            result.problems = _check(c, view, pre, names, spec)
+            result.problems = _check(c, view, pre, names, spec) + view.anomalies
+            result.numbers["operator_requests_rejected_429"] = rejected + fc.rejected(c.metrics())
+            if op.proc.poll() is not None:
+                result.problems.append(f"the operator exited with {op.proc.returncode}; see {log}")
+            else:
+                result.numbers["operator_pass_retries"] = sum(
+                    by_label(op.metrics(), "dstj_operator_pass_retries_total", "cause").values())
             result.numbers["deletions_total"] = pre.deleted
             result.numbers["deletions_followed_by_a_generation"] = len(pre.latencies)
             stop.set()

@@ -47,6 +47,11 @@ _waiting: set[tuple[str, str]] = set()
 """Jobs owed one more pass once the running one ends: it has not read the cluster yet, so it sees every event
 that came meanwhile."""
 _waiting_lock = threading.Lock()
+_transient_failures: dict[tuple[str, str], int] = {}
+"""Job -> passes in a row that failed transiently (throttled, 5xx, no connection); dropped on success."""
+RECORD_TRANSIENT_AFTER = 5
+"""Transient failures in a row after which the job's Synced condition says so (one throttled pass is noise,
+and writing it would add a request to a throttled API server)."""
 
 
 @kopf.on.startup()
@@ -80,7 +85,14 @@ def sync(namespace: str, name: str) -> None:
     try:
         while True:
             with PASSES.pending():  # /healthz fails when pending passes stop finishing
-                _sync_locked(namespace, name)
+                try:
+                    _sync_locked(namespace, name)
+                except Exception as e:
+                    if not apierrors.is_transient(e):
+                        raise
+                    _retry_later(key, e)
+                else:
+                    _transient_failures.pop(key, None)
             with _waiting_lock:
                 if key not in _waiting:
                     _running.discard(key)
@@ -94,6 +106,20 @@ def sync(namespace: str, name: str) -> None:
         if owed:  # an event came during the failed pass: it still gets its pass
             _requeue().after(key, 0)
         raise
+
+
+def _retry_later(key: tuple[str, str], error: BaseException) -> None:
+    """A pass that failed transiently (throttled, a 5xx, no connection) asks for its own retry.
+
+    No event may come to trigger one: the failed pass may have been the last its job's events asked for.
+    The delay grows with the failures in a row and is never shorter than the server's Retry-After."""
+    failures = _transient_failures.get(key, 0) + 1
+    _transient_failures[key] = failures
+    delay = apierrors.retry_delay(error, failures)
+    metrics.PASS_RETRIES.labels(cause=apierrors.cause(error)).inc()
+    log.info("pass of %s/%s failed transiently (%d in a row), retrying in %.1f s: %s", *key, failures, delay,
+             str(error).splitlines()[0][:300] if str(error) else type(error).__name__)
+    _requeue().after(key, delay)
 
 
 def _sync_locked(namespace: str, name: str) -> None:
@@ -113,8 +139,9 @@ def _sync_locked(namespace: str, name: str) -> None:
         out = reconcile(cluster, job)
     except Exception as e:
         metrics.RECONCILE_ERRORS.inc()
-        if not apierrors.is_api_error(e):
-            raise
+        persists = _transient_failures.get((namespace, name), 0) + 1 >= RECORD_TRANSIENT_AFTER
+        if not apierrors.is_api_error(e) or (apierrors.is_transient(e) and not persists):
+            raise  # `sync` retries a transient failure; one that persists is recorded on the job below
         _record_api_error(api, cluster, job, e)
         return
     finally:
@@ -166,7 +193,8 @@ def _record_api_error(api: Any, cluster: Cluster, job: dict[str, Any], error: Ba
         log.warning("could not record the failure on %s/%s: %s", meta["namespace"], meta["name"], e.reason)
     else:
         cluster.event(job, "SyncFailed", f"{reason}: {message}", "Warning")
-    _requeue().after((meta["namespace"], meta["name"]), apierrors.retry_after(status.bookkeeping.sync_failures))
+    _requeue().after((meta["namespace"], meta["name"]), max(apierrors.retry_after(status.bookkeeping.sync_failures),
+                                                          apierrors.server_retry_after(error) or 0.0))
 
 
 _requeue_instance: Requeue | None = None

@@ -13,6 +13,9 @@ RECONCILE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 RECONCILE_ERRORS = Counter("dstj_operator_reconcile_errors_total", "Reconcile passes that raised.")
+PASS_RETRIES = Counter("dstj_operator_pass_retries_total",
+                       "Passes that failed transiently and requeued themselves, by cause: the HTTP status (429 "
+                       "throttled, 5xx) or connection (refused, dropped, timed out).", ["cause"])
 COALESCED_EVENTS = Counter("dstj_operator_coalesced_events_total",
                            "Events that needed no pass of their own: one of the same job was already queued.")
 JOBS = Gauge("dstj_operator_jobs", "Jobs this operator reconciles, by phase.", ["phase"])

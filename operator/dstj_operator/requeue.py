@@ -12,16 +12,23 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 Key = tuple[str, str]
 log = logging.getLogger(__name__)
 
 
+WORKERS = 4
+"""Passes the requeue runs at once: one that waits out a throttled API server's Retry-After must not hold up
+every other job's retry (events run in kopf's own executor, beside these)."""
+
+
 class Requeue:
     """Calls `sync(namespace, name)` once at the earliest time asked for each job."""
 
-    def __init__(self, sync: Callable[[str, str], None]) -> None:
+    def __init__(self, sync: Callable[[str, str], None], workers: int = WORKERS) -> None:
         self._sync = sync
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="requeue")
         self._heap: list[tuple[float, Key]] = []
         self._due: dict[Key, float] = {}
         self._cv = threading.Condition()
@@ -46,7 +53,10 @@ class Requeue:
                 if self._due.get(key) != at:
                     continue  # superseded by an earlier request
                 del self._due[key]
-            try:
-                self._sync(*key)
-            except Exception:  # a failed pass is retried by the next event; never kill this thread
-                log.exception("delayed sync of %s/%s failed", *key)
+            self._pool.submit(self._call, key)
+
+    def _call(self, key: Key) -> None:
+        try:
+            self._sync(*key)
+        except Exception:  # a transient failure requeued itself (handlers.sync); this is a bug's trace
+            log.exception("delayed sync of %s/%s failed", *key)

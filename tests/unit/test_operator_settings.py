@@ -47,10 +47,10 @@ def test_requeue_runs_each_job_once_at_the_earliest_time_asked() -> None:
         if name == "c":
             done.set()
 
-    # Judged by order, not by the clock (a loaded machine delays every call alike): one thread runs the
+    # Judged by order, not by the clock (a loaded machine delays every call alike): one worker runs the
     # calls in time order, so "a" comes before "b" only if its 0.05 s request won, and "a" appears once
     # before "c" only if the 0.6 s and 0.8 s requests came to nothing.
-    q = Requeue(sync)
+    q = Requeue(sync, workers=1)
     q.after(("ns", "a"), 0.6)
     q.after(("ns", "a"), 0.05)  # earlier wins
     q.after(("ns", "a"), 0.8)  # later than a pending one: ignored
