@@ -16,7 +16,7 @@ from dstj_operator.crd_revision import APPLY_CRDS, CRD_REVISION, REVISION_ANNOTA
 #: (Revision 1 is the first with the annotation; its digest moved with issue 12's own CRD changes before
 #: any release carried it. From the first release on, a change is a new revision, never a new digest.)
 DIGESTS = {
-    1: "4494d42ee477d55a",
+    1: "4cc6c23af21f8a2c",
 }
 
 
