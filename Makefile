@@ -40,9 +40,10 @@ unit: setup
 
 test: lint cluster-binaries unit
 
-# The product images built and inspected, and run on a real node (see `images`).
+# The product images built and inspected, run on a real node, and the e2e suite on two real nodes
+# running them (tests/e2e's `real` case; see `images`).
 test-images: images
-	$(PY) -m pytest -q -m images tests/cluster/test_product_images.py
+	$(PY) -m pytest -q -m images tests/cluster/test_product_images.py tests/e2e
 
 bench: setup
 	$(PY) -m benchmarks.run

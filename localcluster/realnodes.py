@@ -441,14 +441,31 @@ def ensure(sd: StateDir, count: int, progress: Progress) -> list[str]:
     return [r.name for r in active]
 
 
-def import_image(sd: StateDir, name: str, archive: Path) -> None:
-    """Import an OCI or docker archive into one real node's containerd (the CRI's namespace)."""
+def import_image(sd: StateDir, name: str, image: Path) -> None:
+    """Import an image into one real node's containerd (the CRI's namespace): an OCI or docker
+    archive, or an OCI layout directory (streamed as a tar, never written as one).
+
+    The layer blobs are discarded once unpacked (``--discard-unpacked-layers``): the node runs
+    containers from its snapshots and never pushes, and a 6 GB image would otherwise be kept
+    twice per node.
+    """
     p = RealNodePaths(NodePaths(sd, name))
-    ctr = build.node_bin_dir() / "ctr"
-    res = subprocess.run([str(ctr), "--address", str(p.socket), "--namespace", "k8s.io", "images", "import",
-                          str(archive)], capture_output=True, text=True, check=False, timeout=600)
+    argv = [str(build.node_bin_dir() / "ctr"), "--address", str(p.socket), "--namespace", "k8s.io", "images",
+            "import", "--local", "--discard-unpacked-layers"]
+    if image.is_dir():
+        with subprocess.Popen(["tar", "-C", str(image), "-cf", "-", "oci-layout", "index.json", "blobs"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) as tar:
+            res = subprocess.run([*argv, "-"], stdin=tar.stdout, capture_output=True, text=True, check=False,
+                                 timeout=900)
+            assert tar.stdout is not None and tar.stderr is not None
+            tar.stdout.close()
+            tar_err = tar.stderr.read().decode(errors="replace")
+        if tar.returncode != 0:
+            raise RuntimeError(f"reading {image} to import it into node {name} failed: {tar_err.strip()}")
+    else:
+        res = subprocess.run([*argv, str(image)], capture_output=True, text=True, check=False, timeout=900)
     if res.returncode != 0:
-        raise RuntimeError(f"importing {archive} into node {name} failed: {res.stderr.strip()}")
+        raise RuntimeError(f"importing {image} into node {name} failed: {res.stderr.strip()}")
 
 
 def cleanup(sd: StateDir, name: str) -> None:

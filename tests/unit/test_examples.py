@@ -57,7 +57,7 @@ def test_the_trainer_image_default_is_this_release_s_as_the_chart_tags_the_opera
     # A versioned tag: with `latest` the kubelet's default pull policy is Always, and a node that has
     # the image but no registry to ask fails the pull.
     chart = yaml.safe_load((EXAMPLES.parent / "charts" / "deepseek-operator" / "Chart.yaml").read_text())
-    assert TRAINER_IMAGE == f"moe-trainer:{chart['appVersion']}"
+    assert f"moe-trainer:{chart['appVersion']}" == TRAINER_IMAGE
     assert DeepSeekTrainingJobSpec.model_fields["image"].default == TRAINER_IMAGE
 
 
