@@ -450,9 +450,16 @@ def import_image(sd: StateDir, name: str, image: Path) -> None:
     twice per node.
     """
     p = RealNodePaths(NodePaths(sd, name))
-    argv = [str(build.node_bin_dir() / "ctr"), "--address", str(p.socket), "--namespace", "k8s.io", "images",
-            "import", "--local", "--discard-unpacked-layers"]
+    ctr = [str(build.node_bin_dir() / "ctr"), "--address", str(p.socket), "--namespace", "k8s.io", "images"]
+    argv = [*ctr, "import", "--local", "--discard-unpacked-layers"]
     if image.is_dir():
+        # The node has this very image already (a kept cluster): importing it again reads and
+        # writes the whole compressed layer for nothing.
+        index = json.loads((image / "index.json").read_text())["manifests"][0]
+        ref, digest = index.get("annotations", {}).get("org.opencontainers.image.ref.name"), index["digest"]
+        listed = subprocess.run([*ctr, "ls"], capture_output=True, text=True, check=False, timeout=60).stdout
+        if any(line.split()[:3:2] == [ref, digest] for line in listed.splitlines() if line.strip()):
+            return
         with subprocess.Popen(["tar", "-C", str(image), "-cf", "-", "oci-layout", "index.json", "blobs"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) as tar:
             res = subprocess.run([*argv, "-"], stdin=tar.stdout, capture_output=True, text=True, check=False,
