@@ -125,10 +125,18 @@ def v1_hierarchies() -> list[Path]:
     return found
 
 
+#: cpu.shares of a node's cgroup root: the weight of everything the node's pods run, against each
+#: process of the host (1024 each). A default 1024 made a whole node weigh one host process, and on
+#: a loaded machine (load 20 here) its containers got a twentieth of their due: process nodes' pods,
+#: plain host processes, never were behind like that. Eight processes' worth.
+NODE_CPU_SHARES = 8 * 1024
+
+
 def _make_v1_root(path: str) -> None:
     """Create the kubelet's cgroup root in every v1 hierarchy (it refuses a missing one).
 
     A new cpuset cgroup starts with no CPUs and no memory nodes; each level copies its parent's.
+    Each level gets ``NODE_CPU_SHARES`` where the hierarchy has cpu.shares.
     """
     for h in v1_hierarchies():
         d = h
@@ -138,6 +146,8 @@ def _make_v1_root(path: str) -> None:
             for f in ("cpuset.cpus", "cpuset.mems"):
                 if (d / f).exists() and not (d / f).read_text().strip():
                     (d / f).write_text((parent / f).read_text())
+            if (d / "cpu.shares").exists():
+                (d / "cpu.shares").write_text(f"{NODE_CPU_SHARES}\n")
 
 
 def _v1_pids(path: str) -> list[int]:

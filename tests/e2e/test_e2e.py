@@ -81,6 +81,10 @@ def test_install_train_lose_a_node_succeed_and_uninstall_cleanly(e2e_cluster: E2
     job["metadata"]["namespace"] = ns
     job["spec"]["checkpoint"]["hostPath"] = f"{shared_in_pods}/{JOB}-{suffix}"
     job["spec"]["image"] = os.environ.get("DSTJ_E2E_TRAINER_IMAGE", job["spec"]["image"])
+    if e2e_cluster.kind == "real":
+        # A replacement container on a real node imports torch from the image before it can join
+        # (tens of seconds on a loaded machine): twice the steps leave it time to grow the job back.
+        job["spec"]["trainer"]["train"]["steps"] *= 2
     steps, interval = job["spec"]["trainer"]["train"]["steps"], job["spec"]["trainer"]["checkpoint"]["interval"]
     watcher = JobWatcher(kube, ns, JOB).start()
     kube("apply", "-f", "-", stdin=json.dumps(job))
