@@ -24,14 +24,15 @@ cluster-binaries: setup node-deps
 	$(PY) -m localcluster build --kwok >/dev/null
 
 # Debian packages of real nodes (runc, CNI plugins, iptables) and of the image build (mmdebstrap,
-# buildah): installed where missing (root only; elsewhere the real-node tests say what is missing).
+# buildah, zstd): installed where missing (root only; elsewhere the real-node tests say what is missing).
 node-deps:
 	@./scripts/node-deps.sh
 
 # The operator and trainer images from their Dockerfiles, built with buildah (no Docker) on a Python
-# base made from Debian packages; cached by content hash under ~/.cache/dstj/images (scripts/images.py).
-# Not part of `make test` yet: cold it takes ~15 min and ~36 GB of peak disk (the CUDA-capable trainer
-# image), over the budget; `make test-images` builds them and runs the tests that inspect and run them.
+# base made from Debian packages, pip reading the wheelhouse `make setup` fetched; cached by content hash
+# under ~/.cache/dstj/images (scripts/images.py). Not part of `make test`: cold it takes ~13 min and
+# +22 GB of peak disk here (the CUDA-capable trainer image), which with the real-node suites exceeds the
+# budget; `make test-images` builds them and runs the tests that inspect and run them.
 images: setup node-deps
 	$(PY) -m scripts.images >/dev/null
 
@@ -40,9 +41,10 @@ unit: setup
 
 test: lint cluster-binaries unit
 
-# The product images built and inspected, and run on a real node (see `images`).
+# The product images built and inspected, run on a real node, and the e2e suite on two real nodes
+# running them (tests/e2e's `real` case; see `images`).
 test-images: images
-	$(PY) -m pytest -q -m images tests/cluster/test_product_images.py
+	$(PY) -m pytest -q -m images tests/cluster/test_product_images.py tests/e2e
 
 bench: setup
 	$(PY) -m benchmarks.run

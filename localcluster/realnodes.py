@@ -125,10 +125,18 @@ def v1_hierarchies() -> list[Path]:
     return found
 
 
+#: cpu.shares of a node's cgroup root: the weight of everything the node's pods run, against each
+#: process of the host (1024 each). A default 1024 made a whole node weigh one host process, and on
+#: a loaded machine (load 20 here) its containers got a twentieth of their due: process nodes' pods,
+#: plain host processes, never were behind like that. Eight processes' worth.
+NODE_CPU_SHARES = 8 * 1024
+
+
 def _make_v1_root(path: str) -> None:
     """Create the kubelet's cgroup root in every v1 hierarchy (it refuses a missing one).
 
     A new cpuset cgroup starts with no CPUs and no memory nodes; each level copies its parent's.
+    Each level gets ``NODE_CPU_SHARES`` where the hierarchy has cpu.shares.
     """
     for h in v1_hierarchies():
         d = h
@@ -138,6 +146,8 @@ def _make_v1_root(path: str) -> None:
             for f in ("cpuset.cpus", "cpuset.mems"):
                 if (d / f).exists() and not (d / f).read_text().strip():
                     (d / f).write_text((parent / f).read_text())
+            if (d / "cpu.shares").exists():
+                (d / "cpu.shares").write_text(f"{NODE_CPU_SHARES}\n")
 
 
 def _v1_pids(path: str) -> list[int]:
@@ -441,14 +451,38 @@ def ensure(sd: StateDir, count: int, progress: Progress) -> list[str]:
     return [r.name for r in active]
 
 
-def import_image(sd: StateDir, name: str, archive: Path) -> None:
-    """Import an OCI or docker archive into one real node's containerd (the CRI's namespace)."""
+def import_image(sd: StateDir, name: str, image: Path) -> None:
+    """Import an image into one real node's containerd (the CRI's namespace): an OCI or docker
+    archive, or an OCI layout directory (streamed as a tar, never written as one).
+
+    The layer blobs are discarded once unpacked (``--discard-unpacked-layers``): the node runs
+    containers from its snapshots and never pushes, and a 6 GB image would otherwise be kept
+    twice per node.
+    """
     p = RealNodePaths(NodePaths(sd, name))
-    ctr = build.node_bin_dir() / "ctr"
-    res = subprocess.run([str(ctr), "--address", str(p.socket), "--namespace", "k8s.io", "images", "import",
-                          str(archive)], capture_output=True, text=True, check=False, timeout=600)
+    ctr = [str(build.node_bin_dir() / "ctr"), "--address", str(p.socket), "--namespace", "k8s.io", "images"]
+    argv = [*ctr, "import", "--local", "--discard-unpacked-layers"]
+    if image.is_dir():
+        # The node has this very image already (a kept cluster): importing it again reads and
+        # writes the whole compressed layer for nothing.
+        index = json.loads((image / "index.json").read_text())["manifests"][0]
+        ref, digest = index.get("annotations", {}).get("org.opencontainers.image.ref.name"), index["digest"]
+        listed = subprocess.run([*ctr, "ls"], capture_output=True, text=True, check=False, timeout=60).stdout
+        if any(line.split()[:3:2] == [ref, digest] for line in listed.splitlines() if line.strip()):
+            return
+        with subprocess.Popen(["tar", "-C", str(image), "-cf", "-", "oci-layout", "index.json", "blobs"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) as tar:
+            res = subprocess.run([*argv, "-"], stdin=tar.stdout, capture_output=True, text=True, check=False,
+                                 timeout=900)
+            assert tar.stdout is not None and tar.stderr is not None
+            tar.stdout.close()
+            tar_err = tar.stderr.read().decode(errors="replace")
+        if tar.returncode != 0:
+            raise RuntimeError(f"reading {image} to import it into node {name} failed: {tar_err.strip()}")
+    else:
+        res = subprocess.run([*argv, str(image)], capture_output=True, text=True, check=False, timeout=900)
     if res.returncode != 0:
-        raise RuntimeError(f"importing {archive} into node {name} failed: {res.stderr.strip()}")
+        raise RuntimeError(f"importing {image} into node {name} failed: {res.stderr.strip()}")
 
 
 def cleanup(sd: StateDir, name: str) -> None:

@@ -3,16 +3,32 @@
 buildah (Debian's, daemonless) builds ``operator/Dockerfile`` and ``trainer_image/Dockerfile`` as
 they are, with the overlay storage driver and chroot isolation, from the Python base made here
 from Debian packages (``localcluster.baseimage``), passed through the Dockerfiles' own
-``PYTHON_IMAGE`` build argument (no image registry is reachable). The images are written as
-docker archives named as the chart and the examples name them (``deepseek-operator:<appVersion>``,
-``moe-trainer:<appVersion>``) and ``import_into`` loads them into each real node's containerd.
+``PYTHON_IMAGE`` build argument (no image registry is reachable). The images are written as OCI
+layout directories (gzip-compressed layers) named as the chart and the examples name them
+(``deepseek-operator:<appVersion>``, ``moe-trainer:<appVersion>``) and ``import_into`` loads them
+into each real node's containerd.
 
-Cache: an image whose key (the Dockerfile, every file its COPY steps read, the build arguments,
-the base's key) is unchanged is not rebuilt at all; a changed one is rebuilt with buildah's layer
-cache (``--layers``), so the dependency layer (keyed by the requirement files it copies) is reused
-when only sources changed. Build-time only, the host's CA bundle and a ``pip.conf`` naming it are
-mounted into RUN steps (this network's TLS goes through a proxy with its own CA); nothing of them
-stays in an image.
+Packages: the Dockerfiles' ``pip install`` steps read the wheelhouse ``make setup`` fetched
+(``scripts/wheelhouse.sh``: requirements.lock's wheels, PyPI's files byte for byte), mounted at
+build time with a ``pip.conf`` that names it as the only source; the requirement files pin exact
+versions of that closure, so the images hold what an index would have given and torch is not
+downloaded a second time. The host's CA bundle is mounted too (this network's TLS goes through a
+proxy with its own CA). None of these mounts stays in an image.
+
+Disk (the trainer image is 6.2 GB uncompressed, nearly all of it one layer, the venv): buildah's
+commit writes each new layer to a temporary blob first; into its own storage it then copies that
+blob once more and applies it as a layer (three copies of the venv besides the two containers' at
+the peak), so the final stage is committed straight into the OCI layout (``-t oci:DIR:NAME``: the
+temporary blob and the layout's compressed one). No per-step layer cache: ``--layers`` commits
+the build stage's 6 GB venv layer too and keeps it. The layers are gzip-compressed (bud's one
+choice; about half the size), so a node's transient copy of the layer while it imports is half
+too; the layout directory is streamed to containerd as a tar (an ``oci-archive:`` would be written
+twice: a temporary layout, then the tar), which discards the layer blobs once unpacked. The
+builder's storage (base image, leftovers) is emptied after each build.
+
+Cache: an image whose key (the Dockerfile, every file its COPY steps read, the build arguments, the
+base's key, the storage format) is unchanged is not rebuilt at all; a changed one is rebuilt from
+the local wheelhouse (no download).
 
 The trainer is built as ``VARIANT=cuda`` (PyPI's torch with its CUDA wheels): the PyTorch CPU index
 ``VARIANT=cpu`` needs is not reachable here.
@@ -37,6 +53,10 @@ from localcluster.state import StateDir, cache_root
 ROOT = Path(__file__).resolve().parents[1]
 Progress = Callable[[str], None]
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+#: How images are stored: part of every image's key, so an image kept in another format is never reused.
+FORMAT = "oci-layout+gzip"
+#: Where the build's RUN steps see the wheelhouse.
+WHEELS_IN_BUILD = "/wheels"
 
 
 class ImageBuildError(RuntimeError):
@@ -81,14 +101,14 @@ class Image:
 
     def key(self) -> str:
         """Hash of everything the image is made of."""
-        h = hashlib.sha256(f"{self.repository} {sorted(self.build_args.items())} {baseimage.key()}".encode())
+        h = hashlib.sha256(f"{self.repository} {sorted(self.build_args.items())} {baseimage.key()} {FORMAT}".encode())
         for f in self.sources():
             h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
         return h.hexdigest()[:16]
 
-    def archive(self) -> Path:
-        """Where the built image is kept (a docker archive)."""
-        return cache_root() / "images" / f"{self.repository}-{self.key()}.tar"
+    def layout(self) -> Path:
+        """Where the built image is kept (an OCI layout directory)."""
+        return cache_root() / "images" / f"{self.repository}-{self.key()}.oci"
 
 
 IMAGES = {
@@ -118,50 +138,81 @@ def _run(argv: list[str], log: Path) -> None:
         raise ImageBuildError(f"{' '.join(argv[:8])} ... failed ({res.returncode}); {log}:\n{tail}")
 
 
-def _build_mounts() -> list[str]:
-    """Build-time only: the host's CA bundle and a pip.conf naming it (TLS through a proxy's CA)."""
-    if not CA_BUNDLE.is_file():
-        return []
+def wheelhouse(progress: Progress) -> Path:
+    """The wheelhouse of this clone's dependency environment, fetched now if setup predates it."""
+    marker = ROOT / ".venv" / ".base"
+    if not marker.is_file():
+        raise ImageBuildError("no .venv/.base: run `make setup` first")
+    deps = Path(marker.read_text().strip())
+    wheels = deps.with_name(deps.name.replace("deps-", "wheels-", 1))
+    if not (wheels / ".complete").is_file():
+        progress(f"fetching the wheels of requirements.lock into {wheels} (once)...")
+        res = subprocess.run([str(ROOT / "scripts" / "wheelhouse.sh"), str(deps / "bin" / "python"), str(wheels)],
+                             cwd=ROOT, check=False)
+        if res.returncode != 0:
+            raise ImageBuildError(f"scripts/wheelhouse.sh failed ({res.returncode}): no wheelhouse at {wheels}")
+    return wheels
+
+
+def _build_mounts(wheels: Path) -> list[str]:
+    """Build-time only: the wheelhouse as pip's only source, and the host's CA bundle."""
     conf = cache_root() / "images" / "build-pip.conf"
-    conf.write_text(f"[global]\ncert = {CA_BUNDLE}\n")
-    return ["-v", f"{conf}:/etc/pip.conf:ro", "-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro"]
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["[global]", "no-index = true", f"find-links = {WHEELS_IN_BUILD}"]
+    mounts = ["-v", f"{conf}:/etc/pip.conf:ro", "-v", f"{wheels}:{WHEELS_IN_BUILD}:ro"]
+    if CA_BUNDLE.is_file():
+        lines.append(f"cert = {CA_BUNDLE}")
+        mounts += ["-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro"]
+    conf.write_text("\n".join(lines) + "\n")
+    return mounts
+
+
+def _empty_storage(log: Path) -> None:
+    """Remove every container and image of the builder's storage (the layout is the cache)."""
+    _run(_buildah("rm", "--all"), log)
+    _run(_buildah("rmi", "--all", "--force"), log)
 
 
 def build(which: str, progress: Progress) -> Path:
-    """Build one image (``operator`` or ``trainer``) unless cached; return its docker archive."""
+    """Build one image (``operator`` or ``trainer``) unless cached; return its OCI layout."""
     image = IMAGES[which]
-    out = image.archive()
-    if out.is_file():
+    out = image.layout()
+    if (out / "index.json").is_file():
         return out
     if shutil.which("buildah") is None:
         raise ImageBuildError("building images needs buildah (Debian package buildah; `make node-deps`)")
     log = cache_root() / "images" / "logs" / f"{image.repository}.log"
+    wheels = wheelhouse(progress)
     base = baseimage.archive(progress)
     t0 = time.monotonic()
     _run(_buildah("pull", "-q", f"oci-archive:{base}"), log)
     progress(f"building {image.name} from {image.dockerfile} with buildah (log: {log})...")
     args = [a for k, v in image.build_args.items() for a in ("--build-arg", f"{k}={v}")]
-    _run(_buildah("bud", "--isolation", "chroot", "--pull-never", "--layers", *_build_mounts(),
-                  "--build-arg", f"PYTHON_IMAGE={baseimage.NAME}", *args, "-f", image.dockerfile,
-                  "-t", image.name, "."), log)
     tmp = out.with_name(f".{out.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    _run(_buildah("push", "-q", image.name, f"docker-archive:{tmp}:{image.name}"), log)
-    tmp.replace(out)
-    for old in out.parent.glob(f"{image.repository}-*.tar"):
+    shutil.rmtree(tmp, ignore_errors=True)
+    _run(_buildah("bud", "--isolation", "chroot", "--pull-never", "--disable-compression=false",
+                  *_build_mounts(wheels), "--build-arg", f"PYTHON_IMAGE={baseimage.NAME}", *args,
+                  "-f", image.dockerfile, "-t", f"oci:{tmp}:{image.name}", "."), log)
+    t1 = time.monotonic()
+    _empty_storage(log)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    for old in out.parent.glob(f"{image.repository}-*"):
         if old != out:
-            old.unlink()
-    progress(f"built {image.name} in {time.monotonic() - t0:.0f} s: {out} ({out.stat().st_size / 1e6:.0f} MB)")
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    progress(f"built {image.name} in {time.monotonic() - t0:.0f} s (build and commit {t1 - t0:.0f} s): {out} "
+             f"({size / 1e6:.0f} MB)")
     return out
 
 
 def build_all(progress: Progress, which: tuple[str, ...] = tuple(IMAGES)) -> dict[str, Path]:
-    """Build (or find) every image; return ``which -> archive``."""
+    """Build (or find) every image; return ``which -> OCI layout``."""
     return {w: build(w, progress) for w in which}
 
 
 def import_into(sd: StateDir, archives: dict[str, Path], progress: Progress) -> None:
-    """Import the images into every running real node's containerd (a second import is cheap)."""
+    """Import the images (OCI layouts or archives) into every running real node's containerd."""
     from localcluster import nodes, realnodes
 
     for r in nodes.records(sd):

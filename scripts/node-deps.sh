@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages real nodes and the image build need, where one is missing:
 # runc (the OCI runtime), the CNI plugins (bridge, host-local, portmap, loopback), iptables
-# (kube-proxy's Service rules), mmdebstrap (the Python base image) and buildah (builds the
-# Dockerfiles without a daemon). Needs root (as real nodes do); a no-op when all are present.
+# (kube-proxy's Service rules), mmdebstrap (the Python base image), buildah (builds the
+# Dockerfiles without a daemon) and zstd (reads the images' compressed layers in tests). Needs root
+# (as real nodes do); a no-op when all are present.
 set -euo pipefail
 need=()
 command -v runc >/dev/null || need+=(runc)
@@ -10,6 +11,7 @@ command -v runc >/dev/null || need+=(runc)
 command -v iptables >/dev/null || need+=(iptables)
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 command -v buildah >/dev/null || need+=(buildah)
+command -v zstd >/dev/null || need+=(zstd)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
     echo "node-deps: missing ${need[*]}; install them as root (apt-get install ${need[*]})" >&2

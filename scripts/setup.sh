@@ -15,6 +15,7 @@ command -v "$PY" >/dev/null || PY=python3
 CACHE=${DSTJ_CACHE:-$HOME/.cache/dstj}
 key=$( (cat requirements.lock; "$PY" -c 'import sys; print(sys.version)') | sha256sum | cut -c1-16)
 base="$CACHE/deps-$key"
+wheels="$CACHE/wheels-$key"
 
 if [ ! -f "$base/.complete" ]; then
     echo "setup: installing pinned dependencies into $base (once; torch is a ~4 GB download)" >&2
@@ -22,7 +23,8 @@ if [ ! -f "$base/.complete" ]; then
     mkdir -p "$CACHE"
     "$PY" -m venv "$base"
     "$base/bin/python" -m pip install --quiet --upgrade pip==25.3
-    "$base/bin/python" -m pip install --progress-bar off -r requirements.lock
+    ./scripts/wheelhouse.sh "$base/bin/python" "$wheels"
+    "$base/bin/python" -m pip install --progress-bar off --no-index --find-links "$wheels" -r requirements.lock
     touch "$base/.complete"
 fi
 

@@ -35,7 +35,7 @@ from dstj_api.contract import (
     VERSION,
 )
 from dstj_operator.naming import CHILD_TAILS, rendezvous_pod_name, worker_name
-from dstj_operator.podspec import ALL_SCRATCH, container_fields, pod_fields, scratch
+from dstj_operator.podspec import ALL_SCRATCH, container_fields, host_path_owner, pod_fields, scratch
 from dstj_operator.spec import DeepSeekTrainingJobSpec
 
 # JOB_LABEL, INDEX_LABEL and ROLE_LABEL stay importable from here (older code does); dstj_api.contract defines them.
@@ -195,6 +195,9 @@ def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, s
     pod_spec.update(pod_fields(o))
     if o.topology_spread_constraints:
         pod_spec["topologySpreadConstraints"] = o.topology_spread_constraints
+    if storage.host_path:
+        pod_spec["initContainers"] = [host_path_owner(spec.image, o, {"name": "checkpoints",
+                                                                      "mountPath": CHECKPOINT_MOUNT})]
     surplus = spec.autoscaling.surplus_priority_class_name
     if spec.autoscaling.enabled and surplus and index >= spec.min_replicas:
         # Workers above minReplicas may yield to other workloads. Not part of pod_template_hash: the one

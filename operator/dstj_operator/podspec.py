@@ -65,6 +65,28 @@ def container_fields(o: PodOverrides) -> dict[str, Any]:
     return fields
 
 
+def host_path_owner(image: str, o: PodOverrides, mount: dict[str, Any]) -> dict[str, Any]:
+    """The init container that gives a hostPath checkpoint directory to the trainer's user.
+
+    The kubelet creates a missing hostPath directory as root with mode 0755, and `fsGroup` does not
+    apply to hostPath volumes: without this a non-root trainer cannot write its checkpoints there.
+    It runs as root with CAP_CHOWN alone and changes the directory itself, not its contents (a
+    resumed job's files are the trainer's already). A namespace that admits hostPath volumes is at
+    the privileged Pod Security level, so a root init container adds nothing it forbids.
+    """
+    context = merged(POD_SECURITY_DEFAULTS, o.security_context)
+    owner = f"{context.get('runAsUser', RUN_AS_ID)}:{context.get('runAsGroup', RUN_AS_ID)}"
+    container: dict[str, Any] = {
+        "name": "checkpoint-owner", "image": image, "command": ["chown", owner, mount["mountPath"]],
+        "volumeMounts": [mount],
+        "securityContext": {"runAsUser": 0, "runAsNonRoot": False, "allowPrivilegeEscalation": False,
+                            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]}},
+    }
+    if o.image_pull_policy:
+        container["imagePullPolicy"] = o.image_pull_policy
+    return container
+
+
 def scratch(names: Collection[str], taken: Collection[str] = ()) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(volumes, volumeMounts) of the writable emptyDirs of `SCRATCH` called `names`, less those whose mount path
     is in `taken` (a user's own volume at that path wins)."""

@@ -143,6 +143,11 @@ class RendezvousSpec(WireModel):
 
 
 MAX_REPLICAS = 1024
+#: ``spec.image``'s default: this release's trainer image, tagged like the chart's operator image
+#: (its appVersion; a unit test keeps them equal). A versioned tag, not ``latest``: with ``latest``
+#: the kubelet's default pull policy is ``Always``, which fails on a node that has the image but no
+#: registry to ask (``spec.pod.imagePullPolicy`` sets the policy explicitly).
+TRAINER_IMAGE = "moe-trainer:0.1.0"
 """The most workers a job may have."""
 MAX_DEVICES_PER_WORKER = 16
 """The most GPUs (processes) per worker."""
@@ -222,7 +227,10 @@ class DeepSeekTrainingJobSpec(WireModel):
         1, ge=1, le=MAX_REPLICAS, description="Fewest workers to train on; below it the job waits."
     )
     max_replicas: int = Field(8, ge=1, le=MAX_REPLICAS, description="Most workers the job may scale to.")
-    image: str = Field("moe-trainer:latest", description="Trainer image.")
+    image: str = Field(
+        TRAINER_IMAGE, description="Trainer image (default: the trainer image of this release, as the chart's "
+        "appVersion tags the operator's)."
+    )
     devices_per_worker: int = Field(
         0, ge=0, le=MAX_DEVICES_PER_WORKER, description="GPUs per worker (one process each); 0 = CPU."
     )

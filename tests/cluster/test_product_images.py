@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -39,14 +40,24 @@ def archives() -> dict[str, Path]:
     raise AssertionError("unreachable")
 
 
-def _members_and_config(archive: Path) -> tuple[set[str], dict[str, object]]:
-    """Every path in the image's layers, and its config (from a docker archive)."""
+def _members_and_config(layout: Path) -> tuple[set[str], dict[str, object]]:
+    """Every path in the image's layers, and its config (from an OCI layout, zstd or gzip layers)."""
+    def blob(digest: str) -> Path:
+        return layout / "blobs" / digest.replace(":", "/", 1)
+
+    manifest = json.loads(blob(json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]).read_text())
+    config = json.loads(blob(manifest["config"]["digest"]).read_text())
     names: set[str] = set()
-    with tarfile.open(archive) as outer:
-        manifest = json.load(outer.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
-        config = json.load(outer.extractfile(manifest["Config"]))  # type: ignore[arg-type]
-        for layer in manifest["Layers"]:
-            with tarfile.open(fileobj=outer.extractfile(layer)) as inner:
+    for layer in manifest["layers"]:
+        path = blob(layer["digest"])
+        if layer["mediaType"].endswith("+zstd"):
+            with subprocess.Popen(["zstd", "-dc", str(path)], stdout=subprocess.PIPE) as unzstd:
+                assert unzstd.stdout is not None
+                with tarfile.open(fileobj=unzstd.stdout, mode="r|") as inner:
+                    names.update(m.name.lstrip("./") for m in inner)
+            assert unzstd.returncode == 0
+        else:
+            with tarfile.open(path) as inner:  # plain or gzip
                 names.update(m.name.lstrip("./") for m in inner)
     return names, config
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from dstj_operator.crd import GROUP, KIND, VERSION
-from dstj_operator.spec import DeepSeekTrainingJobSpec
+from dstj_operator.spec import TRAINER_IMAGE, DeepSeekTrainingJobSpec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -53,10 +53,24 @@ def test_every_example_job_is_a_valid_spec(job: dict[str, Any]) -> None:
     DeepSeekTrainingJobSpec.model_validate(job["spec"])
 
 
+def test_the_trainer_image_default_is_this_release_s_as_the_chart_tags_the_operator_s() -> None:
+    # A versioned tag: with `latest` the kubelet's default pull policy is Always, and a node that has
+    # the image but no registry to ask fails the pull.
+    chart = yaml.safe_load((EXAMPLES.parent / "charts" / "deepseek-operator" / "Chart.yaml").read_text())
+    assert f"moe-trainer:{chart['appVersion']}" == TRAINER_IMAGE
+    assert DeepSeekTrainingJobSpec.model_fields["image"].default == TRAINER_IMAGE
+
+
+@pytest.mark.parametrize("job", JOBS)
+def test_no_example_runs_a_latest_image(job: dict[str, Any]) -> None:
+    image = job["spec"].get("image", TRAINER_IMAGE)
+    assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest"), image
+
+
 def test_moe_tiny_runs_on_the_local_cluster_from_the_builtin_corpus() -> None:
     spec = DeepSeekTrainingJobSpec.model_validate(the(KIND, "moe-tiny.yaml")["spec"])
     assert (spec.replicas, spec.min_replicas, spec.max_replicas) == (3, 1, 4)
-    assert (spec.image, spec.devices_per_worker) == ("moe-trainer:latest", 0)
+    assert (spec.image, spec.devices_per_worker) == ("moe-trainer:0.1.0", 0)
     assert (spec.trainer.data.source, spec.trainer.data.tokenizer) == ("builtin", "bytes")
     assert 60 <= spec.trainer.train.steps <= 120 and spec.trainer.checkpoint.interval == 10
     assert spec.checkpoint.host_path == "/tmp/dstj-checkpoints/moe-tiny"

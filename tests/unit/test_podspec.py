@@ -88,3 +88,18 @@ def test_the_store_leaves_a_lost_node_as_soon_as_the_workers_do() -> None:
     tolerations = children.rendezvous_pod(job, spec, "a")["spec"]["tolerations"]
     assert {t["key"]: t["tolerationSeconds"] for t in tolerations} == {
         "node.kubernetes.io/unreachable": 7, "node.kubernetes.io/not-ready": 7}
+
+
+def test_a_host_path_checkpoint_directory_is_given_to_the_trainers_user_first() -> None:
+    # The kubelet makes a missing hostPath directory root's (0755) and fsGroup skips hostPath volumes.
+    job, spec = a_job(checkpoint={"hostPath": "/shared/ckpt"}, pod={"securityContext": {"runAsUser": 1000}})
+    pod = children.worker_pod(job, spec, 0, "a")["spec"]
+    [init] = pod["initContainers"]
+    assert init["command"] == ["chown", f"1000:{podspec.RUN_AS_ID}", children.CHECKPOINT_MOUNT]
+    assert init["image"] == spec.image and init["volumeMounts"] == [{"name": "checkpoints",
+                                                                     "mountPath": children.CHECKPOINT_MOUNT}]
+    assert init["securityContext"]["runAsUser"] == 0
+    assert init["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["CHOWN"]}
+    for storage in ({"storageClass": "shared"}, {"pvc": "mine"}):
+        job, spec = a_job(checkpoint=storage)
+        assert "initContainers" not in children.worker_pod(job, spec, 0, "a")["spec"]
