@@ -19,14 +19,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from benchmarks.fleet import cluster as fc
 from benchmarks.fleet.loadgen import JOBS_PATH, FleetView, Preemptor, Trainers
 from benchmarks.fleet.measure import cpu_seconds, percentile, rss_mib
-from benchmarks.fleet.run import NS, FleetResult, FleetSpec, _check, _wait_whole
+from benchmarks.fleet.run import NS, FleetResult, FleetSpec, _check, create_fleet
 from localcluster.waiting import WaitTimeout, wait_until
 
 LEASE = "dstj-fleet"
@@ -85,14 +84,9 @@ def run_failover(spec: FleetSpec, log_dir: Path, progress: Callable[[str], None]
                 view.start()
                 for target in (trainers.run, pre.run):
                     threading.Thread(target=target, daemon=True).start()
-                names = [f"job-{i:04d}" for i in range(spec.jobs)]
                 progress(f"  creating {spec.jobs} jobs x {spec.workers} workers ({pods} pods on {fake_nodes} "
                          "fake nodes)")
-                with ThreadPoolExecutor(8) as pool:
-                    list(pool.map(lambda n: c.api.post(JOBS_PATH.format(ns=NS), fc.job(n, spec.workers)), names))
-                for n in names:
-                    trainers.add(n)
-                up = _wait_whole(view, names, spec, spec.bring_up_timeout_s, "every job at its target")
+                names, up = create_fleet(c, view, trainers, spec)
                 result.numbers |= {"jobs": spec.jobs, "workers": spec.workers, "pods": pods, "bring_up_s": up,
                                    "lease_seconds": lease_seconds}
                 progress(f"  all {spec.jobs} jobs at target in {up:.1f} s; preempting at {spec.deletions_per_s}/s")

@@ -129,6 +129,17 @@ def _wait_whole(view: FleetView, names: list[str], spec: FleetSpec, timeout: flo
     return time.monotonic() - t0
 
 
+def create_fleet(c: fc.FleetCluster, view: FleetView, trainers: Trainers, spec: FleetSpec) -> tuple[list[str], float]:
+    """Create the fleet's jobs, hand them to the trainers' stand-in, and wait until every one is at its target;
+    return the job names and the seconds the bring-up took."""
+    names = [f"job-{i:04d}" for i in range(spec.jobs)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: c.api.post(JOBS_PATH.format(ns=NS), fc.job(n, spec.workers)), names))
+    for n in names:
+        trainers.add(n)
+    return names, _wait_whole(view, names, spec, spec.bring_up_timeout_s, "every job at its target")
+
+
 def _check(c: fc.FleetCluster, view: FleetView, pre: Preemptor, names: list[str], spec: FleetSpec) -> list[str]:
     """What is wrong with the fleet now, read fresh from the API server (empty: nothing)."""
     problems = []
@@ -182,14 +193,9 @@ def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
             threads = [threading.Thread(target=t, daemon=True) for t in (trainers.run, pre.run, churn.run)]
             for t in threads:
                 t.start()
-            names = [f"job-{i:04d}" for i in range(spec.jobs)]
             cpu0 = cpu_seconds(op.proc.pid)
             progress(f"  creating {spec.jobs} jobs x {spec.workers} workers ({pods} pods on {fake_nodes} fake nodes)")
-            with ThreadPoolExecutor(8) as pool:
-                list(pool.map(lambda n: c.api.post(JOBS_PATH.format(ns=NS), fc.job(n, spec.workers)), names))
-            for n in names:
-                trainers.add(n)
-            up = _wait_whole(view, names, spec, spec.bring_up_timeout_s, "every job at its target")
+            names, up = create_fleet(c, view, trainers, spec)
             result.numbers |= {"jobs": spec.jobs, "workers": spec.workers, "pods": pods, "fake_nodes": fake_nodes,
                                "bring_up_s": up, "operator_cpu_s_bring_up": cpu_seconds(op.proc.pid) - cpu0,
                                "operator_rss_mib_baseline": base_rss}
