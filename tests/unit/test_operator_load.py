@@ -17,7 +17,8 @@ from dstj_operator.converge import Mode
 from localcluster.waiting import wait_until
 
 
-def test_events_arriving_while_a_pass_is_queued_do_not_queue_another(monkeypatch: pytest.MonkeyPatch) -> None:
+def _slow_passes(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event, list[str]]:
+    """Make every pass record its job, say it started, and hold until released: (release, started, passes)."""
     release, started, passes = threading.Event(), threading.Event(), []
 
     def slow_pass(namespace: str, name: str) -> None:
@@ -26,6 +27,11 @@ def test_events_arriving_while_a_pass_is_queued_do_not_queue_another(monkeypatch
         release.wait(5)
 
     monkeypatch.setattr(handlers, "_sync_locked", slow_pass)
+    return release, started, passes
+
+
+def test_events_arriving_while_a_pass_is_queued_do_not_queue_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    release, started, passes = _slow_passes(monkeypatch)
     running = threading.Thread(target=handlers.sync, args=("ns", "job"))
     running.start()
     assert started.wait(5)  # pass 1 holds the lock and has read the cluster
@@ -44,14 +50,7 @@ def test_events_arriving_while_a_pass_is_queued_do_not_queue_another(monkeypatch
 
 def test_an_event_of_a_busy_job_returns_at_once_and_its_pass_runs_right_after_the_running_one(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    release, started, passes = threading.Event(), threading.Event(), []
-
-    def slow_pass(namespace: str, name: str) -> None:
-        passes.append(name)
-        started.set()
-        release.wait(5)
-
-    monkeypatch.setattr(handlers, "_sync_locked", slow_pass)
+    release, started, passes = _slow_passes(monkeypatch)
     running = threading.Thread(target=handlers.sync, args=("ns", "busy"))
     running.start()
     assert started.wait(5)
