@@ -67,9 +67,9 @@ def slim_pod(pod: Obj) -> Obj:
     out_status: Obj = {k: status[k] for k in _POD_STATUS if k in status}
     if "conditions" in status:
         out_status["conditions"] = [{k: c[k] for k in _CONDITION if k in c} for c in status["conditions"] or []]
-    if "containerStatuses" in status:
-        out_status["containerStatuses"] = [{"name": cs.get("name"), "state": cs.get("state") or {}}
-                                           for cs in status["containerStatuses"] or []]
+    for key in ("initContainerStatuses", "containerStatuses"):
+        if key in status:
+            out_status[key] = [{"name": cs.get("name"), "state": cs.get("state") or {}} for cs in status[key] or []]
     out_spec: Obj = {"containers": [{"name": c.get("name"), **({"ports": c["ports"]} if c.get("ports") else {})}
                                     for c in spec.get("containers") or []]}
     if spec.get("nodeName"):

@@ -108,7 +108,8 @@ STUCK_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "Create
 
 
 def _stuck(status: dict[str, Any]) -> str:
-    for cs in status.get("containerStatuses") or []:
+    # An init container runs the job's image too (the checkpoint owner): a bad image stops the pod there first.
+    for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
         waiting = (cs.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in STUCK_REASONS:
             return _one_line(f"{waiting['reason']}: {waiting.get('message', '')}".rstrip(": "), keep_end=False)

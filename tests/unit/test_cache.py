@@ -182,6 +182,9 @@ END_STATES = [
     pytest.param({"phase": "Pending", "containerStatuses": [{"name": "trainer", "state": {"waiting": {
         "reason": "ImagePullBackOff", "message": "no such image"}}}], "nominatedNodeName": "n2"},
                  id="stuck-pulling"),
+    pytest.param({"phase": "Pending", "initContainerStatuses": [{"name": "checkpoint-owner", "state": {"waiting": {
+        "reason": "ErrImagePull", "message": "no such image"}}}]},
+                 id="stuck-pulling-in-an-init-container"),
     pytest.param({"conditions": [{"type": "Ready", "status": "False"}, {"type": "ContainersReady", "status": "True"}]},
                  id="node-lost"),
 ]

@@ -85,3 +85,8 @@ def test_a_worker_records_its_pod_template_and_why_it_cannot_start() -> None:
                                                 "message": "0/2 nodes are available: 2 Insufficient cpu."})
     assert observe(unscheduled, "i").stuck == "Unschedulable: 0/2 nodes are available: 2 Insufficient cpu."
     assert observe(_pod("True", "True"), "i").stuck == ""
+    # The checkpoint owner, an init container, runs the job's image: a bad image stops the pod there first.
+    at_init = _pod("False", "False")
+    at_init["status"]["initContainerStatuses"] = [{"state": {"waiting": {"reason": "ErrImagePull",
+                                                                          "message": "pull \"nope:1\" failed"}}}]
+    assert observe(at_init, "i").stuck == 'ErrImagePull: pull "nope:1" failed'
