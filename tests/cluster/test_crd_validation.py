@@ -256,23 +256,25 @@ def _without_operator_set_rule(crd: dict[str, Any]) -> dict[str, Any]:
 def test_a_job_stored_before_the_checkpoint_dir_rule_can_still_be_edited_but_not_its_dir(crd: Kubectl) -> None:
     """The API server ratchets the rule with the node it sits on (`trainer.checkpoint`): a job an older CRD admitted
     with `trainer.checkpoint.dir` is not stuck (kubectl scale, an Argo CD sync of another field), yet its dir cannot
-    be changed or set anew. A CRD of its own group, so the shared one is never swapped under other tests."""
-    group = "ratchet.deepseek.dev"
+    be changed or set anew. A CRD of its own group and names (kubectl resolves a plural or short name across groups,
+    so sharing them would send other tests' `kubectl get deepseektrainingjobs` here), never the shared one."""
+    group, plural, kind = "ratchet.deepseek.dev", "ratchetjobs", "RatchetJob"
     new = build_crd()
-    new["metadata"] = {"name": f"{PLURAL}.{group}"}
+    new["metadata"] = {"name": f"{plural}.{group}"}
     new["spec"]["group"] = group
+    new["spec"]["names"] = {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"}
     old = _without_operator_set_rule(new)
     obj = job("stored", replicas=2, maxReplicas=4, trainer={"checkpoint": {"dir": "/srv/old"}})
-    obj["apiVersion"] = f"{group}/{VERSION}"
+    obj["apiVersion"], obj["kind"] = f"{group}/{VERSION}", kind
     try:
         crd("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=json.dumps(old))
-        crd("wait", "--for=condition=Established", f"crd/{PLURAL}.{group}", "--timeout=30s")
+        crd("wait", "--for=condition=Established", f"crd/{plural}.{group}", "--timeout=30s")
         crd("create", "-f", "-", stdin=json.dumps(obj))
         crd("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=json.dumps(new))
         refused = crd("create", "--dry-run=server", "-f", "-", stdin=json.dumps({**obj, "metadata": {
             "name": "fresh", "namespace": NS}}), check=False)
         assert refused.returncode != 0 and "spec.trainer.checkpoint.dir" in refused.stderr, refused.stderr
-        stored = json.loads(crd("get", f"{PLURAL}.{group}", "stored", "-n", NS, "-o", "json").stdout)
+        stored = json.loads(crd("get", f"{plural}.{group}", "stored", "-n", NS, "-o", "json").stdout)
         crd("replace", "--dry-run=server", "-f", "-", stdin=json.dumps(_set(stored, "spec.replicas", 3)))
         moved = crd("replace", "--dry-run=server", "-f", "-",
                     stdin=json.dumps(_set(stored, "spec.trainer.checkpoint.dir", "/srv/new")), check=False)
@@ -281,4 +283,4 @@ def test_a_job_stored_before_the_checkpoint_dir_rule_can_still_be_edited_but_not
         del dropped["spec"]["trainer"]["checkpoint"]["dir"]
         crd("replace", "--dry-run=server", "-f", "-", stdin=json.dumps(dropped))
     finally:
-        crd("delete", "crd", f"{PLURAL}.{group}", "--wait=false", check=False)
+        crd("delete", "crd", f"{plural}.{group}", "--timeout=60s", check=False)
