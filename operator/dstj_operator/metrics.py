@@ -25,6 +25,13 @@ GENERATION_BUMPS = Counter("dstj_operator_generation_bumps_total", "Membership g
 WATCH_EVENTS = Counter("dstj_operator_watch_events_total",
                        "Objects received on kopf's watch streams (initial listings included), by resource, before "
                        "any handler's filter: what the API server sends this process.", ["resource"])
+EVENT_WAIT = Histogram(
+    "dstj_operator_event_wait_seconds",
+    "How long the oldest event of a job waited in the operator: until kopf called a handler for it (until=handler), "
+    "until a pass read it (until=pass), until that pass wrote the job's status (until=status; passes that wrote "
+    "none are not counted).", ["until"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
+)
 LEADER = Gauge("dstj_operator_leader", "1 while this replica holds the leader lease (or runs without election).")
 
 WORKERS = Gauge("dstj_operator_job_workers", "Workers of a job: desired (status.targetReplicas with autoscaling, "
