@@ -53,6 +53,11 @@ _APPLY_CALLS = {
 }
 
 
+POOL_CONNECTIONS = 48
+"""HTTPS connections the shared client keeps open: at least the threads that call at once (kopf's handler threads,
+`handlers.HANDLER_THREADS`, and the requeue's). The client's default is 5 per CPU: beyond it urllib3 opens a
+connection per call and drops it after, a TLS handshake each time."""
+
 _api_client: Any = None
 _api_client_lock = threading.Lock()
 
@@ -63,7 +68,9 @@ def shared_api_client() -> Any:
     global _api_client
     with _api_client_lock:
         if _api_client is None:
-            _api_client = client.ApiClient()
+            configuration = client.Configuration.get_default_copy()
+            configuration.connection_pool_maxsize = POOL_CONNECTIONS
+            _api_client = client.ApiClient(configuration)
         return _api_client
 
 
@@ -263,7 +270,7 @@ class Cluster:
             "reason": reason, "message": message, "type": kind, "source": {"component": "dstj-operator"},
         }
         try:
-            self.core.create_namespaced_event(meta["namespace"], body)
+            self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False)  # the answer is unread
         except ApiException as e:
             log.warning("could not record event %s: %s", reason, e.reason)
 
