@@ -33,6 +33,8 @@ EVENT_WAIT = Histogram(
     "none are not counted).", ["until"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
 )
+EVENTS_DROPPED = Counter("dstj_operator_events_dropped_total",
+                         "Kubernetes Events not posted: too many were waiting for a slow API server.")
 LEADER = Gauge("dstj_operator_leader", "1 while this replica holds the leader lease (or runs without election).")
 
 WORKERS = Gauge("dstj_operator_job_workers", "Workers of a job: desired (status.targetReplicas with autoscaling, "

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dstj_operator import cache, cluster, handlers, requeue
+from dstj_operator import cache, cluster, events, handlers, requeue
 from dstj_operator.converge import Mode
 from localcluster.waiting import wait_until
 
@@ -222,4 +222,4 @@ def test_kopf_builds_no_diff_essence_of_an_event_and_runs_handlers_in_enough_thr
     assert settings.persistence.diffbase_storage.build(body=pod) == {}  # no deep copy of every body
     assert settings.persistence.diffbase_storage.fetch(body=pod) is None
     assert settings.execution.max_workers == handlers.HANDLER_THREADS
-    assert cluster.POOL_CONNECTIONS >= handlers.HANDLER_THREADS + requeue.WORKERS  # a connection per caller
+    assert cluster.POOL_CONNECTIONS >= handlers.HANDLER_THREADS + requeue.WORKERS + events.THREADS  # one per caller
