@@ -207,7 +207,8 @@ def operator(cluster: FleetCluster, log: Path, env: dict[str, str] | None = None
                 raise RuntimeError(f"the operator exited with {proc.returncode}; see {log}")
             return health.get(f"http://127.0.0.1:{port}/metrics")[0] == 200
 
-        wait_until(up, timeout=60, what="the operator's metrics endpoint")
+        # Under tracemalloc every import is traced: on a loaded machine the start alone took over a minute.
+        wait_until(up, timeout=240 if memtrace else 60, what="the operator's metrics endpoint")
         yield op
     finally:
         proc.terminate()

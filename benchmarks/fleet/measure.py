@@ -50,9 +50,11 @@ def by_label(text: str, metric: str, label: str, where: dict[str, str] | None = 
     return dict(out)
 
 
-def histogram(text: str, metric: str) -> dict[float, float]:
-    """A histogram's cumulative bucket counts, by upper bound (+Inf as math.inf)."""
-    return {float(labels["le"].replace("+Inf", "inf")): value for labels, value in samples(text, metric + "_bucket")}
+def histogram(text: str, metric: str, where: dict[str, str] | None = None) -> dict[float, float]:
+    """A histogram's cumulative bucket counts, by upper bound (+Inf as math.inf), of the series whose labels
+    include `where`."""
+    return {float(labels["le"].replace("+Inf", "inf")): value for labels, value in samples(text, metric + "_bucket")
+            if all(labels.get(k) == v for k, v in (where or {}).items())}
 
 
 def histogram_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:

@@ -103,6 +103,11 @@ def _window(before: dict[str, Any], after: dict[str, Any], spec: FleetSpec) -> d
     out["reconcile_p50_s"] = histogram_quantile(h0, h1, 0.50)
     out["reconcile_p99_s"] = histogram_quantile(h0, h1, 0.99)
     out["reconciles_per_s"] = (h1.get(math.inf, 0.0) - h0.get(math.inf, 0.0)) / dt
+    for until in ("handler", "pass", "status"):  # where a job's events wait inside the operator (`lag`)
+        w0 = histogram(before["op_metrics"], "dstj_operator_event_wait_seconds", {"until": until})
+        w1 = histogram(after["op_metrics"], "dstj_operator_event_wait_seconds", {"until": until})
+        out[f"event_to_{until}_p50_s"] = histogram_quantile(w0, w1, 0.50)
+        out[f"event_to_{until}_p99_s"] = histogram_quantile(w0, w1, 0.99)
     return out
 
 

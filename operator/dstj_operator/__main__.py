@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     # kopf installs the one JSON handler on the root logger; a second handler here printed every line twice.
     kopf.configure(verbose=settings.log_level == "debug", log_format=kopf.LogFormat.JSON)
     logging.getLogger().setLevel(settings.log_level.upper())
+    if settings.log_level != "debug":
+        # kopf logs each handler's success at INFO: a JSON line per watch event, most of the log and a share of the
+        # CPU at a fleet's hundreds of events a second. Its warnings and errors still show.
+        logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.getLogger().level))
     load_kube_config()
     problem = check_installed_crd(client.ApiextensionsV1Api())
     if problem:  # Helm never upgrades crds/: an operator newer than its CRD must not run

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from kubernetes import client, utils
@@ -25,7 +26,7 @@ from pydantic import ValidationError
 
 from dstj_api import ProgressReport, read_lenient
 from dstj_api.contract import GROUP, JOB_LABEL, KIND, PLURAL, PROGRESS_KEY, VERSION
-from dstj_operator import cache
+from dstj_operator import cache, events
 from dstj_operator.cache import UNKNOWN
 from dstj_operator.converge import Mode, hash_of, matches, replacement, stamped
 
@@ -53,6 +54,11 @@ _APPLY_CALLS = {
 }
 
 
+POOL_CONNECTIONS = 48
+"""HTTPS connections the shared client keeps open: at least the threads that call at once (kopf's handler threads,
+`handlers.HANDLER_THREADS`, the requeue's and the Event posters'). The client's default is 5 per CPU: beyond it
+urllib3 opens a connection per call and drops it after, a TLS handshake each time."""
+
 _api_client: Any = None
 _api_client_lock = threading.Lock()
 
@@ -63,7 +69,9 @@ def shared_api_client() -> Any:
     global _api_client
     with _api_client_lock:
         if _api_client is None:
-            _api_client = client.ApiClient()
+            configuration = client.Configuration.get_default_copy()
+            configuration.connection_pool_maxsize = POOL_CONNECTIONS
+            _api_client = client.ApiClient(configuration)
         return _api_client
 
 
@@ -254,16 +262,22 @@ class Cluster:
                       and str(ref.get("apiVersion", "")).split("/")[0] == GROUP)
 
     def event(self, job: dict[str, Any], reason: str, message: str, kind: str = "Normal") -> None:
-        """Record a Kubernetes Event on the job."""
+        """Record a Kubernetes Event on the job: stamped now, posted by `events.POSTER`'s threads (the pass goes on)."""
         meta = job["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
                                "name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
             "reason": reason, "message": message, "type": kind, "source": {"component": "dstj-operator"},
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         }
-        try:
-            self.core.create_namespaced_event(meta["namespace"], body)
-        except ApiException as e:
-            log.warning("could not record event %s: %s", reason, e.reason)
+        core = self.core
 
+        def post() -> None:
+            try:
+                core.create_namespaced_event(meta["namespace"], body, _preload_content=False)  # the answer is unread
+            except ApiException as e:
+                log.warning("could not record event %s: %s", reason, e.reason)
+
+        events.POSTER.submit(post)

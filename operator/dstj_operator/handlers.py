@@ -30,7 +30,7 @@ import kopf
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from dstj_operator import apierrors, cache, capacity, conditions, metrics
+from dstj_operator import apierrors, cache, capacity, conditions, lag, metrics
 from dstj_operator.children import JOB_LABEL
 from dstj_operator.cluster import Cluster, shared_api_client
 from dstj_operator.crd import GROUP, PLURAL, VERSION
@@ -49,15 +49,39 @@ that came meanwhile."""
 _waiting_lock = threading.Lock()
 _transient_failures: dict[tuple[str, str], int] = {}
 """Job -> passes in a row that failed transiently (throttled, 5xx, no connection); dropped on success."""
+HANDLER_THREADS = 32
+"""Threads kopf runs handlers in (its default is the CPUs + 4, six on two cores). A pass spends most of its time
+waiting on its writes (the status, a pod create), so a fleet's passes need threads, not cores: with six, on an API
+server that took about a second a write, 100 jobs' events waited 26 s (median) for a thread before their handler
+ran; with 32, 0.06 s (benchmarks/README.md, "Where deletion -> generation went")."""
 RECORD_TRANSIENT_AFTER = 5
 """Transient failures in a row after which the job's Synced condition says so (one throttled pass is noise,
 and writing it would add a request to a throttled API server)."""
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No "last handled" essence: this operator has only event handlers, which never diff.
+
+    kopf builds the essence of every object on every event (a deep copy of the whole body, `managedFields`
+    included) for its change handlers' diff, whether there are change handlers or not: for a pod event, more CPU
+    than the handler's pass."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """Quiet event posting; no peering (leader election is ours, see `leader`)."""
+    """Quiet event posting; no peering (leader election is ours, see `leader`); no diff base (`NoDiffBase`)."""
     settings.posting.level = logging.WARNING
+    settings.persistence.diffbase_storage = NoDiffBase()
+    settings.execution.max_workers = HANDLER_THREADS
     settings.watching.server_timeout = 60
     # The CRD is installed before the operator (Helm's crds/), so no CRD or namespace scanning: the
     # least-privilege RBAC grants neither, and kopf would retry the denied lists with errors.
@@ -124,6 +148,7 @@ def _retry_later(key: tuple[str, str], error: BaseException) -> None:
 
 def _sync_locked(namespace: str, name: str) -> None:
     """The pass itself; the caller has made it the job's only one running."""
+    since = lag.LAG.reading((namespace, name))  # before the read: what arrives from now on is the next pass's
     api = client.CustomObjectsApi(shared_api_client())
     cluster = Cluster.connect()
     job = cluster.job(namespace, name)  # from the watch streams' store (`cache`) once they have listed
@@ -147,7 +172,8 @@ def _sync_locked(namespace: str, name: str) -> None:
     finally:
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
     try:
-        _write_status(api, job, out.status.dump())
+        if _write_status(api, job, out.status.dump()):
+            lag.LAG.written(since)
     except ApiException as e:
         if e.status != 409:
             raise
@@ -167,15 +193,17 @@ def _sync_locked(namespace: str, name: str) -> None:
         _requeue().after((namespace, name), out.requeue_after)
 
 
-def _write_status(api: Any, job: dict[str, Any], status: dict[str, Any]) -> None:
-    """Patch the status to `status` when it differs, conditional on the version the pass read; the answer goes
-    into the store at once, so the next pass reads what this one wrote."""
+def _write_status(api: Any, job: dict[str, Any], status: dict[str, Any]) -> bool:
+    """Patch the status to `status` when it differs (True: it did), conditional on the version the pass read; the
+    answer goes into the store at once, so the next pass reads what this one wrote."""
     patch = merge_patch(job.get("status") or {}, status)
-    if patch:
-        meta = job["metadata"]
-        cache.STORE.wrote(api.patch_namespaced_custom_object_status(
-            GROUP, VERSION, meta["namespace"], PLURAL, meta["name"],
-            {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch}))
+    if not patch:
+        return False
+    meta = job["metadata"]
+    cache.STORE.wrote(api.patch_namespaced_custom_object_status(
+        GROUP, VERSION, meta["namespace"], PLURAL, meta["name"],
+        {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch}))
+    return True
 
 
 def _record_api_error(api: Any, cluster: Cluster, job: dict[str, Any], error: BaseException) -> None:
@@ -212,7 +240,9 @@ def job_event(*, type: str, name: str, namespace: str | None, **_: Any) -> None:
     """The job was created or changed (spec, scale, its own status)."""
     if not namespace:
         return
+    lag.LAG.handled((namespace, name))
     if type == "DELETED":
+        lag.LAG.forget((namespace, name))
         metrics.job_phase(namespace, name, None)
         metrics.job_workers(namespace, name, None)
         capacity.waiting((namespace, name), False)
@@ -232,6 +262,7 @@ def child_event(*, type: str, body: Mapping[str, Any], labels: Mapping[str, str]
     """A child of a job changed or went (the store already holds the change, `cache`): reconcile its job."""
     if not namespace:
         return
+    lag.LAG.handled((namespace, labels[JOB_LABEL]))
     # A deleted pod that was bound to a node leaves room there: jobs waiting to grow look again (a pod that never
     # got a node frees nothing, and the autoscaler's own removal of one must not retry growth at once).
     if type == "DELETED" and body.get("kind") == "Pod" and (body.get("spec") or {}).get("nodeName"):

@@ -10,7 +10,8 @@ a lost connection while listing). So a stream counts as connected from its `LIST
 its `continuous_watch` ends. `install` wraps that one function and nothing else (it also counts the
 objects each stream delivers, `dstj_operator_watch_events_total`: what the API server sends, before kopf's
 client-side handler filters, and hands each one to the read layer, `cache.STORE`, before kopf sees it:
-the store knows a kind in a namespace from its stream's `LISTED` until the stream ends); a unit test pins
+the store knows a kind in a namespace from its stream's `LISTED` until the stream ends, and marks the job's
+event as received for `lag`); a unit test pins
 the names it relies on, so a kopf upgrade that moves them fails the tests, not production.
 
 What this does not see: a watch request that fails inside a running `continuous_watch` is retried
@@ -27,7 +28,7 @@ from typing import Any
 import kopf
 from kopf._cogs.clients import watching
 
-from dstj_operator import cache, metrics
+from dstj_operator import cache, lag, metrics
 
 _KOPF_CONTINUOUS_WATCH = watching.continuous_watch
 """kopf's own, kept so that installing a second tracker (tests) replaces the first instead of stacking."""
@@ -102,6 +103,9 @@ class WatchTracker:
                         received.inc()
                         if store is not None:
                             store.event(resource.plural, namespace, item)
+                            job = lag.job_of(resource.plural, item.get("object") or {})
+                            if job is not None:
+                                lag.LAG.received(job)
                     yield item
             finally:
                 tracker._ended(key)

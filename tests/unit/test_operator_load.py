@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dstj_operator import cache, cluster, handlers
+from dstj_operator import cache, cluster, events, handlers, requeue
 from dstj_operator.converge import Mode
 from localcluster.waiting import wait_until
 
@@ -209,3 +209,17 @@ def test_children_are_filtered_by_the_job_label_on_the_api_server_and_the_job_it
         assert selectors.collect(Resource(group, version, plural)) == [handlers.JOB_LABEL], plural
     assert selectors.collect(Resource(handlers.GROUP, handlers.VERSION, handlers.PLURAL)) == []
 
+
+
+def test_kopf_builds_no_diff_essence_of_an_event_and_runs_handlers_in_enough_threads() -> None:
+    import kopf
+
+    settings = kopf.OperatorSettings()
+    handlers.configure(settings=settings)
+
+    pod = kopf.Body({"metadata": {"name": "w", "labels": {handlers.JOB_LABEL: "j"}, "managedFields": [{}] * 50},
+                     "spec": {"containers": [{"name": "trainer"}]}})
+    assert settings.persistence.diffbase_storage.build(body=pod) == {}  # no deep copy of every body
+    assert settings.persistence.diffbase_storage.fetch(body=pod) is None
+    assert settings.execution.max_workers == handlers.HANDLER_THREADS
+    assert cluster.POOL_CONNECTIONS >= handlers.HANDLER_THREADS + requeue.WORKERS + events.THREADS  # one per caller
