@@ -6,8 +6,9 @@ reclaimed -> training continues at the smaller one (goals: < 15 s and < 10 s).
 trains at N/2 on one node and at N on two. The operator runs as a process (cluster-wide: it watches Nodes), the
 workers are real pods. "First step" is the first progress report (logEvery 1) of a generation at that size.
 Each resize is broken down into its steps (`growth_path`): when the Node watch saw the node, the target rose, the
-pods were created, scheduled, started, ready to join (with the worker's own imports and data times), Ready,
-the generation published, the group formed and the first step reported.
+pods were created, scheduled, started, ready to join (with the worker's own imports, data and model times), Ready,
+the generation published, the old group stopped, the new group formed, the checkpoint loaded and the first step
+reported.
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 `PathRecorder` watches the pool's Nodes, the job and its worker pods (Kubernetes watches, so a change is seen
 when the API server sends it, not at the next poll) and keeps the first time it saw each fact. `growth` and
-`shrink` turn that record (plus the workers' `ready to join` and `rank r of W` log lines, which carry their own
-wall-clock times) into the steps of one resize, each as seconds since the node joined or was reclaimed. Every
-process runs on this machine, so one clock serves all.
+`shrink` turn that record (plus the workers' own lines, which carry their wall-clock times: `ready to join` with
+the newcomer's imports, data, model and optimizer times; `stopped at step` of the old group; `rank r of W` once the new
+group formed; `resumed from step` with each member's parallel groups, model, storage check and checkpoint load)
+into the steps of one resize, each as seconds since the node joined or was reclaimed. Every process runs on this
+machine, so one clock serves all.
 """
 
 from __future__ import annotations
@@ -23,15 +25,21 @@ from dstj_api.contract import GROUP, INDEX_LABEL, JOB_LABEL, PLURAL, ROLE_LABEL,
 from localcluster.kubectl import Kubectl
 
 GROWTH_STEPS = ("target raised", "pods created", "pods scheduled", "containers started",
-                "workers ready to join", "pods Ready", "generation published", "group formed", "checkpoint loaded",
-                "first step written", "first step")
+                "workers ready to join", "pods Ready", "generation published", "old group stopped", "group formed",
+                "checkpoint loaded", "first step written", "first step")
 """The growth path in order; each is the moment the last worker needed got there."""
 SHRINK_STEPS = ("pods deleted", "generation published", "old group stopped", "group formed", "checkpoint loaded",
                 "first step written", "first step")
 
 _LINE = re.compile(r"^(\d\d):(\d\d):(\d\d\.\d+) \[([^\]]+)\] (.*)$")
 _READY = re.compile(r"ready to join ([\d.]+) s after the process started \(interpreter and imports ([\d.]+) s, "
-                    r"data ([\d.]+) s; ([\d.]+) s of CPU\)")
+                    r"data ([\d.]+) s(?:, model and optimizer ([\d.]+) s)?; ([\d.]+) s of CPU\)")
+_RESUMED = re.compile(r"resumed from step \d+ \(([\d.]+) s parallel groups, ([\d.]+) s model, ([\d.]+) s storage "
+                      r"check, ([\d.]+) s checkpoint load\)")
+_STOP_SAVE = re.compile(r"stopped at step \d+ \(stop checkpoint ([\d.]+) s\)")
+RESUME_PARTS = ("parallel groups", "model", "storage check", "checkpoint load")
+"""The parts of a member's way from the group formed to the state loaded, as its `resumed from step` line gives
+them."""
 
 
 @dataclass
@@ -155,12 +163,34 @@ class PathRecorder:
         if ready and all(ready):
             out["newcomer: interpreter and imports (s, slowest)"] = max(r[2] for r in ready if r)
             out["newcomer: data (s, slowest)"] = max(r[3] for r in ready if r)
-            out["newcomer: CPU until ready (s, slowest)"] = max(r[4] for r in ready if r)
+            out["newcomer: model and optimizer (s, slowest)"] = max(r[4] for r in ready if r)
+            out["newcomer: CPU until ready (s, slowest)"] = max(r[5] for r in ready if r)
         if gen is not None:
-            for step, text in (("group formed", "rank "), ("checkpoint loaded", "resumed from step")):
-                when = _last_line(self.kube, self.namespace, list(self.pods), f"generation {gen[1]}: {text}")
-                if when is not None:
-                    out[step] = when - t0
+            out |= self._after_publish(gen[1], t0)
+        return out
+
+    def _after_publish(self, generation: int, t0: float) -> dict[str, float]:
+        """When the old group stopped, the new one formed and loaded the state (seconds after t0: the last member
+        to get there), and the slowest member's part of each step from the group formed to the state loaded."""
+        with self._lock:
+            names = list(self.pods)
+        lines = [line for n in names for line in _log_lines(self.kube, self.namespace, n)]
+        out: dict[str, float] = {}
+        for step, prefix in (("old group stopped", f"generation {generation - 1}: stopped at step"),
+                             ("group formed", f"generation {generation}: rank "),
+                             ("checkpoint loaded", f"generation {generation}: resumed from step")):
+            when = max((t for t, text in lines if text.startswith(prefix)), default=None)
+            if when is not None:
+                out[step] = when - t0
+        saves = [float(m[1]) for _, text in lines
+                 if text.startswith(f"generation {generation - 1}: ") and (m := _STOP_SAVE.search(text))]
+        if saves:
+            out["old member: stop checkpoint (s, slowest)"] = max(saves)
+        parts = [m.groups() for _, text in lines
+                 if text.startswith(f"generation {generation}: ") and (m := _RESUMED.search(text))]
+        for i, part in enumerate(RESUME_PARTS):
+            if parts:
+                out[f"member: {part} (s, slowest)"] = max(float(p[i]) for p in parts)
         return out
 
     def shrink(self, t0: float, world: int) -> dict[str, float]:
@@ -169,16 +199,10 @@ class PathRecorder:
             deleted = _last(p.deleted for p in self.pods.values() if p.deleted is not None and p.deleted >= t0)
             gen = next(((t, g) for t, g, w in self.generations if t >= t0 and w == world), None)
             first = next(((t, w) for t, g, _, w in self.first_steps if gen and g == gen[1]), None)
-            names = list(self.pods)
         out = {"pods deleted": deleted, "generation published": gen[0] if gen else None,
                "first step written": first[1] if first else None, "first step": first[0] if first else None}
-        if gen is not None:
-            out["group formed"] = _last_line(self.kube, self.namespace, names, f"generation {gen[1]}: rank ")
-            out["checkpoint loaded"] = _last_line(self.kube, self.namespace, names,
-                                                  f"generation {gen[1]}: resumed from step")
-            out["old group stopped"] = _last_line(self.kube, self.namespace, names,
-                                                  f"generation {gen[1] - 1}: stopped at step")
-        return {k: v - t0 for k, v in out.items() if v is not None}
+        shrunk = {k: v - t0 for k, v in out.items() if v is not None}
+        return shrunk | (self._after_publish(gen[1], t0) if gen is not None else {})
 
 
 def _epoch(stamp: str | None) -> float:
@@ -205,19 +229,14 @@ def _log_lines(kube: Kubectl, ns: str, pod: str) -> list[tuple[float, str]]:
     return lines
 
 
-def _ready_line(lines: list[tuple[float, str]]) -> tuple[float, float, float, float, float] | None:
-    """(when, since process start, interpreter and imports, data, CPU) of the worker's `ready to join` line."""
+def _ready_line(lines: list[tuple[float, str]]) -> tuple[float, float, float, float, float, float] | None:
+    """(when, since process start, interpreter and imports, data, model, CPU) of the worker's `ready to join` line
+    (model 0 when the worker built it after joining)."""
     for t, text in lines:
         m = _READY.search(text)
         if m:
-            return t, float(m[1]), float(m[2]), float(m[3]), float(m[4])
+            return t, float(m[1]), float(m[2]), float(m[3]), float(m[4] or 0), float(m[5])
     return None
-
-
-def _last_line(kube: Kubectl, ns: str, pods: list[str], prefix: str) -> float | None:
-    """When the last of `pods` wrote a line starting with `prefix` (None: none did, or their logs are gone)."""
-    seen = [t for p in pods for t, text in _log_lines(kube, ns, p) if text.startswith(prefix)]
-    return max(seen, default=None)
 
 
 def table(title: str, steps: tuple[str, ...], rounds: list[dict[str, float]]) -> str:

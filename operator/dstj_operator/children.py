@@ -164,7 +164,7 @@ def worker_pod(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, index: int, s
         # The trainer writes what to change into the message file on a config error (exit EXIT_CONFIG); any
         # other failure with an empty file still leaves the log's tail in the pod's status.
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        # Ready once the trainer can join a group (torch imported, data built): only then does the
+        # Ready once the trainer can join a group (torch imported, data and model built): only then does the
         # operator put the pod in a generation, so the running members never wait through a start-up.
         # A member's later probe failures do not unseat it (decide.seated): a slow exec on a loaded
         # node must not restart the group.

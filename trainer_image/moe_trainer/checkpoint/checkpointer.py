@@ -30,16 +30,18 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
 
 from moe_trainer.checkpoint.storage import CheckpointStorage
 from moe_trainer.misconfig import RunConfigError
 from moe_trainer.parallel.groups import is_expert_param
 from moe_trainer.parallel.zero import StatePlan
+
+if TYPE_CHECKING:
+    import torch.distributed.checkpoint as dcp
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,13 @@ OPTIONAL_PREFIXES = ("comm.",)
 gradient reduction when the run that saved it did not compress): a load drops them from the state dict."""
 RESUME_FIELD = "checkpoint.resumeFrom, or the job's spec.checkpoint.resumeFrom"
 """Where users name a checkpoint to start from (named in errors about it)."""
+
+
+def import_dcp() -> None:
+    """Import torch.distributed.checkpoint now. It is imported where it is used: with DTensor and sympy it is a good
+    part of a worker's start (1.2-1.4 of ~5 CPU-seconds here), and a worker needs it only once it is in a group, so
+    it can import it while it waits for one."""
+    import torch.distributed.checkpoint  # noqa: F401
 
 
 @dataclass(slots=True, frozen=True)
@@ -241,6 +250,7 @@ class Checkpointer:
         self.wait()
         name = self._dir_name(step)
         start = time.perf_counter()
+        import torch.distributed.checkpoint as dcp  # on this thread, never in the staging one beside training
         if asynchronous:
             def stage_and_write() -> Any:
                 return dcp.async_save(
@@ -323,6 +333,8 @@ class Checkpointer:
         marker = read_marker(self.storage)
         if marker is None:
             return self._load_resume_from(state) if self.resume_from else None
+        import torch.distributed.checkpoint as dcp
+
         reader = self.storage.reader(marker.path)
         dcp.load(_present(state, reader), storage_reader=reader, process_group=self.pg, no_dist=self._no_dist)
         return marker
@@ -334,6 +346,8 @@ class Checkpointer:
         """
         assert self.resume_from is not None
         source, name = resume_source(self.resume_from)
+        import torch.distributed.checkpoint as dcp
+
         reader = source.reader(name)
         dcp.load(_present(state, reader), storage_reader=reader, process_group=self.pg, no_dist=self._no_dist)
         step = int(state["meta.step"]) if "meta.step" in state else 0

@@ -22,12 +22,14 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
-import torch.distributed.checkpoint as dcp
 
 from moe_trainer.misconfig import RunConfigError
+
+if TYPE_CHECKING:  # imported where used: a worker reads the marker before it needs DCP (`checkpointer.import_dcp`)
+    import torch.distributed.checkpoint as dcp
 
 # DCP's fsspec writer warns once per file that an object store has no fsync; its flush is the guarantee there.
 warnings.filterwarnings("ignore", message="fsync not supported for this stream", category=UserWarning)
@@ -131,6 +133,8 @@ class CheckpointStorage:
 
     def writer(self, name: str) -> dcp.StorageWriter:
         """A DCP writer for the checkpoint directory `name`."""
+        import torch.distributed.checkpoint as dcp
+
         if self._fs is None:
             return dcp.FileSystemWriter(self.child(name))
         return dcp.FsspecWriter(self.child(name))
@@ -144,6 +148,8 @@ class CheckpointStorage:
 
     def reader(self, name: str | None = None) -> dcp.StorageReader:
         """A DCP reader for the checkpoint directory `name` (None: the root itself is one)."""
+        import torch.distributed.checkpoint as dcp
+
         location = self.child(name) if name else self.location
         if self._fs is None:
             return dcp.FileSystemReader(location)

@@ -24,7 +24,7 @@ from moe_trainer.parallel.context import DistContext
 from moe_trainer.runtime.generation import Generation, print0
 from moe_trainer.runtime.membership import MembershipSource, ProgressSink, progress_from_env
 from moe_trainer.runtime.metrics import TrainerMetrics
-from moe_trainer.training.trainer import Datasets, Trainer
+from moe_trainer.training.trainer import Datasets, SeededModel, Trainer
 
 ENV_DATA_LOG = "DSTJ_DATA_LOG"
 """A directory for each rank's record of the samples it trained on (tests check it); unset: no record."""
@@ -46,13 +46,14 @@ def shared_data_dir(cfg: TrainerConfig) -> Path | None:
 
 
 def trainer_for(cfg: TrainerConfig, ctx: DistContext, device: torch.device, data: Datasets | None,
-                previous: Trainer | None = None) -> Trainer:
+                previous: Trainer | None = None, model: SeededModel | None = None) -> Trainer:
     """This generation's trainer: `previous` (the one in memory) re-seated for the layout when a checkpoint will
-    be loaded into it, else a fresh one from the seed (nothing committed yet: the run starts over)."""
+    be loaded into it, else a fresh one from the seed (nothing committed yet: the run starts over), on `model`
+    when one was built ahead (`build_model(cfg)`; the trainer takes it over)."""
     if previous is not None and cfg.checkpoint.dir is not None and read_marker(cfg.checkpoint.dir) is not None:
         previous.reconfigure(ctx)
         return previous
-    return Trainer(cfg, ctx, device, data=data)
+    return Trainer(cfg, ctx, device, data=data, model=model)
 
 
 class Reporting:

@@ -1,7 +1,11 @@
 """Reconfigure in place: one process trains every membership generation it is a member of.
 
-The process keeps its data, model and optimizer across generations (as torchft does) and for each
-published generation g in which it has a seat:
+The process keeps its data, model and optimizer across generations (as torchft does). Before it says it is ready
+to join (the pod's readiness, which the operator waits for before it publishes a generation with it) it builds
+its data, the model from the seed and a throwaway optimizer (whose first construction imports torch._dynamo), so
+that a published generation costs a newcomer little more than the group, the state load and a step; what only a
+group needs (the membership watch's client, DCP) it imports after, while the operator sees it Ready and the
+running members stop. Then, for each published generation g in which it has a seat:
 
     0. runs the trainer config g names: when the job's config was edited since this process started, it
        reads the current one (`config_source.py`) and rebuilds its trainer from it before joining;
@@ -40,14 +44,15 @@ import torch
 from dstj_api import EXIT_STOPPED, TrainerConfig, contract
 from dstj_api.contract import ENV_READY_PROBE
 from dstj_api.layout import LayoutError
-from moe_trainer.checkpoint.checkpointer import Checkpointer
+from moe_trainer.checkpoint.checkpointer import Checkpointer, import_dcp
 from moe_trainer.parallel.context import backend_for, make_context
 from moe_trainer.runtime.assembly import Reporting, assemble, prepare, start, trainer_for
 from moe_trainer.runtime.config_source import ConfigFollower
 from moe_trainer.runtime.generation import Outcome, run_generation
 from moe_trainer.runtime.membership import MembershipSource
 from moe_trainer.runtime.rendezvous import Seat, is_peer_failure, join, leave, seat_in
-from moe_trainer.training.trainer import Datasets, Trainer, pick_device
+from moe_trainer.training.optim import warm_up_optimizer
+from moe_trainer.training.trainer import Datasets, SeededModel, Trainer, build_model, pick_device
 
 POLL_S = 0.02
 """How often membership is read while waiting for a generation (a file read or a lock)."""
@@ -93,7 +98,7 @@ worker pod, which tests `dstj-ready-$HOSTNAME`; the member id is the pod name, i
 
 
 def mark_ready(member_id: str) -> None:
-    """Say this worker can join a group now (torch imported, data built): the operator counts a pod in a
+    """Say this worker can join a group now (torch imported, data and model built): the operator counts a pod in a
     generation only once it is Ready, so running members do not stop and wait through its start-up."""
     if os.environ.get(ENV_READY_PROBE) == "1":
         # A pod of an operator older than this trainer mounts no READY_DIR and probes /tmp.
@@ -136,6 +141,8 @@ class ElasticWorker:
         """The newest generation this process joined or gave up on; it is never joined again."""
         self.trainer: Trainer | None = None
         self._data: Datasets | None = None
+        self._model: SeededModel | None = None
+        """The model built before the first group (`build_model`), until a fresh trainer takes it over."""
         self._reporting = Reporting(cfg)
         self._started = time.perf_counter()
 
@@ -153,10 +160,18 @@ class ElasticWorker:
         imported = time.time()
         self._data = prepare(self.cfg)
         built = time.time()
+        # The model and the optimizer's imports too: once a generation is published, a newcomer's peers wait for it.
+        self._model = build_model(self.cfg)
+        warm_up_optimizer()
+        modelled = time.time()
         mark_ready(self.me.member_id)
         began, used = process_start(), time.process_time()
-        self._say(f"ready to join {built - began:.2f} s after the process started (interpreter and imports "
-                  f"{imported - began:.2f} s, data {built - imported:.2f} s; {used:.2f} s of CPU)")
+        self._say(f"ready to join {modelled - began:.2f} s after the process started (interpreter and imports "
+                  f"{imported - began:.2f} s, data {built - imported:.2f} s, model and optimizer "
+                  f"{modelled - built:.2f} s; {used:.2f} s of CPU)")
+        # Needed only in a group: imported while the pod turns Ready, the generation is published and the running
+        # members stop, not before this worker may be counted in.
+        import_dcp()
         while True:
             seat = self._next_seat()
             if isinstance(seat, int):
@@ -193,7 +208,7 @@ class ElasticWorker:
         committed checkpoint, as a newcomer's does, so nothing from the old config lingers in memory. The data is
         rebuilt only when its inputs changed (the operator refuses such edits; a local run might make one)."""
         old, self.cfg = self.cfg, cfg
-        self.trainer = None
+        self.trainer = self._model = None
         if _data_inputs(old) != _data_inputs(cfg):
             self._data = prepare(cfg)
         self._say(f"generation {generation}: runs the edited trainer config {self.config.digest}")
@@ -218,13 +233,14 @@ class ElasticWorker:
                 leave()
                 return EXIT_STOPPED if self.terminating else None
             joined = time.perf_counter()
+            self._say(f"generation {n}: rank {rank} of {seat.world_size} (pid {os.getpid()})")
             ctx = make_context(self.cfg, rank, seat.world_size, self.device)
             grouped = time.perf_counter()
-            trainer = self.trainer = trainer_for(self.cfg, ctx, self.device, self._data, self.trainer)
+            model, self._model = self._model, None  # a fresh trainer takes it over; a re-seated one drops it
+            trainer = self.trainer = trainer_for(self.cfg, ctx, self.device, self._data, self.trainer, model)
             built = time.perf_counter()
             g = assemble(self.cfg, trainer, n, self.source, self._reporting, self._started)
             ckpt = g.ckpt
-            self._say(f"generation {n}: rank {rank} of {seat.world_size} (pid {os.getpid()})")
             assembled = time.perf_counter()
             start(g)
             # What a reconfiguration costs after the group formed, in the order it happens.
@@ -257,5 +273,6 @@ class ElasticWorker:
             return 0
         if self.terminating:
             return EXIT_STOPPED
-        self._say(f"generation {n}: stopped at step {trainer.step}; waiting for the next generation")
+        saved = f" (stop checkpoint {ckpt.last_save_seconds:.2f} s)" if ckpt is not None else ""
+        self._say(f"generation {n}: stopped at step {trainer.step}{saved}; waiting for the next generation")
         return None

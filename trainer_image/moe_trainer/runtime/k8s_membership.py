@@ -58,16 +58,22 @@ def membership_of(job: dict[str, Any]) -> Membership | None:
 
 
 class JobStatusMembershipSource:
-    """The published membership of one job, kept current by a watch."""
+    """The published membership of one job, kept current by a watch from the first read on.
+
+    The client (its import is a good part of a worker's start) is loaded at the first read, which a worker makes
+    once it is ready to join: the operator publishes a generation for it only after that."""
 
     def __init__(self, spec: str) -> None:
-        from kubernetes import client
-
         self.namespace, self.name = parse_ref(spec)
-        _load_config()
-        self._api = client.CustomObjectsApi()
+        self._api: Any = None
         self._latest: Membership | None = None
         self._lock = threading.Lock()
+
+    def _connect(self) -> None:
+        from kubernetes import client
+
+        _load_config()
+        self._api = client.CustomObjectsApi()
         self._refresh()
         threading.Thread(target=self._follow, name="membership-watch", daemon=True).start()
 
@@ -99,7 +105,9 @@ class JobStatusMembershipSource:
             self._refresh()
 
     def current(self) -> Membership | None:
-        """The membership last seen."""
+        """The membership last seen (the first call reads it and starts the watch)."""
+        if self._api is None:
+            self._connect()
         with self._lock:
             return self._latest
 
@@ -124,17 +132,20 @@ class ConfigMapProgressSink:
 
 
 class ConfigMapConfigSource:
-    """The job's trainer config, read from its ConfigMap through the API (the worker's Role may get it)."""
+    """The job's trainer config, read from its ConfigMap through the API (the worker's Role may get it); the client
+    is loaded at the first read (only an edited job's workers make one)."""
 
     def __init__(self, spec: str) -> None:
-        from kubernetes import client
-
         self.namespace, self.name = parse_ref(spec)
-        _load_config()
-        self._api = client.CoreV1Api()
+        self._api: Any = None
 
     def read(self) -> str | None:
         """The config's JSON text, or None while it cannot be read (the caller reads again)."""
+        if self._api is None:
+            from kubernetes import client
+
+            _load_config()
+            self._api = client.CoreV1Api()
         try:
             cm = self._api.read_namespaced_config_map(self.name, self.namespace)
         except Exception as e:  # the API may be briefly unreachable

@@ -23,6 +23,16 @@ def build_optimizer(plan: StatePlan, cfg: OptimConfig) -> torch.optim.AdamW:
     )
 
 
+def warm_up_optimizer() -> None:
+    """Make and step a throwaway AdamW like `build_optimizer`'s. The first optimizer of a process imports
+    torch._dynamo, with sympy and triton (2.4 CPU-seconds here, more than the model takes): a worker pays for it
+    before it says it is ready to join, not inside a group whose members would wait for it."""
+    param = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.AdamW([param], foreach=False)
+    param.grad = torch.zeros(1)
+    opt.step()
+
+
 def lr_at(step: int, total_steps: int, cfg: OptimConfig) -> float:
     """Learning rate for optimizer step `step` (0-based): linear warmup, then cosine to min_lr_ratio * lr."""
     if step < cfg.warmup_steps:

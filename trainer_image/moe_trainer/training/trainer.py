@@ -98,6 +98,23 @@ def check_fp8(cfg: TrainerConfig, device: torch.device) -> None:
                              "(fp8 numerics, no speed-up) or use bf16")
 
 
+@dataclass(slots=True)
+class SeededModel:
+    """The full model as every rank builds it from the seed (`build_model`), with the generator's state right after,
+    so that it can be built before the group that trains it forms (a newcomer does so before it says it is ready)."""
+
+    model: Transformer
+    rng_after: torch.Tensor
+    """`torch.get_rng_state()` once the model was built."""
+
+
+def build_model(cfg: TrainerConfig) -> SeededModel:
+    """The whole model from `train.seed`, on the CPU (every expert: a trainer keeps its own slice of them)."""
+    torch.manual_seed(cfg.train.seed)
+    model = Transformer(cfg.model, cfg.train.activation_checkpointing)
+    return SeededModel(model, torch.get_rng_state())
+
+
 def single_process() -> DistContext:
     """The context of a run in one process (W=1)."""
     from dstj_api.layout import plan_layout
@@ -116,14 +133,17 @@ class Trainer:
     """Owns one rank's model shard, optimizer and data, and runs optimizer steps."""
 
     def __init__(self, cfg: TrainerConfig, ctx: DistContext | None = None, device: torch.device | None = None,
-                 data: Datasets | None = None) -> None:
+                 data: Datasets | None = None, model: SeededModel | None = None) -> None:
+        """`model`: `build_model(cfg)` made ahead of time (taken over, not copied); None builds it here."""
         self.cfg = cfg
         self.ctx = ctx or single_process()
         self.device = device or pick_device(cfg)
-        # Every rank builds the full model from the same seed, then keeps its experts: identical to W=1.
-        torch.manual_seed(cfg.train.seed)
         self.train_data, self.eval_data, self.data_info = data or build_datasets(cfg)
-        self.model = Transformer(cfg.model, cfg.train.activation_checkpointing)
+        # Every rank builds the full model from the same seed, then keeps its experts: identical to W=1. The
+        # generator is left where building it leaves it, whenever that happened.
+        seeded = model or build_model(cfg)
+        self.model = seeded.model
+        torch.set_rng_state(seeded.rng_after)
         if cfg.train.precision == "fp8":
             check_fp8(cfg, self.device)
             use_fp8(self.model)
