@@ -35,6 +35,8 @@ SYSCTLS = (*realnodes.KERNEL_TUNABLES, "net/ipv4/ip_forward", "net/ipv4/conf/all
            "net/bridge/bridge-nf-call-iptables", "net/netfilter/nf_conntrack_max",
            "net/netfilter/nf_conntrack_tcp_timeout_established",
            "net/netfilter/nf_conntrack_tcp_timeout_close_wait")
+#: The chains a kubelet makes (kube-proxy's own ``--cleanup`` leaves them; ``down`` keeps those it found).
+KUBELET_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT")
 #: Host paths a kubelet or containerd writes by default; real nodes keep theirs elsewhere.
 DEFAULT_PATHS = ("/var/lib/kubelet", "/var/lib/containerd", "/run/containerd", "/var/lib/cni", "/etc/cni",
                  "/var/log/pods", "/var/log/containers", "/opt/containerd", "/usr/libexec/kubernetes",
@@ -133,12 +135,15 @@ def _leftovers(sd: StateDir, bins: Path) -> list[str]:
 
 
 def _preexisting(before: dict[str, object], bins: Path) -> list[str]:
-    """What of real nodes' host changes is there before this test starts a node: KUBE- chains,
+    """What of real nodes' host changes is there before this test starts a node: kube-proxy's
+    KUBE- chains (its ``--cleanup`` in ``down`` removes them, so the host could not end as it began;
+    a kubelet's own chains, left by a killed node, stay in the host record's baseline and compare equal),
     clusters registered with the host record, processes of the node binaries, and mounts of a
     node's pods or snapshots in the host's namespace."""
     chains = before["chains"]
     assert isinstance(chains, dict)
-    found = [f"iptables {table}: {' '.join(names)}" for table, names in chains.items()]
+    found = [f"iptables {table}: {' '.join(foreign)}" for table, names in chains.items()
+             if (foreign := [n for n in names if n not in KUBELET_CHAINS])]
     found += [f"mount {line.split()[4]}" for line in Path("/proc/self/mountinfo").read_text().splitlines()
               if any(m in line.split()[4] for m in ("/kubelet/pods/", "/containerd/io.containerd."))]
     found += [f"a cluster with real nodes registered in {hostguard.record_dir()}: state {d}"
