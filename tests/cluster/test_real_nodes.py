@@ -142,7 +142,7 @@ def _preexisting(before: dict[str, object], bins: Path) -> list[str]:
     node's pods or snapshots in the host's namespace."""
     chains = before["chains"]
     assert isinstance(chains, dict)
-    found = [f"iptables {table}: {' '.join(foreign)}" for table, names in chains.items()
+    found = [f"{table} chains: {' '.join(foreign)}" for table, names in chains.items()
              if (foreign := [n for n in names if n not in KUBELET_CHAINS])]
     found += [f"mount {line.split()[4]}" for line in Path("/proc/self/mountinfo").read_text().splitlines()
               if any(m in line.split()[4] for m in ("/kubelet/pods/", "/containerd/io.containerd."))]
