@@ -18,7 +18,7 @@ from dstj_api.cel import DirectScope, Tree, tree_validations, validation
 from dstj_api.contract import GROUP, KIND, PLURAL, SHORT_NAME, VERSION
 from dstj_api.trainer_config import PRESETS
 from dstj_operator.crd_revision import CRD_REVISION, REVISION_ANNOTATION
-from dstj_operator.edits import IMMUTABLE_RULES
+from dstj_operator.edits import IMMUTABLE_RULES, OPERATOR_SET_RULES
 from dstj_operator.naming import JOB_NAME_RULES
 from dstj_operator.spec import DeepSeekTrainingJobSpec
 from dstj_operator.status import JobStatus
@@ -93,6 +93,14 @@ def spec_schema() -> dict[str, Any]:
         for key in path:
             node = node["properties"][key]
         node.setdefault("x-kubernetes-validations", []).append({"rule": "self == oldSelf", "message": message})
+    for (*parents, leaf), message in OPERATOR_SET_RULES.items():
+        node = schema
+        for key in parents:
+            node = node["properties"][key]
+        node["properties"][leaf]["description"] = "Set by the operator; a job that sets it is refused (see the rules)."
+        node.setdefault("x-kubernetes-validations", []).append(
+            {"rule": f"!has(self.{leaf})", "message": message, "fieldPath": f".{leaf}",
+             "reason": "FieldValueForbidden"})
     return schema
 
 

@@ -29,6 +29,10 @@ class Effect(StrEnum):
     """Pods created after the edit get it; running pods keep what they started with."""
     IMMUTABLE = "immutable"
     """Refused by the API server, with what to do instead."""
+    OPERATOR_SET = "set by the operator"
+    """The operator fills it in from another field: a job that sets it is refused (create or edit), with the field
+    to set instead. A job stored before the rule keeps its value through other edits (the API server ratchets an
+    unchanged field) and the operator reports it ignored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,10 @@ DATA_IMMUTABLE = (
 CHECKPOINT_IMMUTABLE = (
     "{field} cannot change on an existing job: its checkpoints live in that storage and the job resumes "
     f"from them; {NEW_JOB}"
+)
+CHECKPOINT_DIR_SET = (
+    "spec.trainer.checkpoint.dir is set by the operator to the job's checkpoint storage (the mounted volume, or "
+    "spec.checkpoint.url); leave it unset and choose the storage with spec.checkpoint.pvc, .hostPath or .url"
 )
 NEXT_GENERATION = ("a new generation with the same members: the group stops at the next step boundary with a "
                    "checkpoint, every member reads the new config and resumes from it (no step lost)")
@@ -83,8 +91,9 @@ EDITS: tuple[Row, ...] = (
     Row("spec.trainer.optim", Effect.NEXT_STEP, NEXT_GENERATION),
     Row("spec.trainer.parallel", Effect.NEXT_STEP, NEXT_GENERATION + "; the EP x DP layout is planned again"),
     Row("spec.trainer.checkpoint", Effect.NEXT_STEP, NEXT_GENERATION),
-    *(Row(f"spec.trainer.checkpoint.{name}", Effect.IMMUTABLE,
-          CHECKPOINT_IMMUTABLE.format(field=f"spec.trainer.checkpoint.{name}")) for name in ("dir", "resumeFrom")),
+    Row("spec.trainer.checkpoint.dir", Effect.OPERATOR_SET, CHECKPOINT_DIR_SET),
+    Row("spec.trainer.checkpoint.resumeFrom", Effect.IMMUTABLE,
+        CHECKPOINT_IMMUTABLE.format(field="spec.trainer.checkpoint.resumeFrom")),
     Row("spec.checkpoint", Effect.IMMUTABLE, CHECKPOINT_IMMUTABLE.format(field="spec.checkpoint")),
     Row("spec.faultPolicy", Effect.LIVE, "the next pass judges crashes, backoff, stalls and node loss by the new "
         "values (unreachableSeconds: pods created after the edit)"),
@@ -107,6 +116,24 @@ IMMUTABLE_RULES: dict[tuple[str, ...], str] = {
     tuple(row.path.split(".")[1:]): row.what for row in EDITS if row.effect is Effect.IMMUTABLE
 }
 """Schema path under spec -> the message of its `self == oldSelf` rule."""
+
+OPERATOR_SET_RULES: dict[tuple[str, ...], str] = {
+    tuple(row.path.split(".")[1:]): row.what for row in EDITS if row.effect is Effect.OPERATOR_SET
+}
+"""Schema path under spec -> the message of the rule refusing it (placed on its parent, so that the API server
+ratchets it with the parent: a job stored before the rule can still be edited elsewhere)."""
+
+
+def operator_set_fields(raw_spec: dict[str, object]) -> list[str]:
+    """The set-by-the-operator fields a stored spec sets anyway (admitted before the rule), as users write them."""
+    out = []
+    for path in OPERATOR_SET_RULES:
+        node: object = raw_spec
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None:
+            out.append("spec." + ".".join(path))
+    return out
 
 
 def row_for(path: str) -> Row | None:

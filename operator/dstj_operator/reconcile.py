@@ -23,6 +23,7 @@ from dstj_operator import capacity, children, conditions, metrics, naming
 from dstj_operator.cluster import Cluster
 from dstj_operator.converge import Mode, stamped
 from dstj_operator.decide import EndKind, classify_end, observe
+from dstj_operator.edits import operator_set_fields
 from dstj_operator.perjob import PerGeneration
 from dstj_operator.policies import (
     autoscale,
@@ -176,9 +177,15 @@ def reconcile(cluster: Cluster, job: dict[str, Any], now: datetime | None = None
     bad_name = naming.job_name_problem(meta["name"])
     if bad_name is not None and status.phase != "Failed":  # admitted by an older CRD: no child name would fit
         return _end(cluster, job, out, spec, now, False, conditions.INVALID_SPEC, f"metadata.name: {bad_name}")
-    if ignored and status.ignored_fields != ignored:
-        out.event("UnknownFields", f"ignored fields this operator does not know: {', '.join(ignored)}; "
-                  "upgrade the operator to the CRD's version", "Warning")
+    overridden = operator_set_fields(job.get("spec") or {})
+    if (ignored or overridden) and status.ignored_fields != ignored + overridden:
+        if ignored:
+            out.event("UnknownFields", f"ignored fields this operator does not know: {', '.join(ignored)}; "
+                      "upgrade the operator to the CRD's version", "Warning")
+        if overridden:
+            out.event("OperatorSetFields", f"ignored {', '.join(overridden)}: the operator sets it (the job was "
+                      "admitted by an older CRD); remove it from the job", "Warning")
+    ignored = ignored + overridden
     status.ignored_fields = ignored or None
     if status.phase in ("Succeeded", "Failed"):
         return _finish(cluster, job, out, spec, now)

@@ -118,8 +118,9 @@ class JobStatus(_StatusModel):
     crashes: int = Field(0, description="Worker pods that crashed (non-zero exit, OOM kill), in total.")
     start_time: str | None = Field(None, description="When the operator first acted on the job.")
     completion_time: str | None = Field(None, description="When the job succeeded or failed.")
-    ignored_fields: list[str] | None = Field(None, description="Spec fields this operator does not know "
-                                             "(from a newer CRD); upgrade the operator.")
+    ignored_fields: list[str] | None = Field(None, description="Spec fields this operator ignored: ones it does "
+                                             "not know (from a newer CRD: upgrade the operator), or ones it sets "
+                                             "itself that an older CRD admitted (remove them).")
     bookkeeping: Bookkeeping = Field(default_factory=Bookkeeping, description="The operator's own "
                                      "bookkeeping between passes (not an interface).")
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from dstj_api.contract import GROUP, KIND, VERSION
-from dstj_operator.crd import PLURAL
+from dstj_operator.crd import PLURAL, build_crd
 from localcluster.kubectl import Kubectl
 from tests.conftest import install_crd
 
@@ -112,6 +112,8 @@ BAD_CREATES = [
         id="replicas-below-min"),
     bad({"checkpoint": {"pvc": "data", "hostPath": "/srv/ckpt"}}, "spec.checkpoint",
         "set at most one of pvc, hostPath and url", id="two-checkpoint-sources"),
+    bad({"trainer": {"checkpoint": {"dir": "/srv/ckpt"}}}, "spec.trainer.checkpoint.dir",
+        "is set by the operator to the job's checkpoint storage", id="checkpoint-dir-the-operator-sets"),
     bad({"autoscaling": {"allowedWorldSizes": [2, 16]}}, "spec.autoscaling.allowedWorldSizes",
         "every autoscaling.allowedWorldSizes entry must lie within minReplicas (1) to maxReplicas (8)",
         id="allowed-world-size-above-max"),
@@ -241,3 +243,42 @@ def test_kubectl_scale_uses_the_scale_subresource(crd: Kubectl) -> None:
     assert crd("get", PLURAL, "scalable", "-n", NS, "-o", "jsonpath={.spec.replicas}").stdout == "3"
     refused = crd("scale", f"{PLURAL}/scalable", "-n", NS, "--replicas=9", check=False)
     assert refused.returncode != 0 and "replicas (9) <= maxReplicas (4)" in refused.stderr
+
+
+def _without_operator_set_rule(crd: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(crd)
+    schema = out["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    node = schema["properties"]["spec"]["properties"]["trainer"]["properties"]["checkpoint"]
+    node["x-kubernetes-validations"] = [r for r in node["x-kubernetes-validations"] if "has(self.dir)" not in r["rule"]]
+    return out
+
+
+def test_a_job_stored_before_the_checkpoint_dir_rule_can_still_be_edited_but_not_its_dir(crd: Kubectl) -> None:
+    """The API server ratchets the rule with the node it sits on (`trainer.checkpoint`): a job an older CRD admitted
+    with `trainer.checkpoint.dir` is not stuck (kubectl scale, an Argo CD sync of another field), yet its dir cannot
+    be changed or set anew. A CRD of its own group, so the shared one is never swapped under other tests."""
+    group = "ratchet.deepseek.dev"
+    new = build_crd()
+    new["metadata"] = {"name": f"{PLURAL}.{group}"}
+    new["spec"]["group"] = group
+    old = _without_operator_set_rule(new)
+    obj = job("stored", replicas=2, maxReplicas=4, trainer={"checkpoint": {"dir": "/srv/old"}})
+    obj["apiVersion"] = f"{group}/{VERSION}"
+    try:
+        crd("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=json.dumps(old))
+        crd("wait", "--for=condition=Established", f"crd/{PLURAL}.{group}", "--timeout=30s")
+        crd("create", "-f", "-", stdin=json.dumps(obj))
+        crd("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=json.dumps(new))
+        refused = crd("create", "--dry-run=server", "-f", "-", stdin=json.dumps({**obj, "metadata": {
+            "name": "fresh", "namespace": NS}}), check=False)
+        assert refused.returncode != 0 and "spec.trainer.checkpoint.dir" in refused.stderr, refused.stderr
+        stored = json.loads(crd("get", f"{PLURAL}.{group}", "stored", "-n", NS, "-o", "json").stdout)
+        crd("replace", "--dry-run=server", "-f", "-", stdin=json.dumps(_set(stored, "spec.replicas", 3)))
+        moved = crd("replace", "--dry-run=server", "-f", "-",
+                    stdin=json.dumps(_set(stored, "spec.trainer.checkpoint.dir", "/srv/new")), check=False)
+        assert moved.returncode != 0 and "is set by the operator" in moved.stderr, moved.stderr
+        dropped = copy.deepcopy(stored)
+        del dropped["spec"]["trainer"]["checkpoint"]["dir"]
+        crd("replace", "--dry-run=server", "-f", "-", stdin=json.dumps(dropped))
+    finally:
+        crd("delete", "crd", f"{PLURAL}.{group}", "--wait=false", check=False)

@@ -16,7 +16,7 @@ from dstj_operator.crd_revision import APPLY_CRDS, CRD_REVISION, REVISION_ANNOTA
 #: (Revision 1 is the first with the annotation; its digest moved with issue 12's own CRD changes before
 #: any release carried it. From the first release on, a change is a new revision, never a new digest.)
 DIGESTS = {
-    1: "db27f2c472ae49ce",
+    1: "63a96e48d80e512b",
 }
 
 
