@@ -35,14 +35,15 @@ FAMILIES = ("iptables", "ip6tables")
 CHAIN_PREFIX = "KUBE-"
 
 
-def _dir() -> Path:
+def record_dir() -> Path:
+    """Where the record is kept (beside the session lock, LOCALCLUSTER_LOCK)."""
     lock = Path(os.environ.get("LOCALCLUSTER_LOCK") or Path.home() / ".cache/dstj/localcluster/session.lock")
     return lock.parent / "hostguard"
 
 
 @contextlib.contextmanager
 def _locked() -> Iterator[Path]:
-    d = _dir()
+    d = record_dir()
     (d / "users").mkdir(parents=True, exist_ok=True)
     with (d / ".lock").open("w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -58,6 +59,13 @@ def _users(d: Path) -> list[Path]:
         else:
             u.unlink(missing_ok=True)
     return alive
+
+
+def registered() -> list[str]:
+    """State directories of the clusters with real nodes registered in this record (running, or
+    killed without ``down``: their state directory still exists)."""
+    with _locked() as d:
+        return sorted(u.read_text().strip() for u in _users(d))
 
 
 def _save(family: str, table: str) -> str:

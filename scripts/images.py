@@ -20,11 +20,14 @@ commit writes each new layer to a temporary blob first; into its own storage it 
 blob once more and applies it as a layer (three copies of the venv besides the two containers' at
 the peak), so the final stage is committed straight into the OCI layout (``-t oci:DIR:NAME``: the
 temporary blob and the layout's compressed one). No per-step layer cache: ``--layers`` commits
-the build stage's 6 GB venv layer too and keeps it. The layers are gzip-compressed (bud's one
-choice; about half the size), so a node's transient copy of the layer while it imports is half
-too; the layout directory is streamed to containerd as a tar (an ``oci-archive:`` would be written
-twice: a temporary layout, then the tar), which discards the layer blobs once unpacked. The
-builder's storage (base image, leftovers) is emptied after each build.
+the build stage's 6 GB venv layer too and keeps it. The layers are gzip-compressed (about half the
+size): uncompressed ones (``--disable-compression``; containerd imports them as well) import faster
+(measured in docs/images.md) but put the whole layer's size back at the build's peak, in the cache
+and in each node's transient copy while it imports, past the disk budget; a node decompresses with
+igzip (``make node-deps``) where installed. The layout directory is streamed to containerd as a tar
+(an ``oci-archive:`` would be written twice: a temporary layout, then the tar), which discards the
+layer blobs once unpacked; all nodes import at once. The builder's storage (base image, leftovers)
+is emptied after each build.
 
 Cache: an image whose key (the Dockerfile, every file its COPY steps read, the build arguments, the
 base's key, the storage format) is unchanged is not rebuilt at all; a changed one is rebuilt from
@@ -44,6 +47,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,14 +132,23 @@ def _buildah(*args: str) -> list[str]:
 
 
 def _run(argv: list[str], log: Path) -> None:
+    """Run one builder command, its output into ``log``, each line prefixed with the seconds since
+    the command began (a build's log is then its profile: where the minutes of a step went)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("a") as out:
         out.write(f"\n==== {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(argv)}\n")
         out.flush()
-        res = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, check=False)
-    if res.returncode != 0:
+        t0 = time.monotonic()
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT, text=True,
+                              errors="replace") as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                out.write(f"{time.monotonic() - t0:7.1f} {line}")
+                out.flush()
+        out.write(f"{time.monotonic() - t0:7.1f} ==== exit {proc.returncode}\n")
+    if proc.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-        raise ImageBuildError(f"{' '.join(argv[:8])} ... failed ({res.returncode}); {log}:\n{tail}")
+        raise ImageBuildError(f"{' '.join(argv[:8])} ... failed ({proc.returncode}); {log}:\n{tail}")
 
 
 def wheelhouse(progress: Progress) -> Path:
@@ -212,14 +225,22 @@ def build_all(progress: Progress, which: tuple[str, ...] = tuple(IMAGES)) -> dic
 
 
 def import_into(sd: StateDir, archives: dict[str, Path], progress: Progress) -> None:
-    """Import the images (OCI layouts or archives) into every running real node's containerd."""
+    """Import the images (OCI layouts or archives) into every running real node's containerd, the
+    nodes at once (each node's containerd unpacks its own copy; together they finish sooner than
+    one after the other)."""
     from localcluster import nodes, realnodes
 
-    for r in nodes.records(sd):
-        if r.kind == "real" and nodes.agent_alive(sd, r.name):
-            for archive in archives.values():
-                realnodes.import_image(sd, r.name, archive)
-            progress(f"imported {', '.join(IMAGES[w].name for w in archives)} into {r.name}")
+    def one(node: str) -> None:
+        t0 = time.monotonic()
+        for archive in archives.values():
+            realnodes.import_image(sd, node, archive)
+        progress(f"imported {', '.join(IMAGES[w].name for w in archives)} into {node} in "
+                 f"{time.monotonic() - t0:.0f} s")
+
+    real = [r.name for r in nodes.records(sd) if r.kind == "real" and nodes.agent_alive(sd, r.name)]
+    with ThreadPoolExecutor(max_workers=max(1, len(real))) as pool:
+        for done in [pool.submit(one, node) for node in real]:
+            done.result()
 
 
 def _progress(msg: str) -> None:

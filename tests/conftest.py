@@ -20,10 +20,11 @@ from typing import NoReturn
 
 import pytest
 
-from localcluster import build, controlplane, nodes
+from localcluster import baseimage, build, controlplane, nodes, realnodes
 from localcluster.kubectl import Kubectl
 from localcluster.state import StateDir, default_state_dir, session_lock
 from localcluster.waiting import wait_until
+from scripts import images
 
 #: Process nodes the session cluster keeps (tests that fail nodes add their own).
 NODES = 3
@@ -107,6 +108,47 @@ def ns(kube_nodes: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
                timeout=30, what=f"the default ServiceAccount of {name}")
     yield name
     kube_nodes("delete", "namespace", name, "--wait=false", check=False)
+
+
+#: Real nodes of the cluster the images run on: two, so that the e2e job can lose one and keep training.
+REAL_NODES = 2
+
+
+def _unavailable_images(reason: str) -> NoReturn:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"real nodes with the product images unavailable in CI: {reason}", pytrace=False)
+    pytest.skip(f"real nodes with the product images unavailable: {reason} (CI=true turns this into a failure)")
+
+
+def _progress(msg: str) -> None:
+    print(f"images: {msg}", flush=True)
+
+
+@pytest.fixture(scope="session")
+def real_kube(bin_dir: Path) -> Iterator[Kubectl]:
+    """A cluster of its own (state: LOCALCLUSTER_STATE + "-real") with REAL_NODES real nodes and
+    no process node, the product images imported into every node: the e2e suite's real case and
+    the images' own tests share it (one import per node per session). Kept with LOCALCLUSTER_KEEP=1."""
+    why = realnodes.prerequisites()
+    if why:
+        _unavailable_images(why)
+    try:
+        built = images.build_all(_progress)
+    except (images.ImageBuildError, baseimage.BaseImageError) as e:
+        _unavailable_images(str(e))
+    base = default_state_dir()
+    sd = StateDir(base.with_name(base.name + "-real"))
+    # No session lock: the process-node cluster's (held by this session) would deadlock it, and this
+    # cluster's state directory is this clone's own.
+    try:
+        kubeconfig = controlplane.up(sd, real_nodes_count=REAL_NODES)
+        images.import_into(sd, built, _progress)
+    except Exception:
+        controlplane.down(sd)
+        raise
+    yield Kubectl(kubeconfig, build.bin_dir())
+    if os.environ.get("LOCALCLUSTER_KEEP") != "1":
+        controlplane.down(sd)
 
 
 def install_crd(kube: Kubectl) -> Kubectl:

@@ -1,24 +1,21 @@
 """The operator and trainer images, built here from their Dockerfiles (``make images``), hold what
 they should and run as the chart declares: non-root (uid 65532) with a read-only root file system,
-on a real node (kubelet + containerd + runc). The operator image carries no torch.
+on a real node (kubelet + containerd + runc: the e2e suite's real-node cluster, ``real_kube``, so a
+session imports the images once). The operator image carries no torch.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import tarfile
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from localcluster import baseimage, build, controlplane, realnodes
+from localcluster import baseimage
 from localcluster.kubectl import Kubectl
-from localcluster.state import StateDir
 from scripts import images
 from tests.cluster.kobjects import apply, phase, wait_for
 
@@ -89,27 +86,10 @@ MODULES = {"operator": ["dstj_operator.__main__", "kopf", "kubernetes"],
            "trainer": ["moe_trainer.launch", "moe_trainer.train", "moe_trainer.rdzv_store", "torch.distributed.run"]}
 
 
-@pytest.fixture(scope="module")
-def real_node(archives: dict[str, Path]) -> Iterator[tuple[StateDir, Kubectl]]:
-    why = realnodes.prerequisites()
-    if why:
-        _unavailable(why)
-    root = Path(tempfile.mkdtemp(prefix="lc-img-"))
-    sd = StateDir(root / "state")
-    try:
-        kube = Kubectl(controlplane.up(sd, real_nodes_count=1), build.bin_dir())
-        images.import_into(sd, archives, lambda _m: None)
-        yield sd, kube
-    finally:
-        controlplane.down(sd)
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.mark.parametrize("which", ["operator", "trainer"])
 def test_the_image_runs_as_non_root_with_a_read_only_root_and_has_its_entry_points(
-        real_node: tuple[StateDir, Kubectl], which: str) -> None:
-    _, kube = real_node
-    name = f"probe-{which}"
+        real_kube: Kubectl, which: str) -> None:
+    kube, name = real_kube, f"probe-{which}"
     # The chart's securityContext (templates/deployment.yaml), with the image's own user.
     security = {"runAsNonRoot": True, "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
                 "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
@@ -120,6 +100,7 @@ def test_the_image_runs_as_non_root_with_a_read_only_root_and_has_its_entry_poin
     apply(kube, "default", body)
     done = wait_for(kube, "pod", name, "default", lambda p: phase(p) in ("Succeeded", "Failed"), timeout=120)
     log = kube("logs", name).stdout
+    kube("delete", "pod", name, "--wait=false")
 
     assert phase(done) == "Succeeded", log
     assert "uid 65532 65532" in log

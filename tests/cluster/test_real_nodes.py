@@ -35,6 +35,8 @@ SYSCTLS = (*realnodes.KERNEL_TUNABLES, "net/ipv4/ip_forward", "net/ipv4/conf/all
            "net/bridge/bridge-nf-call-iptables", "net/netfilter/nf_conntrack_max",
            "net/netfilter/nf_conntrack_tcp_timeout_established",
            "net/netfilter/nf_conntrack_tcp_timeout_close_wait")
+#: The chains a kubelet makes (kube-proxy's own ``--cleanup`` leaves them; ``down`` keeps those it found).
+KUBELET_CHAINS = ("KUBE-FIREWALL", "KUBE-KUBELET-CANARY", "KUBE-IPTABLES-HINT")
 #: Host paths a kubelet or containerd writes by default; real nodes keep theirs elsewhere.
 DEFAULT_PATHS = ("/var/lib/kubelet", "/var/lib/containerd", "/run/containerd", "/var/lib/cni", "/etc/cni",
                  "/var/log/pods", "/var/log/containers", "/opt/containerd", "/usr/libexec/kubernetes",
@@ -102,15 +104,22 @@ def _host_state() -> dict[str, object]:
                 Path(p).name + "*")))}
 
 
-def _leftovers(sd: StateDir, bins: Path) -> list[str]:
+def _processes(*paths: Path) -> list[str]:
+    """Processes whose command line names one of ``paths``."""
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             text = cmdline.read_bytes()
         except OSError:
             continue
-        if str(sd.root).encode() in text or str(bins).encode() in text:
-            found.append(f"process {cmdline.parent.name}: {text[:80]!r}")
+        if any(str(p).encode() in text for p in paths):
+            command = text.replace(b"\0", b" ")[:120].decode(errors="replace")
+            found.append(f"process {cmdline.parent.name}: {command}")
+    return found
+
+
+def _leftovers(sd: StateDir, bins: Path) -> list[str]:
+    found = _processes(sd.root, bins)
     for mountinfo in Path("/proc").glob("[0-9]*/mountinfo"):
         try:
             if str(sd.root) in mountinfo.read_text():
@@ -125,9 +134,37 @@ def _leftovers(sd: StateDir, bins: Path) -> list[str]:
     return found
 
 
+def _preexisting(before: dict[str, object], bins: Path) -> list[str]:
+    """What of real nodes' host changes is there before this test starts a node: kube-proxy's
+    KUBE- chains (its ``--cleanup`` in ``down`` removes them, so the host could not end as it began;
+    a kubelet's own chains, left by a killed node, stay in the host record's baseline and compare equal),
+    clusters registered with the host record, processes of the node binaries, and mounts of a
+    node's pods or snapshots in the host's namespace."""
+    chains = before["chains"]
+    assert isinstance(chains, dict)
+    found = [f"{table} chains: {' '.join(foreign)}" for table, names in chains.items()
+             if (foreign := [n for n in names if n not in KUBELET_CHAINS])]
+    found += [f"mount {line.split()[4]}" for line in Path("/proc/self/mountinfo").read_text().splitlines()
+              if any(m in line.split()[4] for m in ("/kubelet/pods/", "/containerd/io.containerd."))]
+    found += [f"a cluster with real nodes registered in {hostguard.record_dir()}: state {d}"
+              for d in hostguard.registered()]
+    return found + _processes(bins)
+
+
 def test_down_leaves_no_iptables_chain_mount_cgroup_netns_or_sysctl_behind(
         node_bins: Path, python_image: Path, short_tmp: Path) -> None:
+    """The host must start clean of what real nodes change, or the test could not tell its own
+    leftovers from another cluster's. It fails, naming them, rather than cleaning them: on a shared
+    machine KUBE- chains may be a running cluster's Service routing (one recorded under another
+    LOCALCLUSTER_LOCK, so not in this record), and deleting them would break it."""
     before = _host_state()
+    found = _preexisting(before, node_bins)
+    if found:
+        pytest.fail("the host already has what real nodes change, before this test started any:\n  "
+                    + "\n  ".join(found) + f"\nA cluster with real nodes runs or was killed without `down`: stop "
+                    "it with `python -m localcluster --state DIR down` (DIR: its state, as listed above); chains "
+                    f"whose cluster's state is gone: `{node_bins / 'kube-proxy'} --cleanup` removes them.",
+                    pytrace=False)
     kernel = _sysctls(realnodes.KERNEL_TUNABLES)
     sd = StateDir(short_tmp / "state")
     try:
