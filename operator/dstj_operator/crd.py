@@ -74,6 +74,19 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _node(schema: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    """The schema node at `path` (property names from `schema` down)."""
+    for key in path:
+        schema = schema["properties"][key]
+    return schema
+
+
+def _rules_of(schema: dict[str, Any], path: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The CEL rules list of the node at `path`, created empty if it has none."""
+    rules: list[dict[str, Any]] = _node(schema, path).setdefault("x-kubernetes-validations", [])
+    return rules
+
+
 def spec_schema() -> dict[str, Any]:
     """The structural schema of `.spec`, with its CEL rules."""
     raw = DeepSeekTrainingJobSpec.model_json_schema(by_alias=True)
@@ -84,23 +97,14 @@ def spec_schema() -> dict[str, Any]:
     _drop_defaults(model)
     model["default"] = {"preset": "tiny"}
     for path, rules in tree_validations(SPEC_TREE).items():
-        node = schema
-        for key in path:
-            node = node["properties"][key]
-        node.setdefault("x-kubernetes-validations", []).extend(rules)
+        _rules_of(schema, path).extend(rules)
     for path, message in IMMUTABLE_RULES.items():
-        node = schema
-        for key in path:
-            node = node["properties"][key]
-        node.setdefault("x-kubernetes-validations", []).append({"rule": "self == oldSelf", "message": message})
+        _rules_of(schema, path).append({"rule": "self == oldSelf", "message": message})
     for (*parents, leaf), message in OPERATOR_SET_RULES.items():
-        node = schema
-        for key in parents:
-            node = node["properties"][key]
-        node["properties"][leaf]["description"] = "Set by the operator; a job that sets it is refused (see the rules)."
-        node.setdefault("x-kubernetes-validations", []).append(
-            {"rule": f"!has(self.{leaf})", "message": message, "fieldPath": f".{leaf}",
-             "reason": "FieldValueForbidden"})
+        _node(schema, (*parents, leaf))["description"] = ("Set by the operator; a job that sets it is refused (see "
+                                                          "the rules).")
+        _rules_of(schema, tuple(parents)).append({"rule": f"!has(self.{leaf})", "message": message,
+                                                  "fieldPath": f".{leaf}", "reason": "FieldValueForbidden"})
     return schema
 
 
