@@ -39,27 +39,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--churn-pods", type=int, default=0, help="unrelated pods in another namespace (default 0)")
     p.add_argument("--churn-rate", type=float, default=0.0, help="unrelated pods replaced per second (default 0)")
     p.add_argument("--memory-breakdown", action="store_true",
-                   help="run the operator under tracemalloc and add its Python memory per job by part (slower)")
+                   help="probe the operator's memory before the fleet and after the window and add its growth per "
+                        "job by part: glibc's heaps, Python's object arenas, live objects by type")
+    p.add_argument("--tracemalloc", action="store_true",
+                   help="with --memory-breakdown: also trace Python allocations by package (slows the operator)")
+    p.add_argument("--operator-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="an environment variable for the operator process (repeatable), e.g. MALLOC_ARENA_MAX=8")
     p.add_argument("--failover", action="store_true",
                    help="instead: SIGKILL the leader of two operators under N jobs and time the standby's takeover "
                         "until every job has had a pass")
     p.add_argument("--lease-seconds", type=int, default=15, help="with --failover: the Lease duration (default 15)")
+    p.add_argument("--bring-up-timeout", type=float, metavar="SECONDS",
+                   help="how long the jobs may take to reach their target (default 600 + 2 per job; progress is "
+                        "printed every 30 s)")
     p.add_argument("--tight-apf", action="store_true",
                    help="throttle the operator: its requests get 3 seats of the API server, the rest 429")
     p.add_argument("--json", type=Path, help="write the numbers here")
     p.add_argument("--plot", type=Path, help="write a plot of each number against N here (PNG)")
     args = p.parse_args(argv)
+    bad = [e for e in args.operator_env if "=" not in e]
+    if bad:
+        p.error(f"--operator-env {bad[0]!r}: give NAME=VALUE")
+    operator_env = dict(e.split("=", 1) for e in args.operator_env)
     results = []
     for n in args.jobs:
         spec = FleetSpec(jobs=n, workers=args.workers, deletions_per_s=args.deletions, window_s=args.window,
                          report_every_s=args.report_every, churn_pods=args.churn_pods, churn_per_s=args.churn_rate,
-                         tight_apf=args.tight_apf, memory_breakdown=args.memory_breakdown)
+                         tight_apf=args.tight_apf, memory_breakdown=args.memory_breakdown,
+                         tracemalloc=args.tracemalloc, bring_up_timeout_s=args.bring_up_timeout)
         print(f"fleet: {n} jobs x {args.workers} workers, {args.deletions} deletions/s"
               f"{', failover' if args.failover else ''}", file=sys.stderr, flush=True)
         if args.failover:
             results.append(run_failover(spec, ROOT / "out" / "bench", say, lease_seconds=args.lease_seconds))
         else:
-            results.append(run(spec, ROOT / "out" / "bench" / f"fleet-operator-{n}.log", progress=say))
+            results.append(run(spec, ROOT / "out" / "bench" / f"fleet-operator-{n}.log", progress=say,
+                               operator_env=operator_env))
     print(table(results, failover.ROWS if args.failover else ROWS))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -188,16 +188,18 @@ class OperatorProcess:
 
 @contextmanager
 def operator(cluster: FleetCluster, log: Path, env: dict[str, str] | None = None,
-             memtrace: Path | None = None) -> Iterator[OperatorProcess]:
+             memtrace: Path | None = None, tracemalloc: bool = False) -> Iterator[OperatorProcess]:
     """Run `python -m dstj_operator` as `dstj-operator` until the block ends; wait for its metrics endpoint.
 
-    With `memtrace`, under tracemalloc: SIGUSR1 writes its memory by part there (`benchmarks.fleet.memtrace`)."""
+    With `memtrace`, under a memory probe: SIGUSR1 writes its memory by part there (`benchmarks.fleet.memtrace`),
+    by package too with `tracemalloc`."""
     port = free_port()
     full_env = os.environ | {"KUBECONFIG": str(cluster.operator_kubeconfig), "DSTJ_METRICS_PORT": str(port),
                              "DSTJ_HEALTH_PORT": "0"} | (env or {})
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        command = ["-m", "benchmarks.fleet.memtrace", str(memtrace)] if memtrace else ["-m", "dstj_operator"]
+        command = (["-m", "benchmarks.fleet.memtrace", str(memtrace), *(["--tracemalloc"] if tracemalloc else [])]
+                   if memtrace else ["-m", "dstj_operator"])
         proc = subprocess.Popen([sys.executable, *command], stdout=out, stderr=subprocess.STDOUT,
                                 env=full_env, cwd=ROOT)
     op = OperatorProcess(proc, port)
@@ -208,7 +210,7 @@ def operator(cluster: FleetCluster, log: Path, env: dict[str, str] | None = None
             return health.get(f"http://127.0.0.1:{port}/metrics")[0] == 200
 
         # Under tracemalloc every import is traced: on a loaded machine the start alone took over a minute.
-        wait_until(up, timeout=240 if memtrace else 60, what="the operator's metrics endpoint")
+        wait_until(up, timeout=240 if tracemalloc else 60, what="the operator's metrics endpoint")
         yield op
     finally:
         proc.terminate()

@@ -25,7 +25,7 @@ from typing import Any
 from benchmarks.fleet import cluster as fc
 from benchmarks.fleet.loadgen import JOBS_PATH, FleetView, Preemptor, Trainers
 from benchmarks.fleet.measure import cpu_seconds, percentile, rss_mib
-from benchmarks.fleet.run import NS, FleetResult, FleetSpec, _check, create_fleet
+from benchmarks.fleet.run import NS, FleetResult, FleetSpec, _check, bring_up_timeout, create_fleet
 from localcluster.waiting import WaitTimeout, wait_until
 
 LEASE = "dstj-fleet"
@@ -86,7 +86,7 @@ def run_failover(spec: FleetSpec, log_dir: Path, progress: Callable[[str], None]
                     threading.Thread(target=target, daemon=True).start()
                 progress(f"  creating {spec.jobs} jobs x {spec.workers} workers ({pods} pods on {fake_nodes} "
                          "fake nodes)")
-                names, up = create_fleet(c, view, trainers, spec)
+                names, up = create_fleet(c, view, trainers, spec, progress)
                 result.numbers |= {"jobs": spec.jobs, "workers": spec.workers, "pods": pods, "bring_up_s": up,
                                    "lease_seconds": lease_seconds}
                 progress(f"  all {spec.jobs} jobs at target in {up:.1f} s; preempting at {spec.deletions_per_s}/s")
@@ -97,7 +97,7 @@ def run_failover(spec: FleetSpec, log_dir: Path, progress: Callable[[str], None]
                 t0 = time.monotonic()
                 trainers.report_all_from(MARKER_STEP)
                 progress("  op-a SIGKILLed; waiting for op-b to take the Lease and pass every job")
-                numbers = _follow(c, names, t0, spec.bring_up_timeout_s)
+                numbers = _follow(c, names, t0, bring_up_timeout(spec))
                 numbers["new_leader_cpu_s"] = cpu_seconds(standby.proc.pid) - cpu0
                 numbers["new_leader_rss_mib"] = rss_mib(standby.proc.pid)
                 result.numbers |= numbers

@@ -56,10 +56,13 @@ def table(results: list[FleetResult], rows: list[tuple[str, str]] = ROWS) -> str
     lines = [head, "| --- |" + " ---: |" * len(results)]
     for key, label in rows:
         lines.append(f"| {label} | " + " | ".join(_fmt(r.numbers.get(key)) for r in results) + " |")
-    parts = sorted({k for r in results for k in r.numbers if k.startswith("python_kib_per_job")})
-    for key in parts:  # --memory-breakdown: the Python memory per job by part
-        label = "Python memory per job (KiB): " + (key.split(" ", 1)[1] if " " in key else "all parts")
-        lines.append(f"| {label} | " + " | ".join(_fmt(r.numbers.get(key)) for r in results) + " |")
+    # --memory-breakdown: the growth per job by part, and the object types that grew most
+    for prefix, label in (("memory_kib_per_job ", "memory per job (KiB): "), ("objects_per_job ", "objects per job: ")):
+        parts = sorted({k for r in results for k in r.numbers if k.startswith(prefix)},
+                       key=lambda k: -max(r.numbers.get(k, 0.0) for r in results))
+        for key in parts:
+            lines.append(f"| {label}{key[len(prefix):]} | "
+                         + " | ".join(_fmt(r.numbers.get(key)) for r in results) + " |")
     lines.append("| correctness problems | " + " | ".join(str(len(r.problems)) for r in results) + " |")
     return "\n".join(lines)
 

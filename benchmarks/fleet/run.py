@@ -51,9 +51,14 @@ class FleetSpec:
     """Unrelated pods replaced per second."""
     pods_per_node: int = 500
     """How many pods each simulated node gets (fewer nodes: fewer Lease renewals)."""
-    bring_up_timeout_s: float = 900.0
+    bring_up_timeout_s: float | None = None
+    """How long the fleet may take to reach its target (None: `bring_up_timeout`)."""
     memory_breakdown: bool = False
-    """Run the operator under tracemalloc and report its Python memory per job by part (costs CPU and memory)."""
+    """Probe the operator's memory before the fleet and after the window and report its growth per job by part
+    (glibc's heaps, Python's arenas, live objects by type; `benchmarks.fleet.memtrace`)."""
+    tracemalloc: bool = False
+    """With `memory_breakdown`: also run the operator under tracemalloc, for its Python memory by package (costs
+    CPU and memory: a loaded machine's bring-up slowed several-fold)."""
     tight_apf: bool = False
     """Throttle the operator: its requests go to a priority level of 3 seats that answers 429 to the rest."""
     restart_apiserver: bool = False
@@ -112,37 +117,76 @@ def _window(before: dict[str, Any], after: dict[str, Any], spec: FleetSpec) -> d
 
 
 def _memory(op: fc.OperatorProcess, path: Path) -> dict[str, Any]:
-    """The operator's Python memory by part now (it must run under `benchmarks.fleet.memtrace`)."""
+    """The operator's memory probe now (it must run under `benchmarks.fleet.memtrace`)."""
     path.unlink(missing_ok=True)
     os.kill(op.proc.pid, signal.SIGUSR1)
-    wait_until(path.exists, timeout=120, interval=0.5, what="the operator's tracemalloc snapshot")
+    wait_until(path.exists, timeout=120, interval=0.5, what="the operator's memory probe")
     return dict(json.loads(path.read_text()))
 
 
 def _per_job(before: dict[str, Any], after: dict[str, Any], jobs: int) -> dict[str, float]:
-    """KiB per job of each part's growth between two snapshots."""
-    out = {"python_kib_per_job_total": (after["total"] - before["total"]) / 1024 / jobs}
-    for part, size in after["by_group"].items():
-        out[f"python_kib_per_job {part}"] = (size - before["by_group"].get(part, 0)) / 1024 / jobs
+    """KiB per job of each part's growth between two probes; objects per job of the types that grew most."""
+    out: dict[str, float] = {}
+
+    def grew(key: str, b: float, a: float) -> None:
+        out[f"memory_kib_per_job {key}"] = (a - b) / 1024 / jobs
+
+    grew("RSS", before["rss"], after["rss"])
+    for part, size in after["malloc"].items():
+        grew(f"malloc {part}", before["malloc"].get(part, 0), size)
+    grew("Python object arenas", before["python_arenas"], after["python_arenas"])
+    if "total" in after:  # under tracemalloc
+        grew("Python (tracemalloc), all", before["total"], after["total"])
+        for part, size in after["by_group"].items():
+            grew(f"Python (tracemalloc) {part}", before["by_group"].get(part, 0), size)
+    out["threads"] = after["threads"]
+    growth = {t: n - before["objects"].get(t, 0) for t, n in after["objects"].items()}
+    for t, n in sorted(growth.items(), key=lambda kv: -kv[1])[:12]:
+        out[f"objects_per_job {t}"] = n / jobs
     return out
 
 
-def _wait_whole(view: FleetView, names: list[str], spec: FleetSpec, timeout: float, what: str) -> float:
-    t0 = time.monotonic()
-    wait_until(lambda: view.at_target(names, spec.workers) == len(names), timeout=timeout, interval=0.5,
-               max_interval=1.0, what=f"{what} (at target: {view.at_target(names, spec.workers)}/{len(names)})")
+BRING_UP_BASE_S, BRING_UP_PER_JOB_S = 600.0, 2.0
+"""The default bring-up timeout: the API server paces a bring-up (about 30 writes a job), so it grows with N; 2 s a
+job is about twice what a shared 2-core machine took at a load average of 3-5 (30 jobs in 25-36 s)."""
+PROGRESS_EVERY_S = 30.0
+
+
+def bring_up_timeout(spec: FleetSpec) -> float:
+    """Seconds the fleet may take to reach its target: the spec's, or one that grows with the jobs."""
+    if spec.bring_up_timeout_s is not None:
+        return spec.bring_up_timeout_s
+    return BRING_UP_BASE_S + BRING_UP_PER_JOB_S * spec.jobs
+
+
+def _wait_whole(view: FleetView, names: list[str], spec: FleetSpec, timeout: float, what: str,
+                progress: Callable[[str], None] | None = None) -> float:
+    t0 = last = time.monotonic()
+
+    def whole() -> bool:
+        nonlocal last
+        done = view.at_target(names, spec.workers)
+        if progress is not None and time.monotonic() - last >= PROGRESS_EVERY_S:
+            last = time.monotonic()
+            progress(f"  {what}: {done}/{len(names)} after {last - t0:.0f} s (timeout {timeout:.0f} s)")
+        return done == len(names)
+
+    wait_until(whole, timeout=timeout, interval=0.5, max_interval=1.0,
+               what=f"{what} (at target: {view.at_target(names, spec.workers)}/{len(names)}; a slower machine needs "
+                    f"a longer --bring-up-timeout)")
     return time.monotonic() - t0
 
 
-def create_fleet(c: fc.FleetCluster, view: FleetView, trainers: Trainers, spec: FleetSpec) -> tuple[list[str], float]:
-    """Create the fleet's jobs, hand them to the trainers' stand-in, and wait until every one is at its target;
-    return the job names and the seconds the bring-up took."""
+def create_fleet(c: fc.FleetCluster, view: FleetView, trainers: Trainers, spec: FleetSpec,
+                 progress: Callable[[str], None] | None = None) -> tuple[list[str], float]:
+    """Create the fleet's jobs, hand them to the trainers' stand-in, and wait until every one is at its target
+    (saying how many are, every 30 s); return the job names and the seconds the bring-up took."""
     names = [f"job-{i:04d}" for i in range(spec.jobs)]
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda n: c.api.post(JOBS_PATH.format(ns=NS), fc.job(n, spec.workers)), names))
     for n in names:
         trainers.add(n)
-    return names, _wait_whole(view, names, spec, spec.bring_up_timeout_s, "every job at its target")
+    return names, _wait_whole(view, names, spec, bring_up_timeout(spec), "jobs at their target", progress)
 
 
 def _check(c: fc.FleetCluster, view: FleetView, pre: Preemptor, names: list[str], spec: FleetSpec) -> list[str]:
@@ -187,7 +231,7 @@ def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
             fc.namespace(c.api, CHURN_NS)
             churn.fill()
         trace = Path(tmp) / "memory.json" if spec.memory_breakdown else None
-        with fc.operator(c, log, operator_env, memtrace=trace) as op:
+        with fc.operator(c, log, operator_env, memtrace=trace, tracemalloc=spec.tracemalloc) as op:
             time.sleep(3)  # the operator's start-up (listing, watches) settles before the baseline
             base_rss = rss_mib(op.proc.pid)
             base_memory = _memory(op, trace) if trace else None
@@ -200,7 +244,7 @@ def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
                 t.start()
             cpu0 = cpu_seconds(op.proc.pid)
             progress(f"  creating {spec.jobs} jobs x {spec.workers} workers ({pods} pods on {fake_nodes} fake nodes)")
-            names, up = create_fleet(c, view, trainers, spec)
+            names, up = create_fleet(c, view, trainers, spec, progress)
             result.numbers |= {"jobs": spec.jobs, "workers": spec.workers, "pods": pods, "fake_nodes": fake_nodes,
                                "bring_up_s": up, "operator_cpu_s_bring_up": cpu_seconds(op.proc.pid) - cpu0,
                                "operator_rss_mib_baseline": base_rss}
@@ -221,7 +265,11 @@ def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
             after = _snapshot(c, op)
             pre.active.clear()
             if trace and base_memory:
-                result.numbers |= _per_job(base_memory, _memory(op, trace), spec.jobs)
+                memory = _memory(op, trace)
+                result.numbers |= _per_job(base_memory, memory, spec.jobs)
+                kept = log.with_name(log.stem + "-memory.json")
+                kept.write_text(json.dumps({"before": base_memory, "after": memory}, indent=1) + "\n")
+                progress(f"  memory probes (objects by type and, with --tracemalloc, where they came from): {kept}")
             lat = [s for _, s in pre.latencies[first_deletion:]]
             rss = rss_mib(op.proc.pid)
             result.numbers |= _window(before, after, spec) | {
