@@ -13,6 +13,7 @@ from prometheus_client import start_http_server
 
 import dstj_operator.handlers
 from dstj_operator.cache import STORE
+from dstj_operator.cluster import preload_clients
 from dstj_operator.crd_revision import check_installed_crd
 from dstj_operator.health import Probes, serve_health
 from dstj_operator.leader import LeaseElector
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:  # Helm never upgrades crds/: an operator newer than its CRD must not run
         print(f"dstj-operator: {problem}", file=sys.stderr)
         return 2
+    preload_clients()  # a standby pays for the imports before it leads, not in its first passes
     if not settings.watch_namespaces:
         dstj_operator.handlers.register_node_watch()  # capacity signals for spec.autoscaling
     watches = WatchTracker(expected_streams(settings.watch_namespaces), STORE)
