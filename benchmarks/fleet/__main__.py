@@ -17,7 +17,8 @@ from pathlib import Path
 from benchmarks.fleet import failover
 from benchmarks.fleet.failover import run_failover
 from benchmarks.fleet.report import ROWS, plot, table
-from benchmarks.fleet.run import FleetSpec, run
+from benchmarks.fleet.run import FleetResult, FleetSpec, run
+from localcluster.waiting import WaitTimeout
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="throttle the operator: its requests get 3 seats of the API server, the rest 429")
     p.add_argument("--json", type=Path, help="write the numbers here")
     p.add_argument("--plot", type=Path, help="write a plot of each number against N here (PNG)")
+    p.add_argument("--from-json", type=Path, nargs="+", metavar="JSON",
+                   help="run nothing: print the table (and --plot) of runs written earlier by --json, in N order")
     args = p.parse_args(argv)
+    if args.from_json:
+        return _report(sorted(_load(args.from_json), key=lambda r: r.spec.jobs), args)
     bad = [e for e in args.operator_env if "=" not in e]
     if bad:
         p.error(f"--operator-env {bad[0]!r}: give NAME=VALUE")
@@ -69,16 +74,33 @@ def main(argv: list[str] | None = None) -> int:
                          tracemalloc=args.tracemalloc, bring_up_timeout_s=args.bring_up_timeout)
         print(f"fleet: {n} jobs x {args.workers} workers, {args.deletions} deletions/s"
               f"{', failover' if args.failover else ''}", file=sys.stderr, flush=True)
-        if args.failover:
-            results.append(run_failover(spec, ROOT / "out" / "bench", say, lease_seconds=args.lease_seconds))
-        else:
-            results.append(run(spec, ROOT / "out" / "bench" / f"fleet-operator-{n}.log", progress=say,
-                               operator_env=operator_env))
+        try:
+            if args.failover:
+                results.append(run_failover(spec, ROOT / "out" / "bench", say, lease_seconds=args.lease_seconds))
+            else:
+                results.append(run(spec, ROOT / "out" / "bench" / f"fleet-operator-{n}.log", progress=say,
+                                   operator_env=operator_env))
+        except WaitTimeout as e:  # a larger fleet would not fit either: keep what the smaller ones measured
+            say(f"fleet: {n} jobs did not finish: {e}; not trying larger N")
+            results.append(FleetResult(spec, problems=[f"{n} jobs: {e}"]))
+            break
+        finally:
+            if args.json:  # after every N: a later N that runs out of time or memory keeps the earlier ones
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps([{"spec": asdict(r.spec), "numbers": r.numbers,
+                                                  "problems": r.problems} for r in results], indent=2) + "\n")
+    return _report(results, args)
+
+
+def _load(paths: list[Path]) -> list[FleetResult]:
+    """The runs in files written by --json."""
+    return [FleetResult(FleetSpec(**r["spec"]), r["numbers"], r["problems"])
+            for path in paths for r in json.loads(path.read_text())]
+
+
+def _report(results: list[FleetResult], args: argparse.Namespace) -> int:
+    """Print the table (and write the plot); 1 when a run came back broken."""
     print(table(results, failover.ROWS if args.failover else ROWS))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([{"spec": asdict(r.spec), "numbers": r.numbers, "problems": r.problems}
-                                         for r in results], indent=2) + "\n")
     if args.plot:
         plot(results, args.plot)
     broken = [p for r in results for p in r.problems]

@@ -50,12 +50,24 @@ def _fmt(v: float | None) -> str:
     return f"{v:.0f}" if abs(v) >= 100 else f"{v:.2f}" if abs(v) >= 1 else f"{v:.3f}"
 
 
+def _slope(before: FleetResult | None, after: FleetResult) -> float | None:
+    """KiB of peak RSS per job between two fleet sizes: what one more job costs, without the costs paid once."""
+    if before is None or after.spec.jobs == before.spec.jobs:
+        return None
+    a, b = after.numbers.get("operator_rss_mib_peak"), before.numbers.get("operator_rss_mib_peak")
+    return None if a is None or b is None else (a - b) * 1024 / (after.spec.jobs - before.spec.jobs)
+
+
 def table(results: list[FleetResult], rows: list[tuple[str, str]] = ROWS) -> str:
     """A Markdown table: one row per number, one column per fleet size."""
     head = "| N jobs | " + " | ".join(str(r.spec.jobs) for r in results) + " |"
     lines = [head, "| --- |" + " ---: |" * len(results)]
     for key, label in rows:
         lines.append(f"| {label} | " + " | ".join(_fmt(r.numbers.get(key)) for r in results) + " |")
+        if key == "operator_rss_kib_per_job" and len(results) > 1:
+            lines.append("| operator RSS growth per job added since the previous N (KiB) | "
+                         + " | ".join(_fmt(_slope(a, b)) for a, b in zip([None, *results], results, strict=False))
+                         + " |")
     # --memory-breakdown: the growth per job by part, and the object types that grew most
     for prefix, label in (("memory_kib_per_job ", "memory per job (KiB): "), ("objects_per_job ", "objects per job: ")):
         parts = sorted({k for r in results for k in r.numbers if k.startswith(prefix)},
