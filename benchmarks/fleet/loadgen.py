@@ -190,16 +190,18 @@ class Preemptor:
                 self.latencies.append((started[0], time.monotonic() - started[0]))
 
     def run(self) -> None:
-        """Delete while `active` is set, until the view stops (call in a thread)."""
+        """Delete while `active` is set, until the view stops (call in a thread). The deletions run in a pool:
+        one after the other, a loaded API server's answer time (about 0.37 s at 100 jobs) capped the rate below R."""
         next_at = time.monotonic()
-        while not self.view.stop.is_set():
-            if not self.active.is_set() or self.rate <= 0:
-                self.view.stop.wait(0.2)
-                next_at = time.monotonic()
-                continue
-            self.view.stop.wait(max(0.0, next_at - time.monotonic()))
-            next_at += 1 / self.rate
-            self._delete_one()
+        with ThreadPoolExecutor(DELETERS, thread_name_prefix="preempt") as pool:
+            while not self.view.stop.is_set():
+                if not self.active.is_set() or self.rate <= 0:
+                    self.view.stop.wait(0.2)
+                    next_at = time.monotonic()
+                    continue
+                self.view.stop.wait(max(0.0, next_at - time.monotonic()))
+                next_at += 1 / self.rate
+                pool.submit(self._delete_one)
 
     def _delete_one(self) -> None:
         with self.view.lock:
@@ -217,6 +219,10 @@ class Preemptor:
         except Exception:
             with self.view.lock:
                 self.pending.pop(job, None)
+
+
+DELETERS = 16
+"""Deletions in flight at once at most (`Preemptor`)."""
 
 
 @dataclass
