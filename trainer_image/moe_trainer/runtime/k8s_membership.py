@@ -112,6 +112,10 @@ class JobStatusMembershipSource:
             return self._latest
 
 
+WRITE_TIMEOUT_S = (5.0, 10.0)
+"""Connect and read timeouts of a report's write: a connection that hangs must not hold the writer for ever."""
+
+
 class ConfigMapProgressSink:
     """Writes the progress report into the job's progress ConfigMap."""
 
@@ -126,7 +130,8 @@ class ConfigMapProgressSink:
         """Replace the report; a failed write is logged, never fatal to training."""
         body = {"data": {PROGRESS_KEY: json.dumps(report.model_dump(mode="json", by_alias=True))}}
         try:
-            self._api.patch_namespaced_config_map(self.name, self.namespace, body)
+            self._api.patch_namespaced_config_map(self.name, self.namespace, body,
+                                                  _request_timeout=WRITE_TIMEOUT_S)
         except Exception as e:  # progress is best effort; training goes on
             log.warning("writing the progress report failed: %s", e)
 
