@@ -53,7 +53,8 @@ bench: setup
 	$(PY) -m benchmarks.run
 
 # The product on the local cluster: Helm install, the example job, a node reclaimed half way, a
-# timeline and a picture (out/demo/). `make demo-trainer` is the one-process training run alone.
+# timeline and a picture (out/demo/). `DEMO_REAL_NODES=1 make demo`: on two real nodes with the images
+# (`make images`). `make demo-trainer` is the one-process training run alone.
 demo: setup
 	$(PY) -m scripts.demo
 
