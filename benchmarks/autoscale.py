@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.growth_path import GROWTH_STEPS, SHRINK_STEPS, PathRecorder, table
-from benchmarks.operator import ROOT, _job, _namespace, _operator, _status
+from benchmarks.operator import ROOT, _job, _namespace, _operator
 from dstj_operator.crd import CRD_FILE
 from localcluster import build, controlplane, faults, nodes
 from localcluster.kubectl import Kubectl
@@ -38,15 +38,6 @@ POOL = "dstj.bench/autoscale"
 
 def _pool_node(sd: StateDir, label: str, pods: int) -> str:
     return nodes.add(sd, size=NodeSize(pods=pods), taints=(f"{POOL}=true:NoSchedule",), labels={POOL: label})
-
-
-def _at(kube: Kubectl, ns: str, name: str, world: int, after: int) -> dict[str, Any] | None:
-    """The report once a generation at `world` workers trains past `after`."""
-    s = _status(kube, ns, name)
-    p, gen = s.get("progress") or {}, (s.get("membership") or {}).get("generation", -1)
-    ok = p.get("worldSize") == world and p.get("generation") == gen and p.get("step", 0) > after \
-        and p.get("state") == "running"
-    return p if ok else None
 
 
 def grow_and_shrink(kube: Kubectl, sd: StateDir, workdir: Path, rounds: int = 2, ceiling: int = 4) -> dict[str, Any]:
@@ -63,30 +54,32 @@ def grow_and_shrink(kube: Kubectl, sd: StateDir, workdir: Path, rounds: int = 2,
                     "tolerations": [{"key": POOL, "operator": "Exists", "effect": "NoSchedule"}]}}
     kube("apply", "-f", "-", stdin=json.dumps(_job(ns, name, workdir, 100000, ceiling, **spec)))
     recorder = PathRecorder(kube, ns, name, f"{POOL}={label}").start()
-    p = wait_until(lambda: _at(kube, ns, name, small, 0), timeout=300, interval=0.2, what=f"training at W={small}")
+    # Every wait reads the recorder's watch of the job: polling with kubectl would take CPU from the workers timed.
+    p = wait_until(lambda: recorder.training_at(small, 0), timeout=300, interval=0.2, what=f"training at W={small}")
     grow, shrink, grow_paths, shrink_paths = [], [], [], []
     try:
         for _ in range(rounds):
             pool.append(_pool_node(sd, label, small))  # returns once the node is Ready
-            p = wait_until(lambda: _at(kube, ns, name, ceiling, p["step"]), timeout=180, interval=0.1,  # noqa: B023
-                           max_interval=0.1, what=f"the first step at W={ceiling}")
             # From when the node's Ready reached a watch (as the operator's), not when the add returned.
             t0 = recorder.nodes_ready[pool[-1]]
-            grow.append(time.time() - t0)
-            p = wait_until(lambda: _at(kube, ns, name, ceiling, p["step"] + 3), timeout=120,  # noqa: B023
-                           what=f"a few steps at W={ceiling}")
+            grown = wait_until(lambda: recorder.first_step_seen(ceiling, t0), timeout=180,  # noqa: B023
+                               interval=0.1, max_interval=0.1, what=f"the first step at W={ceiling}")
+            grow.append(grown - t0)
+            p = wait_until(lambda: recorder.training_at(ceiling, p["step"] + 3), timeout=120,  # noqa: B023
+                           interval=0.2, what=f"a few steps at W={ceiling}")
             grow_paths.append(recorder.growth(t0, ceiling))
             # The reclaim (cordon, pods deleted with their grace period, node removed) runs beside the clock.
             reclaim = threading.Thread(target=faults.reclaim, args=(sd, pool.pop(), lambda _: None))
-            t0 = time.monotonic()
             w0 = time.time()
             reclaim.start()
-            p = wait_until(lambda: _at(kube, ns, name, small, p["step"]), timeout=120, interval=0.1,  # noqa: B023
-                           max_interval=0.1, what=f"the first step at W={small}")
-            shrink.append(time.monotonic() - t0)
+            shrunk = wait_until(lambda: recorder.first_step_seen(small, w0), timeout=120,  # noqa: B023
+                                interval=0.1, max_interval=0.1, what=f"the first step at W={small}")
+            shrink.append(shrunk - w0)
+            p = wait_until(lambda: recorder.training_at(small, 0), timeout=60, interval=0.2,
+                           what=f"training at W={small}")
             shrink_paths.append(recorder.shrink(w0, small))
             reclaim.join()
-            wait_until(lambda: _status(kube, ns, name).get("targetReplicas") == small, timeout=60,
+            wait_until(lambda: recorder.status.get("targetReplicas") == small, timeout=60, interval=0.2,
                        what=f"the job to settle at {small}")
     finally:
         recorder.stop()

@@ -12,6 +12,7 @@ machine, so one clock serves all.
 from __future__ import annotations
 
 import calendar
+import json
 import re
 import threading
 import time
@@ -21,7 +22,7 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
-from dstj_api.contract import GROUP, INDEX_LABEL, JOB_LABEL, PLURAL, ROLE_LABEL, VERSION
+from dstj_api.contract import GROUP, INDEX_LABEL, JOB_LABEL, PLURAL, PROGRESS_KEY, ROLE_LABEL, VERSION
 from localcluster.kubectl import Kubectl
 
 GROWTH_STEPS = ("target raised", "pods created", "pods scheduled", "containers started",
@@ -29,7 +30,7 @@ GROWTH_STEPS = ("target raised", "pods created", "pods scheduled", "containers s
                 "checkpoint loaded", "first step written", "first step")
 """The growth path in order; each is the moment the last worker needed got there."""
 SHRINK_STEPS = ("pods deleted", "generation published", "old group stopped", "group formed", "checkpoint loaded",
-                "first step written", "first step")
+                "first step written", "first step stored", "first step")
 
 _LINE = re.compile(r"^(\d\d):(\d\d):(\d\d\.\d+) \[([^\]]+)\] (.*)$")
 _READY = re.compile(r"ready to join ([\d.]+) s after the process started \(interpreter and imports ([\d.]+) s, "
@@ -70,6 +71,12 @@ class PathRecorder:
     first_steps: list[tuple[float, int, int, float]] = field(default_factory=list)
     """(seen, generation, world size, written) of each generation's first progress report (written: its `updated`,
     when rank 0 wrote it right after the step)."""
+    stored: dict[int, float] = field(default_factory=dict)
+    """Generation -> when its first running report reached the progress ConfigMap (rank 0's write, before the
+    operator mirrors it into the status)."""
+    status: dict[str, Any] = field(default_factory=dict)
+    """The job's status as last seen: waiting on it costs no request, where polling the API server from this machine
+    would take CPU from the workers being timed."""
     _api: Any = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -81,6 +88,8 @@ class PathRecorder:
         streams: list[tuple[Callable[..., Any], dict[str, Any], Callable[[str, dict[str, Any]], None]]] = [
             (core.list_node, {"label_selector": self.node_label}, self._node),
             (core.list_namespaced_pod, {"namespace": self.namespace, "label_selector": selector}, self._pod),
+            (core.list_namespaced_config_map, {"namespace": self.namespace,
+             "field_selector": f"metadata.name={self.name}-progress"}, self._report),
             (custom.list_namespaced_custom_object, {"group": GROUP, "version": VERSION, "plural": PLURAL,
              "namespace": self.namespace, "field_selector": f"metadata.name={self.name}"}, self._job),
         ]
@@ -126,10 +135,21 @@ class PathRecorder:
             if (kind == "DELETED" or meta.get("deletionTimestamp")) and seen.deleted is None:
                 seen.deleted = now
 
+    def _report(self, kind: str, cm: dict[str, Any]) -> None:
+        now = time.time()
+        try:
+            report = json.loads((cm.get("data") or {}).get(PROGRESS_KEY) or "null") or {}
+        except ValueError:
+            return
+        if report.get("state") == "running" and isinstance(report.get("generation"), int):
+            with self._lock:
+                self.stored.setdefault(report["generation"], now)
+
     def _job(self, kind: str, job: dict[str, Any]) -> None:
         now, status = time.time(), job.get("status") or {}
         m, p = status.get("membership") or {}, status.get("progress") or {}
         with self._lock:
+            self.status = status
             target = status.get("targetReplicas")
             if target is not None and (not self.targets or self.targets[-1][1] != target):
                 self.targets.append((now, target))
@@ -138,6 +158,20 @@ class PathRecorder:
             g = p.get("generation")
             if p.get("state") == "running" and g == m.get("generation") and g not in {f[1] for f in self.first_steps}:
                 self.first_steps.append((now, g, p.get("worldSize", 0), _epoch(p.get("updated"))))
+
+    def training_at(self, world: int, after: int) -> dict[str, Any] | None:
+        """The progress report, once the current generation trains at `world` workers past step `after`."""
+        with self._lock:
+            p, gen = self.status.get("progress") or {}, (self.status.get("membership") or {}).get("generation", -1)
+        ok = p.get("worldSize") == world and p.get("generation") == gen and p.get("step", 0) > after \
+            and p.get("state") == "running"
+        return p if ok else None
+
+    def first_step_seen(self, world: int, after: float) -> float | None:
+        """When the first report of the first generation at `world` workers published after `after` was seen."""
+        with self._lock:
+            gen = next((g for t, g, w in self.generations if t >= after and w == world), None)
+            return next((t for t, g, _, _ in self.first_steps if g == gen), None) if gen is not None else None
 
     def growth(self, t0: float, world: int) -> dict[str, float]:
         """The growth to `world` workers after a node's Ready was seen at `t0` (seconds after t0; steps not seen
@@ -153,6 +187,7 @@ class PathRecorder:
                 "pods Ready": _last(p.ready for p in new),
                 "generation published": gen[0] if gen else None,
                 "first step written": next((w for _, g, _, w in self.first_steps if gen and g == gen[1]), None),
+                "first step stored": self.stored.get(gen[1]) if gen else None,
                 "first step": next((t for t, g, _, _ in self.first_steps if gen and g == gen[1]), None),
             }
             names = [n for n, p in self.pods.items() if p.created >= t0 - 0.5]
@@ -200,7 +235,8 @@ class PathRecorder:
             gen = next(((t, g) for t, g, w in self.generations if t >= t0 and w == world), None)
             first = next(((t, w) for t, g, _, w in self.first_steps if gen and g == gen[1]), None)
         out = {"pods deleted": deleted, "generation published": gen[0] if gen else None,
-               "first step written": first[1] if first else None, "first step": first[0] if first else None}
+               "first step written": first[1] if first else None,
+               "first step stored": self.stored.get(gen[1]) if gen else None, "first step": first[0] if first else None}
         shrunk = {k: v - t0 for k, v in out.items() if v is not None}
         return shrunk | (self._after_publish(gen[1], t0) if gen is not None else {})
 

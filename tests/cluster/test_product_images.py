@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -37,6 +37,19 @@ def archives() -> dict[str, Path]:
     raise AssertionError("unreachable")
 
 
+def _layer_names(path: Path, media_type: str) -> set[str]:
+    """Every path in one layer, as ``tar -t`` lists it from the decompressor's stream: the trainer's
+    3 GB gzip layer took ~40 s through Python's tarfile and zlib, a few seconds through igzip and tar."""
+    if media_type.endswith("+zstd"):
+        unpack: list[str] = ["--use-compress-program=zstd"]
+    elif media_type.endswith("+gzip"):
+        unpack = [f"--use-compress-program={'igzip' if shutil.which('igzip') else 'gzip'}"]
+    else:
+        unpack = []
+    listing = subprocess.run(["tar", *unpack, "-tf", str(path)], capture_output=True, text=True, check=True).stdout
+    return {n.lstrip("./").rstrip("/") for n in listing.splitlines()}
+
+
 def _members_and_config(layout: Path) -> tuple[set[str], dict[str, object]]:
     """Every path in the image's layers, and its config (from an OCI layout, zstd or gzip layers)."""
     def blob(digest: str) -> Path:
@@ -46,16 +59,7 @@ def _members_and_config(layout: Path) -> tuple[set[str], dict[str, object]]:
     config = json.loads(blob(manifest["config"]["digest"]).read_text())
     names: set[str] = set()
     for layer in manifest["layers"]:
-        path = blob(layer["digest"])
-        if layer["mediaType"].endswith("+zstd"):
-            with subprocess.Popen(["zstd", "-dc", str(path)], stdout=subprocess.PIPE) as unzstd:
-                assert unzstd.stdout is not None
-                with tarfile.open(fileobj=unzstd.stdout, mode="r|") as inner:
-                    names.update(m.name.lstrip("./") for m in inner)
-            assert unzstd.returncode == 0
-        else:
-            with tarfile.open(path) as inner:  # plain or gzip
-                names.update(m.name.lstrip("./") for m in inner)
+        names |= _layer_names(blob(layer["digest"]), layer["mediaType"])
     return names, config
 
 

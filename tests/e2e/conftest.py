@@ -1,6 +1,7 @@
 """The e2e suite's cluster: DSTJ_E2E_KUBECONFIG when set (kind, a real cluster), else a local cluster,
 once with process nodes and once with real nodes (kubelet + containerd + runc) running the images
-built here (``real_kube`` in tests/conftest.py; the `images` marker, since building them is the slow part)."""
+built here (``real_kube`` in tests/conftest.py; the `images` marker: `make test` runs those in a pytest
+session of its own, `make test-images`)."""
 
 from __future__ import annotations
 

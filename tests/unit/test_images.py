@@ -137,3 +137,15 @@ def test_e2e_kind_without_docker_or_kind_says_what_is_missing_and_exits_2(tmp_pa
     assert res.returncode == 2, res.stderr
     assert res.stderr.count("\n") == 1 and "docker" in res.stderr and "kind" in res.stderr
     assert "pytest tests/e2e" in res.stderr  # how to run the suite on the local cluster instead
+
+
+@pytest.mark.parametrize(("ci", "code"), [("", 0), ("true", 1)])
+def test_make_test_builds_no_image_where_real_nodes_cannot_run_and_ci_fails_on_it(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], ci: str, code: int) -> None:
+    from scripts import images
+
+    monkeypatch.setenv("CI", ci)
+    monkeypatch.setattr(images.realnodes, "prerequisites", lambda: "real nodes need root")
+    monkeypatch.setattr(images, "build_all", lambda *_a: pytest.fail("built an image no node can run"))
+    assert images.main(["--skip-without-real-nodes"]) == code
+    assert "real nodes need root" in capsys.readouterr().err

@@ -57,6 +57,13 @@ def membership_of(job: dict[str, Any]) -> Membership | None:
         return None
 
 
+REQUEST_TIMEOUT_S = (5.0, 10.0)
+"""Connect and read timeouts of a worker's reads and writes: a connection that hangs must not hold it for ever."""
+WATCH_SECONDS = 300
+"""How long the API server keeps the membership watch open; nothing at all for 30 s more means the connection
+is dead, and the watch is made again."""
+
+
 class JobStatusMembershipSource:
     """The published membership of one job, kept current by a watch from the first read on.
 
@@ -83,7 +90,8 @@ class JobStatusMembershipSource:
 
     def _refresh(self) -> None:
         try:
-            job = self._api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
+            job = self._api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name,
+                                                         _request_timeout=REQUEST_TIMEOUT_S)
             self._set(cast(dict[str, Any], job))
         except Exception as e:  # the API may be briefly unreachable; the watch retries
             log.warning("reading the job's membership failed: %s", e)
@@ -95,7 +103,8 @@ class JobStatusMembershipSource:
             try:
                 stream = watch.Watch().stream(
                     self._api.list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL,
-                    field_selector=f"metadata.name={self.name}", timeout_seconds=300,
+                    field_selector=f"metadata.name={self.name}", timeout_seconds=WATCH_SECONDS,
+                    _request_timeout=(REQUEST_TIMEOUT_S[0], WATCH_SECONDS + 30),
                 )
                 for event in stream:
                     self._set(event["object"])
@@ -126,7 +135,8 @@ class ConfigMapProgressSink:
         """Replace the report; a failed write is logged, never fatal to training."""
         body = {"data": {PROGRESS_KEY: json.dumps(report.model_dump(mode="json", by_alias=True))}}
         try:
-            self._api.patch_namespaced_config_map(self.name, self.namespace, body)
+            self._api.patch_namespaced_config_map(self.name, self.namespace, body,
+                                                  _request_timeout=REQUEST_TIMEOUT_S)
         except Exception as e:  # progress is best effort; training goes on
             log.warning("writing the progress report failed: %s", e)
 
@@ -147,7 +157,7 @@ class ConfigMapConfigSource:
             _load_config()
             self._api = client.CoreV1Api()
         try:
-            cm = self._api.read_namespaced_config_map(self.name, self.namespace)
+            cm = self._api.read_namespaced_config_map(self.name, self.namespace, _request_timeout=REQUEST_TIMEOUT_S)
         except Exception as e:  # the API may be briefly unreachable
             log.warning("reading the trainer config failed: %s", e)
             return None

@@ -82,13 +82,15 @@ def membership_from_env() -> MembershipSource | None:
 
 def progress_from_env() -> ProgressSink | None:
     """The sink named by DSTJ_PROGRESS, or None. The API server's is paced (`progress_pace`: at most one
-    routine report per 10 s); a local file takes every report."""
+    routine report per 10 s) and written from a thread of its own (`progress_writer`: a slow write never stalls
+    training); a local file takes every report, at once."""
     spec = os.environ.get(ENV_PROGRESS)
     if not spec:
         return None
     if spec.startswith("k8s:"):
         from moe_trainer.runtime.k8s_membership import ConfigMapProgressSink
         from moe_trainer.runtime.progress_pace import PacedProgressSink
+        from moe_trainer.runtime.progress_writer import BackgroundProgressSink
 
-        return PacedProgressSink(ConfigMapProgressSink(spec))
+        return PacedProgressSink(BackgroundProgressSink(ConfigMapProgressSink(spec)))
     return FileProgressSink(_file_path(spec))
