@@ -93,6 +93,7 @@ def plot(results: list[FleetResult], path: Path) -> None:
         ax.plot(ns, [r.numbers.get(key, math.nan) for r in results], marker="o")
         ax.set_title(labels[key].strip(), fontsize=9)
         ax.set_xlabel("jobs (x 8 workers)")
+        ax.set_ylim(bottom=0)  # from zero: two close points must not look like a cliff
         ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
