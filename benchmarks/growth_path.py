@@ -27,7 +27,7 @@ from localcluster.kubectl import Kubectl
 
 GROWTH_STEPS = ("target raised", "pods created", "pods scheduled", "containers started",
                 "workers ready to join", "pods Ready", "generation published", "old group stopped", "group formed",
-                "checkpoint loaded", "first step written", "first step")
+                "checkpoint loaded", "first step written", "first step stored", "first step")
 """The growth path in order; each is the moment the last worker needed got there."""
 SHRINK_STEPS = ("pods deleted", "generation published", "old group stopped", "group formed", "checkpoint loaded",
                 "first step written", "first step stored", "first step")
