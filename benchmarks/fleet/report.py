@@ -69,7 +69,8 @@ def table(results: list[FleetResult], rows: list[tuple[str, str]] = ROWS) -> str
                          + " | ".join(_fmt(_slope(a, b)) for a, b in zip([None, *results], results, strict=False))
                          + " |")
     # --memory-breakdown: the growth per job by part, and the object types that grew most
-    for prefix, label in (("memory_kib_per_job ", "memory per job (KiB): "), ("objects_per_job ", "objects per job: ")):
+    for prefix, label in (("bring_up ", "bring-up: "), ("memory_kib_per_job ", "memory per job (KiB): "),
+                          ("objects_per_job ", "objects per job: ")):
         parts = sorted({k for r in results for k in r.numbers if k.startswith(prefix)},
                        key=lambda k: -max(r.numbers.get(k, 0.0) for r in results))
         for key in parts:

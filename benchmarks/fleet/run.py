@@ -116,6 +116,20 @@ def _window(before: dict[str, Any], after: dict[str, Any], spec: FleetSpec) -> d
     return out
 
 
+def _bring_up(before: dict[str, Any], after: dict[str, Any], jobs: int) -> dict[str, float]:
+    """What the bring-up cost: each component's CPU over it, and the API server's requests per job by flow schema
+    (the operator's per verb, the scheduler's, kwok's, the controllers'): whose work sets its pace."""
+    dt = after["t"] - before["t"]
+    out = {f"bring_up {name} cores": (after["cpu"][name] - before["cpu"][name]) / dt for name in COMPONENTS}
+    out["bring_up operator cores"] = (after["op_cpu"] - before["op_cpu"]) / dt
+    passes = [histogram(s["op_metrics"], "dstj_operator_reconcile_seconds").get(math.inf, 0.0) for s in (before, after)]
+    out["bring_up passes per job"] = (passes[1] - passes[0]) / jobs
+    for schema, n in after["apf"].items():
+        if n - before["apf"].get(schema, 0.0) >= jobs:  # at least one a job: the rest is background
+            out[f"bring_up requests per job {schema}"] = (n - before["apf"].get(schema, 0.0)) / jobs
+    return out
+
+
 def _memory(op: fc.OperatorProcess, path: Path) -> dict[str, Any]:
     """The operator's memory probe now (it must run under `benchmarks.fleet.memtrace`)."""
     path.unlink(missing_ok=True)
@@ -242,9 +256,10 @@ def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
             threads = [threading.Thread(target=t, daemon=True) for t in (trainers.run, pre.run, churn.run)]
             for t in threads:
                 t.start()
-            cpu0 = cpu_seconds(op.proc.pid)
+            cpu0, before_up = cpu_seconds(op.proc.pid), _snapshot(c, op)
             progress(f"  creating {spec.jobs} jobs x {spec.workers} workers ({pods} pods on {fake_nodes} fake nodes)")
             names, up = create_fleet(c, view, trainers, spec, progress)
+            result.numbers |= _bring_up(before_up, _snapshot(c, op), spec.jobs)
             result.numbers |= {"jobs": spec.jobs, "workers": spec.workers, "pods": pods, "fake_nodes": fake_nodes,
                                "bring_up_s": up, "operator_cpu_s_bring_up": cpu_seconds(op.proc.pid) - cpu0,
                                "operator_rss_mib_baseline": base_rss}

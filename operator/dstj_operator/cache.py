@@ -85,6 +85,21 @@ def _lean(obj: Obj) -> Obj:
     return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
 
 
+def handed_to_kopf(plural: str, raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The raw watch event as kopf gets it once the store has it: the object without `managedFields`, and a pod as
+    `slim_pod` projects it (with its kind). The handlers read only the event's type, names and labels, and a pod's
+    node (passes read the store), while kopf holds each event's body in its per-object queue until that object's
+    worker takes it: during a bring-up thousands of bodies wait there at once, and the allocator keeps the
+    high-water of that backlog resident."""
+    obj = raw.get("object")
+    if not isinstance(obj, dict):
+        return raw
+    if plural == "pods":
+        return {**raw, "object": {"apiVersion": obj.get("apiVersion", "v1"), "kind": obj.get("kind", "Pod"),
+                                  **slim_pod(obj)}}
+    return {**raw, "object": _lean(obj)}
+
+
 def _version(obj: Obj | None) -> int:
     """An object's resourceVersion as a number (-1 when it has none or it is not a number)."""
     try:

@@ -106,6 +106,7 @@ class WatchTracker:
                             job = lag.job_of(resource.plural, item.get("object") or {})
                             if job is not None:
                                 lag.LAG.received(job)
+                            item = cache.handed_to_kopf(resource.plural, item)
                     yield item
             finally:
                 tracker._ended(key)
