@@ -43,6 +43,8 @@ from dstj_operator.spec import DeepSeekTrainingJobSpec, parse_spec
 from dstj_operator.status import COUNTED_KEEP, JobStatus, stamp
 
 log = logging.getLogger(__name__)
+CREATED_NAMED = 8
+"""Worker pods a WorkerCreated Event names; it counts the rest (an Event's message stays short)."""
 _SPECS: PerGeneration[tuple[DeepSeekTrainingJobSpec, list[str]]] = PerGeneration()
 _CONFIGS: PerGeneration[dict[str, Any]] = PerGeneration()
 _STATIC: PerGeneration[list[tuple[dict[str, Any], Mode]]] = PerGeneration()
@@ -368,10 +370,15 @@ def _converge_workers(cluster: Cluster, job: dict[str, Any], spec: DeepSeekTrain
         return
     # Indices just removed come back next pass as fresh pods, which may fit where the old ones did not.
     held = {w.index for w in gone}
+    created = []
     for index in sorted((set(scale.missing_indices(workers, spec.replicas)) | set(plan.surge)) - held):
         pod = children.worker_pod(job, spec, index, _suffix())
         cluster.create_if_absent(pod)
-        out.event("WorkerCreated", f"created {pod['metadata']['name']} for index {index}")
+        created.append(f"{pod['metadata']['name']} for index {index}")
+    if created:  # one Event a pass, not one a pod: a fleet's bring-up posted as many Events as it created pods
+        shown = ", ".join(created[:CREATED_NAMED])
+        more = f" and {len(created) - CREATED_NAMED} more" if len(created) > CREATED_NAMED else ""
+        out.event("WorkerCreated", f"created {shown}{more}")
 
 
 def _publish(job: dict[str, Any], spec: DeepSeekTrainingJobSpec, workers: list[Any], config_hash: str,

@@ -11,7 +11,7 @@ its `continuous_watch` ends. `install` wraps that one function and nothing else 
 objects each stream delivers, `dstj_operator_watch_events_total`: what the API server sends, before kopf's
 client-side handler filters, and hands each one to the read layer, `cache.STORE`, before kopf sees it:
 the store knows a kind in a namespace from its stream's `LISTED` until the stream ends, and marks the job's
-event as received for `lag`); a unit test pins
+event as received for `lag`; kopf then gets the object slimmed, `cache.handed_to_kopf`); a unit test pins
 the names it relies on, so a kopf upgrade that moves them fails the tests, not production.
 
 What this does not see: a watch request that fails inside a running `continuous_watch` is retried
@@ -106,7 +106,9 @@ class WatchTracker:
                             job = lag.job_of(resource.plural, item.get("object") or {})
                             if job is not None:
                                 lag.LAG.received(job)
-                            item = cache.handed_to_kopf(resource.plural, item)
+                            handed: Any = cache.handed_to_kopf(resource.plural, item)  # kopf's RawEvent shape
+                            yield handed
+                            continue
                     yield item
             finally:
                 tracker._ended(key)

@@ -200,6 +200,18 @@ def test_a_slim_pod_tells_the_operator_what_the_full_pod_does(status: dict[str, 
     assert "managedFields" not in slim["metadata"] and "env" not in slim["spec"]["containers"][0]
 
 
+def test_kopf_gets_a_pod_slimmed_with_what_the_handlers_read_and_other_objects_without_managed_fields() -> None:
+    full = pod("w3", 9, index=3)
+    handed = cache.handed_to_kopf("pods", {"type": "DELETED", "object": full})["object"]
+    assert handed["kind"] == "Pod" and handed["spec"]["nodeName"] == "fake-0"  # `handlers.child_event` reads these
+    assert handed["metadata"]["labels"] == full["metadata"]["labels"]
+    assert "managedFields" not in handed["metadata"] and "env" not in handed["spec"]["containers"][0]
+    config = {"kind": "ConfigMap", "metadata": {"name": "c", "managedFields": [{}]}, "data": {"a": "1"}}
+    assert cache.handed_to_kopf("configmaps", {"type": "ADDED", "object": config}) == {
+        "type": "ADDED", "object": {"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}}}
+    assert "managedFields" in config["metadata"]  # the stream's own object is not changed
+
+
 class NoApi(cluster.Cluster):
     """A cluster whose API server must not be asked."""
 
