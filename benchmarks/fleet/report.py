@@ -12,6 +12,8 @@ if TYPE_CHECKING:
 ROWS = [
     ("pods", "pods (jobs x (workers + rendezvous))"),
     ("bring_up_s", "bring-up: all jobs at target (s)"),
+    ("reports_per_s", "progress reports sent/s (asked: jobs / 10 s)"),
+    ("deletions_per_s", "pod deletions sent/s (asked: R)"),
     ("operator_cores", "operator CPU (cores)"),
     ("operator_rss_mib_peak", "operator RSS peak (MiB)"),
     ("operator_rss_kib_per_job", "operator RSS per job above baseline (KiB)"),

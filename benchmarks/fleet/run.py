@@ -273,12 +273,15 @@ def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
                 fc.restart_apiserver(c, lambda m: progress(f"  {m}"))
             time.sleep(min(10.0, spec.window_s / 4))  # warm-up: the first deletions' generations in flight
             before, peak = _snapshot(c, op), 0.0
-            first_deletion = len(pre.latencies)
+            first_deletion, sent0, deleted0 = len(pre.latencies), trainers.sent, pre.deleted
             while time.monotonic() - before["t"] < spec.window_s:
                 peak = max(peak, rss_mib(op.proc.pid))
                 time.sleep(1)
             after = _snapshot(c, op)
             pre.active.clear()
+            # What the load generator delivered: a saturated API server slows its reports and deletions too.
+            result.numbers |= {"reports_per_s": (trainers.sent - sent0) / (after["t"] - before["t"]),
+                               "deletions_per_s": (pre.deleted - deleted0) / (after["t"] - before["t"])}
             if trace and base_memory:
                 memory = _memory(op, trace)
                 result.numbers |= _per_job(base_memory, memory, spec.jobs)
