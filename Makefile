@@ -38,7 +38,11 @@ images: setup node-deps
 unit: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test: lint cluster-binaries unit test-images
+# Everything, in the order and overlap scripts/test.sh explains: the Go build in the background beside set-up,
+# lint and the image build; then the tests that need the local cluster beside those that do not; then the
+# real-node image tests alone. Prints each phase's time.
+test:
+	@./scripts/test.sh
 
 # The product images built (where real nodes can run: elsewhere nothing is built and the tests skip, or
 # fail under CI=true) and inspected, run on a real node, and the e2e suite on two real nodes running them

@@ -11,9 +11,10 @@
 # Why from the Go module proxy: our machines have no Docker (so no kind, no images) and
 # the distribution's etcd and Go are too old; the proxy is reachable and content-addressed
 # (go.sum pins every byte). The output is cached outside the repository, keyed by version:
-#   ${DSTJ_CACHE:-$HOME/.cache/dstj}/localcluster/k8s-<v>-etcd-<v>-helm-<v>/bin/
-#   ${DSTJ_CACHE:-$HOME/.cache/dstj}/localcluster/node-k8s-<v>-containerd-<v>-r<N>/bin/
-#   ${DSTJ_CACHE:-$HOME/.cache/dstj}/localcluster/kwok-<v>/bin/
+#   ${DSTJ_CACHE:-$HOME/.cache/dstj}/localcluster/k8s-<v>-etcd-<v>-helm-<v>-<pins>/bin/
+#   ${DSTJ_CACHE:-$HOME/.cache/dstj}/localcluster/node-k8s-<v>-containerd-<v>-r<N>-<pins>/bin/
+#   ${DSTJ_CACHE:-$HOME/.cache/dstj}/localcluster/kwok-<v>-<pins>/bin/
+# (<pins>: a hash of the wrapper modules' go.mod and go.sum, see pins below).
 # A build goes to a temporary directory renamed into place only when every binary
 # succeeded, so a half build is never used. A cached run returns in milliseconds.
 #
@@ -27,16 +28,29 @@ source "$here/versions.env"
 
 set_name=${1:-control}
 cache_root="${DSTJ_CACHE:-$HOME/.cache/dstj}/localcluster"
+
+# pins MODULE_DIR...: a short hash of those wrapper modules' go.mod and go.sum. It ends each cache key, so a
+# regenerated dependency set (gomod/regen.sh aligns versions across all wrappers) builds anew instead of
+# reusing binaries compiled from other versions.
+pins() {
+    local d f
+    for d in "$@"; do
+        for f in "$here/gomod/$d/go.mod" "$here/gomod/$d/go.sum"; do
+            if [[ -f $f ]]; then cat "$f"; fi
+        done
+    done | sha256sum | cut -c1-8
+}
+
 case "$set_name" in
 control)
-    key="k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}-helm-${HELM_VERSION}"
+    key="k8s-${K8S_VERSION}-etcd-${ETCD_VERSION}-helm-${HELM_VERSION}-$(pins kubernetes etcd helm)"
     binaries=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd helm) ;;
 node)
     # NODE_REVISION: bump when our own sources (gomod/clusterdns, gomod/pause) change.
-    key="node-k8s-${K8S_VERSION}-containerd-${CONTAINERD_VERSION}-r${NODE_REVISION}"
+    key="node-k8s-${K8S_VERSION}-containerd-${CONTAINERD_VERSION}-r${NODE_REVISION}-$(pins kubernetes containerd clusterdns pause)"
     binaries=(kubelet kube-proxy containerd containerd-shim-runc-v2 ctr clusterdns pause) ;;
 kwok)
-    key="kwok-${KWOK_VERSION}"
+    key="kwok-${KWOK_VERSION}-$(pins kwok)"
     binaries=(kwok) ;;
 *)
     echo "usage: build.sh [control|node|kwok]" >&2; exit 2 ;;
@@ -101,16 +115,17 @@ step() {  # step NAME COLD_ESTIMATE MODULE_DIR go-build-args...
 total_start=$SECONDS
 log "$(go version); output $dest/bin"
 if [[ $set_name == control ]]; then
-    # Cold estimates: measured on 2 cores with empty Go caches (11 min in all).
-    step "kubernetes $K8S_VERSION" "8 min" kubernetes \
+    # Cold estimates: measured on 2 cores with empty Go caches. etcd and helm reuse most of what Kubernetes
+    # compiled (gomod/regen.sh gives every wrapper the same versions of the shared dependencies).
+    step "kubernetes $K8S_VERSION" "15 min" kubernetes \
         -ldflags "$k8s_ldflags" -o "$tmp/bin/" \
         k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
         k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
-    step "etcd $ETCD_VERSION" "1 min" etcd \
+    step "etcd $ETCD_VERSION" "20 s" etcd \
         -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION" \
         -o "$tmp/bin/etcd" go.etcd.io/etcd/server/v3
     helm_mod="helm.sh/helm/${HELM_VERSION%%.*}"
-    step "helm $HELM_VERSION" "2.5 min" helm \
+    step "helm $HELM_VERSION" "20 s" helm \
         -ldflags "-s -w -X $helm_mod/internal/version.version=$HELM_VERSION -X $helm_mod/internal/version.gitTreeState=clean" \
         -o "$tmp/bin/helm" "$helm_mod/cmd/helm"
 elif [[ $set_name == node ]]; then
@@ -119,16 +134,16 @@ elif [[ $set_name == node ]]; then
         -ldflags "$k8s_ldflags" -o "$tmp/bin/" k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
     # No cgo: the btrfs, devmapper and zfs snapshotters need C libraries and are not used here.
     ctrd=github.com/containerd/containerd/v2
-    step "containerd $CONTAINERD_VERSION" "2 min" containerd \
+    step "containerd $CONTAINERD_VERSION" "1.5 min" containerd \
         -tags "no_btrfs no_devmapper no_zfs" \
         -ldflags "-s -w -X $ctrd/version.Version=$CONTAINERD_VERSION -X $ctrd/version.Package=$ctrd" \
         -o "$tmp/bin/" "$ctrd/cmd/containerd" "$ctrd/cmd/containerd-shim-runc-v2" "$ctrd/cmd/ctr"
-    step "clusterdns" "1 min" clusterdns -ldflags "-s -w" -o "$tmp/bin/clusterdns" .
+    step "clusterdns" "20 s" clusterdns -ldflags "-s -w" -o "$tmp/bin/clusterdns" .
     step "pause" "5 s" pause -ldflags "-s -w" -o "$tmp/bin/pause" .
 else
-    # Cold estimate: measured on 2 cores with the control plane's Go caches warm (most of kwok's k8s.io
-    # dependencies compile at their own versions, so expect a few minutes with empty caches).
-    step "kwok $KWOK_VERSION" "1-4 min" kwok \
+    # Cold estimate: measured on 2 cores with the control plane's Go caches warm (kwok's k8s.io libraries
+    # are the control plane's versions: see gomod/regen.sh).
+    step "kwok $KWOK_VERSION" "30 s" kwok \
         -ldflags "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}" \
         -o "$tmp/bin/kwok" sigs.k8s.io/kwok/cmd/kwok
 fi

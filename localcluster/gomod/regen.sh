@@ -81,4 +81,39 @@ rm -f "$here/containerd/go.sum"
 (cd "$here/clusterdns" && go get "k8s.io/client-go@$staging_version" "k8s.io/api@$staging_version" && go mod tidy)
 write_simple kwok "kwok (simulated nodes and pod lifecycles), in its own module because kwok pins its own k8s.io client libraries." \
     sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok "$KWOK_VERSION"
+
+# One version of every shared dependency across the wrappers: the highest any of them needs (the joint build
+# list of a workspace of all of them). A package compiled for one wrapper is then a Go build cache hit for
+# every other: cold, helm and kwok compiled their own copies of the k8s.io libraries (about 4 and 3 min on 2
+# cores), containerd and etcd their own grpc and otel. The workspace exists only while this runs: build.sh
+# builds each wrapper on its own (GOWORK=off) from the versions written here. Only modules that provide a
+# compiled package count (`go list -deps` of the wrapper's tools): aligning unused entries of the module
+# graph would never settle and changes nothing that is built.
+mods=(kubernetes etcd helm containerd clusterdns pause kwok)
+build_tags="no_btrfs,no_devmapper,no_zfs"  # containerd's, as build.sh passes them; harmless elsewhere
+used_modules() {  # the modules (path version) that provide a package the wrapper in $1 compiles
+    local pattern=tool
+    grep -q '^tool' "$here/$1/go.mod" || pattern=.
+    (cd "$here/$1" && GOWORK=off GOFLAGS= CGO_ENABLED=0 go list -tags "$build_tags" -deps \
+        -f '{{with .Module}}{{if not .Main}}{{.Path}} {{if .Replace}}{{.Replace.Version}}{{else}}{{.Version}}{{end}}{{end}}{{end}}' \
+        "$pattern" | sort -u)
+}
+for round in 1 2 3 4; do
+    rm -f "$here/go.work" "$here/go.work.sum"
+    (cd "$here" && GOWORK= GOFLAGS= go work init "${mods[@]/#/./}")
+    joint=$(cd "$here/kubernetes" && GOWORK="$here/go.work" GOFLAGS= go list -m \
+        -f '{{if not .Main}}{{.Path}} {{if .Replace}}{{.Replace.Version}}{{else}}{{.Version}}{{end}}{{end}}' all | sort)
+    rm -f "$here/go.work" "$here/go.work.sum"
+    changed=0
+    for d in "${mods[@]}"; do
+        edits=$(join <(used_modules "$d") <(echo "$joint") | awk '$2 != $3 {print "-require=" $1 "@" $3}')
+        [[ -z $edits ]] && continue
+        echo "align (round $round): $d: $(wc -l <<<"$edits") shared dependencies raised" >&2
+        # shellcheck disable=SC2086
+        (cd "$here/$d" && GOWORK=off go mod edit $edits && GOWORK=off GOFLAGS="-mod=mod -tags=$build_tags" go mod tidy)
+        changed=1
+    done
+    [[ $changed == 0 ]] && break
+    [[ $round == 4 ]] && { echo "align: versions still differ after 4 rounds" >&2; exit 1; }
+done
 echo "regenerated $here/{kubernetes,etcd,helm,containerd,clusterdns,kwok}/go.mod and go.sum" >&2
