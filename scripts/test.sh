@@ -5,10 +5,10 @@
 # most of its time in one pip and one gzip process (one core, disk), and compiling Kubernetes takes both cores
 # for many minutes. Run one after the other they idle each other's resource, so the Go build runs in the
 # background from the start, beside set-up, lint and the image build, and the tests start once it is done.
-# The tests run as two pytest sessions side by side: the ones that need the local cluster (which spend much of
-# their time waiting on it) and the ones that do not (trainer processes, pure units). The real-node image tests
-# come last and alone: tests/cluster/test_real_nodes.py checks that `down` leaves the host as it found it,
-# which no other real-node cluster may disturb.
+# The tests then run in one pytest session: run beside the trainer tests, the cluster tests saved ~3 minutes
+# but two timing-sensitive ones (an operator upgrade, the throttled API server) failed under the extra load.
+# The real-node image tests come last, in a session of their own: tests/cluster/test_real_nodes.py checks that
+# `down` leaves the host as it found it, which no other real-node cluster may disturb.
 #
 # Each phase prints its time; the background build prints its progress lines as they come and keeps its full
 # log (go's own output) under $DSTJ_CACHE/logs. A warm run skips every build (each is cached by content).
@@ -62,9 +62,9 @@ wait_for_build() {
     return "$rc"
 }
 
-# pytest SESSION_NAME ARGS...: one pytest session with a base directory of its own (two run at once, and
-# pytest's default numbered directories are pruned by whichever session starts last). Exit 5, "no tests
-# collected", is a failure: the suite must never pass by running nothing.
+# run_pytest SESSION_NAME ARGS...: one pytest session with a base directory of its own, removed when it passes
+# (kept for a look when it fails). Exit 5, "no tests collected", is a failure: the suite must never pass by
+# running nothing.
 run_pytest() {
     local name=$1 rc=0
     shift
@@ -77,30 +77,12 @@ run_pytest() {
     return "$rc"
 }
 
-# The two test sessions side by side; the first failure's exit code wins, after both have finished (a failing
-# session must not hide the other's result).
-tests() {
-    local rc_cluster=0 rc_rest=0 cluster_pid
-    set -m
-    run_pytest cluster tests/cluster tests/operator tests/e2e > "$logs/tests-cluster.log" 2>&1 &
-    cluster_pid=$!
-    children+=("$cluster_pid")
-    set +m
-    say "the cluster session runs beside this one (its output follows this one's; log: $logs/tests-cluster.log)"
-    run_pytest rest tests/unit tests/trainer || rc_rest=$?
-    say "the cluster session's output, so far and as it comes:"
-    tail -n +1 -f --pid="$cluster_pid" "$logs/tests-cluster.log" >&2
-    wait "$cluster_pid" || rc_cluster=$?
-    [ "$rc_rest" -ne 0 ] && return "$rc_rest"
-    return "$rc_cluster"
-}
-
 rc=0
 phase "setup and lint" make --no-print-directory lint || rc=$?
 [ "$rc" -eq 0 ] && { phase "node packages" make --no-print-directory node-deps || rc=$?; }
 [ "$rc" -eq 0 ] && { phase "images" "$PY" -m scripts.images --skip-without-real-nodes >/dev/null || rc=$?; }
 [ "$rc" -eq 0 ] && { phase "cluster binaries (the rest of the background build)" wait_for_build || rc=$?; }
-[ "$rc" -eq 0 ] && { phase "tests" tests || rc=$?; }
+[ "$rc" -eq 0 ] && { phase "tests" run_pytest tests || rc=$?; }
 [ "$rc" -eq 0 ] && { phase "images and real-node tests" run_pytest images -m images tests/cluster/test_product_images.py tests/e2e || rc=$?; }
 say "make test exited $rc after $((SECONDS - start)) s"
 exit "$rc"
