@@ -15,9 +15,9 @@ lint: setup
 	.venv/bin/lint-imports --no-cache
 
 # The local cluster's binaries are part of set-up for the tests: built once from pinned Go modules,
-# cached outside the repository: the control plane (Kubernetes, etcd, helm; about 11 min cold), what real
-# nodes run (kubelet, kube-proxy, containerd, clusterdns, pause; about 3 min more) and kwok, for
-# simulated nodes (1-4 min more).
+# cached outside the repository: the control plane (Kubernetes, etcd, helm; about 16 min cold), what real
+# nodes run (kubelet, kube-proxy, containerd, clusterdns, pause; about 2 min more) and kwok, for
+# simulated nodes (seconds more: the wrappers share their dependencies, see localcluster/gomod/regen.sh).
 cluster-binaries: setup node-deps
 	$(PY) -m localcluster build >/dev/null
 	$(PY) -m localcluster build --node >/dev/null
