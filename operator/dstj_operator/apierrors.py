@@ -71,6 +71,16 @@ def is_transient(e: BaseException) -> bool:
     return isinstance(e, urllib3.exceptions.HTTPError | ConnectionError | TimeoutError)
 
 
+def is_refusal(e: BaseException) -> bool:
+    """Whether `e` is the API server refusing a request that may pass later (403, 409, 422...), not saying the
+    object is gone (404, 410). A refusal can heal without an event to trigger another pass: a restarted API
+    server answers 403 until its authorizer has read the RBAC objects again, an administrator fixes a Role.
+    The pass retries it with the same capped backoff as a transient failure (as controller-runtime requeues
+    every error); what the pass could report, it already put in a condition."""
+    api = _first(e)
+    return api is not None and (api.status or 0) not in (404, 410) and not is_transient(e)
+
+
 def cause(e: BaseException) -> str:
     """A transient failure's kind, for the retries metric: the HTTP status, or "connection" without one."""
     api = _first(e)

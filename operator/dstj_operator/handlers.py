@@ -112,7 +112,7 @@ def sync(namespace: str, name: str) -> None:
                 try:
                     _sync_locked(namespace, name)
                 except Exception as e:
-                    if not apierrors.is_transient(e):
+                    if not (apierrors.is_transient(e) or apierrors.is_refusal(e)):
                         raise
                     _retry_later(key, e)
                 else:
@@ -133,7 +133,7 @@ def sync(namespace: str, name: str) -> None:
 
 
 def _retry_later(key: tuple[str, str], error: BaseException) -> None:
-    """A pass that failed transiently (throttled, a 5xx, no connection) asks for its own retry.
+    """A pass that failed transiently (throttled, a 5xx, no connection) or was refused asks for its own retry.
 
     No event may come to trigger one: the failed pass may have been the last its job's events asked for.
     The delay grows with the failures in a row and is never shorter than the server's Retry-After."""
@@ -141,8 +141,13 @@ def _retry_later(key: tuple[str, str], error: BaseException) -> None:
     _transient_failures[key] = failures
     delay = apierrors.retry_delay(error, failures)
     metrics.PASS_RETRIES.labels(cause=apierrors.cause(error)).inc()
-    log.info("pass of %s/%s failed transiently (%d in a row), retrying in %.1f s: %s", *key, failures, delay,
-             str(error).splitlines()[0][:300] if str(error) else type(error).__name__)
+    if apierrors.is_transient(error):
+        log.info("pass of %s/%s failed transiently (%d in a row), retrying in %.1f s: %s", *key, failures, delay,
+                 str(error).splitlines()[0][:300] if str(error) else type(error).__name__)
+    else:
+        log.warning("pass of %s/%s was refused (%d in a row), retrying in %.1f s: %s (a 403 names the permission "
+                    "the operator's account lacks: check the chart's RBAC)", *key, failures, delay,
+                    apierrors.describe(error)[1][:300])
     _requeue().after(key, delay)
 
 

@@ -88,3 +88,45 @@ def test_a_pass_failing_on_a_bug_still_raises(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(handlers, "_sync_locked", pass_)
     with pytest.raises(KeyError):
         handlers.sync("ns", "bug")
+
+
+@pytest.mark.parametrize(("error", "refusal"), [
+    pytest.param(_answer(403), True, id="forbidden-until-the-authorizer-or-an-admin-allows-it"),
+    pytest.param(_answer(422), True, id="invalid"),
+    pytest.param(_answer(404), False, id="the-job-is-gone"),
+    pytest.param(_answer(410), False, id="expired"),
+    pytest.param(_answer(429, "1"), False, id="throttled-is-transient-not-a-refusal"),
+    pytest.param(KeyError("bug"), False, id="a-bug-of-ours"),
+])
+def test_refusals_that_may_pass_later_are_told_from_gone_objects_and_bugs(error: BaseException,
+                                                                          refusal: bool) -> None:
+    assert apierrors.is_refusal(error) is refusal
+
+
+def test_a_pass_refused_with_403_requeues_itself_with_backoff_and_one_on_a_gone_job_does_not(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A restarted API server answers 403 until its authorizer has read the RBAC objects again: no event may
+    # come to trigger another pass, so the refused one must ask for its own.
+    later = _Later()
+    monkeypatch.setattr(handlers, "_requeue", lambda: later)
+    answers: list[ApiException | None] = [_answer(403), _answer(403), None]
+
+    def pass_(namespace: str, name: str) -> None:
+        if (e := answers.pop(0)) is not None:
+            raise e
+
+    monkeypatch.setattr(handlers, "_sync_locked", pass_)
+    handlers.sync("ns", "refused")
+    handlers.sync("ns", "refused")
+    delays = [s for k, s in later.asked if k == ("ns", "refused")]
+    assert len(delays) == 2 and delays[0] < delays[1] <= apierrors.BACKOFF_CAP_S * 2, delays
+    handlers.sync("ns", "refused")
+    assert ("ns", "refused") not in handlers._transient_failures
+
+    def gone(namespace: str, name: str) -> None:
+        raise _answer(404)
+
+    monkeypatch.setattr(handlers, "_sync_locked", gone)
+    with pytest.raises(ApiException):
+        handlers.sync("ns", "gone")
+    assert all(k != ("ns", "gone") for k, _ in later.asked)
