@@ -58,18 +58,22 @@ class _Later:
         self.asked.append((key, seconds))
 
 
-def test_a_pass_throttled_with_429_requeues_itself_after_the_servers_retry_after(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def _passes_answering(monkeypatch: pytest.MonkeyPatch, answers: list[ApiException | None]) -> _Later:
+    """Make each pass raise the next answer (None: the pass succeeds); return what it asks to requeue."""
     later = _Later()
     monkeypatch.setattr(handlers, "_requeue", lambda: later)
-    answers = [_answer(429, "4"), _answer(429, "4"), None]
 
     def pass_(namespace: str, name: str) -> None:
         if (e := answers.pop(0)) is not None:
             raise e
 
     monkeypatch.setattr(handlers, "_sync_locked", pass_)
+    return later
 
+
+def test_a_pass_throttled_with_429_requeues_itself_after_the_servers_retry_after(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    later = _passes_answering(monkeypatch, [_answer(429, "4"), _answer(429, "4"), None])
     handlers.sync("ns", "job")
     handlers.sync("ns", "job")
     assert [k for k, _ in later.asked] == [("ns", "job")] * 2
@@ -107,15 +111,7 @@ def test_a_pass_refused_with_403_requeues_itself_with_backoff_and_one_on_a_gone_
         monkeypatch: pytest.MonkeyPatch) -> None:
     # A restarted API server answers 403 until its authorizer has read the RBAC objects again: no event may
     # come to trigger another pass, so the refused one must ask for its own.
-    later = _Later()
-    monkeypatch.setattr(handlers, "_requeue", lambda: later)
-    answers: list[ApiException | None] = [_answer(403), _answer(403), None]
-
-    def pass_(namespace: str, name: str) -> None:
-        if (e := answers.pop(0)) is not None:
-            raise e
-
-    monkeypatch.setattr(handlers, "_sync_locked", pass_)
+    later = _passes_answering(monkeypatch, [_answer(403), _answer(403), None])
     handlers.sync("ns", "refused")
     handlers.sync("ns", "refused")
     delays = [s for k, s in later.asked if k == ("ns", "refused")]
