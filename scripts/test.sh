@@ -31,15 +31,8 @@ phase() {
     return "$rc"
 }
 
-# A failure anywhere stops the background work too: nothing keeps running after `make test` returns.
-children=()
-cleanup() {
-    local pid
-    for pid in "${children[@]}"; do kill -- -"$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
-# Each background job runs in a process group of its own (set -m), so `cleanup` can stop all of it.
+# The build runs in a process group of its own (set -m), so that a failure anywhere stops all of it: nothing
+# keeps running after `make test` returns.
 set -m
 build_log="$logs/cluster-binaries.log"
 (
@@ -48,7 +41,7 @@ build_log="$logs/cluster-binaries.log"
     done
 ) 2> >(tee "$build_log" | grep --line-buffered '^localcluster build:' >&2) &
 build_pid=$!
-children+=("$build_pid")
+trap 'kill -- -"$build_pid" 2>/dev/null || true' EXIT
 set +m
 say "cluster binaries: building in the background (cached: seconds; cold: ~15-20 min; log: $build_log)"
 
