@@ -35,10 +35,11 @@ def main() -> None:
     placement.run()
     data_scale.run()
     autoscale.run()
-    print("\n## Fleet on simulated nodes (20 jobs x 8 workers; the curve: python -m benchmarks.fleet)")
+    print("\n## Fleet on simulated nodes (20 jobs x 8 workers, a node reclaimed every 10 s; the curve: "
+          "python -m benchmarks.fleet)")
     from benchmarks.fleet.__main__ import main as fleet
 
-    fleet(["--jobs", "20", "--window", "30", "--deletions", "1"])
+    fleet(["--jobs", "20", "--window", "30", "--deletions", "1", "--reclaim-every", "10"])
     # Last and longest (about 12 training runs of 300 steps: tens of minutes on 2 cores).
     compute_to_loss.run()
 

@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report-every", type=float, default=10.0, help="seconds between a job's reports (default 10)")
     p.add_argument("--churn-pods", type=int, default=0, help="unrelated pods in another namespace (default 0)")
     p.add_argument("--churn-rate", type=float, default=0.0, help="unrelated pods replaced per second (default 0)")
+    p.add_argument("--reclaim-every", type=float, default=0.0, metavar="SECONDS",
+                   help="in the window, every SECONDS a fresh simulated node joins and another is reclaimed "
+                        "with its pods, as a spot provider does (default 0: none)")
     p.add_argument("--memory-breakdown", action="store_true",
                    help="probe the operator's memory before the fleet and after the window and add its growth per "
                         "job by part: glibc's heaps, Python's object arenas, live objects by type")
@@ -79,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                          report_every_s=args.report_every, churn_pods=args.churn_pods, churn_per_s=args.churn_rate,
                          tight_apf=args.tight_apf, memory_breakdown=args.memory_breakdown,
                          tracemalloc=args.tracemalloc, bring_up_timeout_s=args.bring_up_timeout,
-                         then_failover=args.then_failover, lease_seconds=args.lease_seconds)
+                         then_failover=args.then_failover, lease_seconds=args.lease_seconds,
+                         reclaim_every_s=args.reclaim_every)
         print(f"fleet: {n} jobs x {args.workers} workers, {args.deletions} deletions/s"
               f"{', then a failover' if args.then_failover else ', failover' if args.failover else ''}",
               file=sys.stderr, flush=True)

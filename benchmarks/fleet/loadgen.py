@@ -7,6 +7,7 @@
 - `Preemptor` deletes R worker pods a second (graceful deletion: kwok removes each about 1 s later) and
   times each deletion to the job's next published generation.
 - `Churn` replaces unrelated pods in another namespace, so what the operator does not filter shows.
+- `NodeReclaims` takes simulated nodes away as a spot provider does, and grants fresh ones.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from typing import Any
 from dstj_api.contract import GROUP, INDEX_LABEL, JOB_LABEL, PROGRESS_KEY, ROLE_LABEL, VERSION
 from dstj_operator.children import names
 from dstj_operator.crd import PLURAL
+from localcluster import fakenodes, faults
 from localcluster.nodeagent.kubeapi import Api
+from localcluster.state import StateDir
 
 JOBS_PATH = f"/apis/{GROUP}/{VERSION}/namespaces/{{ns}}/{PLURAL}"
 
@@ -265,3 +268,31 @@ class Churn:
                 self._create()
             except Exception:  # the API server may be busy: churn is background load, not a measurement
                 continue
+
+
+@dataclass
+class NodeReclaims:
+    """Every `every` seconds while `active`: a fresh simulated node joins, then one of the others is reclaimed
+    (cordoned, its pods deleted gracefully, the Node removed: `localcluster.faults.reclaim`), so a whole
+    node's workers of many jobs go at once while the capacity stays."""
+
+    sd: StateDir
+    every: float
+    stop: threading.Event
+    active: threading.Event = field(default_factory=threading.Event)
+    reclaimed: int = 0
+    errors: list[str] = field(default_factory=list)
+    _names: itertools.count[int] = field(default_factory=itertools.count)
+
+    def run(self) -> None:
+        """Reclaim until stopped (call in a thread)."""
+        while self.every > 0 and not self.stop.wait(self.every):
+            if not self.active.is_set():
+                continue
+            try:
+                victim = random.choice(fakenodes.names(self.sd))
+                fakenodes.add(self.sd, f"{fakenodes.PREFIX}granted-{next(self._names)}", taint=False)
+                faults.reclaim(self.sd, victim, progress=lambda _: None)
+                self.reclaimed += 1
+            except Exception as e:  # said in the result: a reclaim that failed is not a fleet that broke
+                self.errors.append(f"{type(e).__name__}: {e}")

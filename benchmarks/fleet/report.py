@@ -34,6 +34,7 @@ ROWS = [
     ("event_to_pass_p99_s", "event received -> pass started p99 (s)"),
     ("event_to_status_p50_s", "event received -> status written p50 (s)"),
     ("event_to_status_p99_s", "event received -> status written p99 (s)"),
+    ("nodes_reclaimed", "nodes reclaimed in the window (each with its pods)"),
     ("deletions_in_window", "pod deletions in the window"),
     ("deletion_to_generation_p50_s", "deletion -> generation published p50 (s)"),
     ("deletion_to_generation_p99_s", "deletion -> generation published p99 (s)"),

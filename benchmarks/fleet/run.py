@@ -25,7 +25,7 @@ from typing import Any
 
 from benchmarks.fleet import cluster as fc
 from benchmarks.fleet import takeover
-from benchmarks.fleet.loadgen import JOBS_PATH, Churn, FleetView, Preemptor, Trainers
+from benchmarks.fleet.loadgen import JOBS_PATH, Churn, FleetView, NodeReclaims, Preemptor, Trainers
 from benchmarks.fleet.measure import (
     by_label,
     cpu_seconds,
@@ -72,6 +72,9 @@ class FleetSpec:
     """Throttle the operator: its requests go to a priority level of 3 seats that answers 429 to the rest."""
     restart_apiserver: bool = False
     """Kill and restart the API server as the deletions start: every watch and connection drops."""
+    reclaim_every_s: float = 0.0
+    """Seconds between two node reclaims in the window (a fresh node joins, another is reclaimed with its
+    pods); 0: none."""
     then_failover: bool = False
     """Run the operator as the leader beside a standby, and after the window and the check SIGKILL the leader on
     the same fleet (`takeover`): a failover at N without a second bring-up."""
@@ -290,7 +293,9 @@ def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
             trainers = Trainers(view, spec.report_every_s)
             pre = Preemptor(view, spec.deletions_per_s, spec.workers)
             view.start()
-            threads = [threading.Thread(target=t, daemon=True) for t in (trainers.run, pre.run, churn.run)]
+            reclaims = NodeReclaims(c.sd, spec.reclaim_every_s, stop)
+            threads = [threading.Thread(target=t, daemon=True)
+                       for t in (trainers.run, pre.run, churn.run, reclaims.run)]
             for t in threads:
                 t.start()
             cpu0, before_up = cpu_seconds(op.proc.pid), _snapshot(c, op)
@@ -303,6 +308,7 @@ def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
             progress(f"  all {spec.jobs} jobs at target in {up:.1f} s; steady window of {spec.window_s:.0f} s with "
                      f"{spec.deletions_per_s}/s deletions")
             pre.active.set()
+            reclaims.active.set()
             rejected = 0.0
             if spec.restart_apiserver:
                 rejected = fc.rejected(c.metrics())  # its counters start again from zero
@@ -319,6 +325,7 @@ def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
                 time.sleep(1)
             after = _snapshot(c, op)
             pre.active.clear()
+            reclaims.active.clear()
             # What the load generator delivered: a saturated API server slows its reports and deletions too.
             result.numbers |= {"reports_per_s": (trainers.sent - sent0) / (after["t"] - before["t"]),
                                "deletions_per_s": (pre.deleted - deleted0) / (after["t"] - before["t"])}
@@ -361,6 +368,8 @@ def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
                 result.numbers |= {f"failover {k}": v for k, v in numbers.items()}
                 result.problems = (_check(c, view, pre, names, spec) + view.anomalies
                                    + takeover.problems(c, NS, names, standby))
+            result.numbers["nodes_reclaimed"] = reclaims.reclaimed
+            result.problems += [f"a node reclaim failed: {e}" for e in reclaims.errors]
             result.numbers["deletions_total"] = pre.deleted
             result.numbers["deletions_followed_by_a_generation"] = len(pre.latencies)
             stop.set()
