@@ -24,9 +24,8 @@ from localcluster.waiting import wait_until
 
 #: Start order; ``down`` stops the other way round.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
-#: How long without a heartbeat (Node status or Lease renewal) before a node is NotReady.
-#: The node agent must renew its Lease several times per period: every 2 s gives 4 tries.
-NODE_MONITOR_GRACE = "8s"
+#: How often the node controller checks heartbeats; how long it waits for one is the cluster's
+#: ``Heartbeats.node_monitor_grace_s`` (the node agent renews its Lease every 2 s: 4 tries in the default 8 s).
 NODE_MONITOR_PERIOD = "1s"
 START_TIMEOUT = 120.0
 
@@ -73,7 +72,7 @@ def _component_argv(name: str, bins: Path, sd: StateDir, ports: Ports, net: Netw
                 "--controllers=*", "--use-service-account-credentials=true",
                 f"--service-account-private-key-file={p / 'sa.key'}", f"--root-ca-file={p / 'ca.crt'}",
                 f"--cluster-signing-cert-file={p / 'ca.crt'}", f"--cluster-signing-key-file={p / 'ca.key'}",
-                f"--node-monitor-grace-period={NODE_MONITOR_GRACE}",
+                f"--node-monitor-grace-period={sd.load_heartbeats().node_monitor_grace_s}s",
                 f"--node-monitor-period={NODE_MONITOR_PERIOD}",
                 "--allocate-node-cidrs=false", f"--service-cluster-ip-range={SERVICE_CIDR}"]
     if name == "kube-scheduler":

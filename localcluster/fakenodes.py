@@ -37,9 +37,6 @@ FAKE_TOLERATION = {"key": FAKE_TAINT["key"], "operator": "Equal", "value": FAKE_
                    "effect": "NoSchedule"}
 """What a pod adds to be schedulable on a tainted fake node."""
 PREFIX = "fake-node-"
-LEASE_SECONDS = 8
-"""The fake nodes' Lease duration: kwok renews every quarter of it, inside the controller manager's 8 s
-node-monitor grace period (``controlplane.NODE_MONITOR_GRACE``)."""
 POD_CIDR = "100.64.0.0/10"
 """Pod IPs of fake pods: room for a million, clear of the process nodes' and the services' ranges."""
 READY_TIMEOUT = 60.0
@@ -90,7 +87,7 @@ def start(sd: StateDir, progress: Progress) -> None:
     key, value = FAKE_ANNOTATION
     argv = [str(bins / "kwok"), f"--kubeconfig={kc}", f"--config={STAGES}",
             f"--manage-nodes-with-annotation-selector={key}={value}",
-            f"--node-lease-duration-seconds={LEASE_SECONDS}", f"--cidr={POD_CIDR}",
+            f"--node-lease-duration-seconds={sd.load_heartbeats().fake_node_lease_s}", f"--cidr={POD_CIDR}",
             "--v=WARN"]  # at INFO it logs a line per pod status write: a fleet's worth of disk and CPU
     progress("starting kwok (simulated nodes)")
     procs.spawn(sd.procs, PROC, argv, sd.logs / "kwok.log")

@@ -55,6 +55,21 @@ class Ports:
     scheduler: int
 
 
+@dataclass(frozen=True)
+class Heartbeats:
+    """How a cluster's nodes prove they are alive, and how long the node controller waits for them.
+
+    The defaults find a dead process node within seconds, as the elastic tests need. A fleet of
+    simulated nodes on two cores stretches both: there the control plane itself answers late, and a
+    short grace turns the simulator's own lateness into NotReady nodes and evictions.
+    """
+
+    node_monitor_grace_s: int = 8
+    """Without a heartbeat this long, the node controller marks a node NotReady (then evicts its pods)."""
+    fake_node_lease_s: int = 8
+    """The fake nodes' Lease duration; kwok renews each Lease every quarter of it."""
+
+
 #: The ports a developer expects; used when free, else replaced by free ephemeral ones.
 DEFAULT_PORTS = Ports(apiserver=6443, etcd_client=2379, etcd_peer=2380, controller_manager=10257,
                       scheduler=10259)
@@ -213,6 +228,16 @@ class StateDir:
     def save_ports(self, ports: Ports) -> None:
         """Record the ports, so later ``up`` runs reuse them."""
         self._save("ports", asdict(ports))
+
+    def load_heartbeats(self) -> Heartbeats:
+        """Return the heartbeat settings recorded for this cluster (the defaults when none are)."""
+        with contextlib.suppress(KeyError, TypeError):
+            return Heartbeats(**self._load()["heartbeats"])  # type: ignore[arg-type]
+        return Heartbeats()
+
+    def save_heartbeats(self, heartbeats: Heartbeats) -> None:
+        """Record the heartbeat settings: components started later (a restart) keep them."""
+        self._save("heartbeats", asdict(heartbeats))
 
     def load_network(self) -> Network | None:
         """Return the pod network recorded for this cluster, or None before its first ``up``."""

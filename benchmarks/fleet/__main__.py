@@ -49,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--failover", action="store_true",
                    help="instead: SIGKILL the leader of two operators under N jobs and time the standby's takeover "
                         "until every job has had a pass")
-    p.add_argument("--lease-seconds", type=int, default=15, help="with --failover: the Lease duration (default 15)")
+    p.add_argument("--then-failover", action="store_true",
+                   help="also: after the steady window, with the fleet whole, SIGKILL the operator (run as the "
+                        "leader beside a standby) and time the takeover on the same fleet (no second bring-up)")
+    p.add_argument("--lease-seconds", type=int, default=15,
+                   help="with --failover or --then-failover: the Lease duration (default 15)")
     p.add_argument("--bring-up-timeout", type=float, metavar="SECONDS",
                    help="how long the jobs may take to reach their target (default 600 + 2 per job; progress is "
                         "printed every 30 s)")
@@ -71,9 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         spec = FleetSpec(jobs=n, workers=args.workers, deletions_per_s=args.deletions, window_s=args.window,
                          report_every_s=args.report_every, churn_pods=args.churn_pods, churn_per_s=args.churn_rate,
                          tight_apf=args.tight_apf, memory_breakdown=args.memory_breakdown,
-                         tracemalloc=args.tracemalloc, bring_up_timeout_s=args.bring_up_timeout)
+                         tracemalloc=args.tracemalloc, bring_up_timeout_s=args.bring_up_timeout,
+                         then_failover=args.then_failover, lease_seconds=args.lease_seconds)
         print(f"fleet: {n} jobs x {args.workers} workers, {args.deletions} deletions/s"
-              f"{', failover' if args.failover else ''}", file=sys.stderr, flush=True)
+              f"{', then a failover' if args.then_failover else ', failover' if args.failover else ''}",
+              file=sys.stderr, flush=True)
         try:
             if args.failover:
                 results.append(run_failover(spec, ROOT / "out" / "bench", say, lease_seconds=args.lease_seconds))

@@ -102,9 +102,12 @@ class FleetView:
 
 
 class Trainers:
-    """Progress reports for every job: one per `every` seconds each, and one at once per new generation."""
+    """Progress reports for every job: one per `every` seconds each, and one at once per new generation.
 
-    def __init__(self, view: FleetView, every: float, threads: int = 4) -> None:
+    Sent by `threads` at once: a report waits on the API server's answer (0.5-1 s when it is saturated), so
+    the 4 threads of before delivered 5.8 reports a second at N = 500 where 50 were due."""
+
+    def __init__(self, view: FleetView, every: float, threads: int = 48) -> None:
         self.view, self.every = view, every
         self._due: list[tuple[float, int, str]] = []
         self._seq = itertools.count()

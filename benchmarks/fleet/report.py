@@ -42,6 +42,16 @@ ROWS = [
     ("kube-controller-manager_cores", "controller manager CPU (cores)"),
     ("kube-scheduler_cores", "scheduler CPU (cores)"),
 ]
+FAILOVER_ROWS = [
+    ("failover takeover_s", "failover: SIGKILL -> standby holds the Lease (s)"),
+    ("failover first_pass_s", "failover: SIGKILL -> first job passed by the new leader (s)"),
+    ("failover half_passed_s", "failover: SIGKILL -> half the jobs passed (s)"),
+    ("failover all_passed_s", "failover: SIGKILL -> every job passed (s)"),
+    ("failover new_leader_cpu_s", "failover: new leader CPU until then (s)"),
+    ("failover new_leader_rss_mib", "failover: new leader RSS then (MiB)"),
+    ("failover recover_s", "failover: deletions stopped -> fleet whole (s)"),
+]
+"""With `--then-failover`: the leader killed after the window, on the same fleet (`takeover`)."""
 PLOTTED = ["operator_cores", "operator_rss_mib_peak", "operator_requests_per_s", "operator_events_received_per_s",
            "deletion_to_generation_p99_s", "kube-apiserver_cores", "etcd_cores", "reconcile_p99_s"]
 
@@ -78,6 +88,9 @@ def table(results: list[FleetResult], rows: list[tuple[str, str]] = ROWS) -> str
         for key in parts:
             lines.append(f"| {label}{key[len(prefix):]} | "
                          + " | ".join(_fmt(r.numbers.get(key)) for r in results) + " |")
+    for key, label in FAILOVER_ROWS:
+        if any(key in r.numbers for r in results):
+            lines.append(f"| {label} | " + " | ".join(_fmt(r.numbers.get(key)) for r in results) + " |")
     lines.append("| correctness problems | " + " | ".join(str(len(r.problems)) for r in results) + " |")
     return "\n".join(lines)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.fleet import cluster as fc
+from benchmarks.fleet import takeover
 from benchmarks.fleet.loadgen import JOBS_PATH, Churn, FleetView, Preemptor, Trainers
 from benchmarks.fleet.measure import by_label, cpu_seconds, histogram, histogram_quantile, percentile, rss_mib
 from dstj_api.contract import INDEX_LABEL, JOB_LABEL, ROLE_LABEL
@@ -63,6 +64,11 @@ class FleetSpec:
     """Throttle the operator: its requests go to a priority level of 3 seats that answers 429 to the rest."""
     restart_apiserver: bool = False
     """Kill and restart the API server as the deletions start: every watch and connection drops."""
+    then_failover: bool = False
+    """Run the operator as the leader beside a standby, and after the window and the check SIGKILL the leader on
+    the same fleet (`takeover`): a failover at N without a second bring-up."""
+    lease_seconds: int = 15
+    """The leader's Lease duration, with `then_failover`."""
 
 
 @dataclass
@@ -245,7 +251,17 @@ def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
             fc.namespace(c.api, CHURN_NS)
             churn.fill()
         trace = Path(tmp) / "memory.json" if spec.memory_breakdown else None
-        with fc.operator(c, log, operator_env, memtrace=trace, tracemalloc=spec.tracemalloc) as op:
+        env = (operator_env or {}) | (takeover.elected(NS, spec.lease_seconds, takeover.LEADER)
+                                      if spec.then_failover else {})
+        with fc.operator(c, log, env, memtrace=trace, tracemalloc=spec.tracemalloc) as op, \
+                contextlib.ExitStack() as standby_stack:
+            standby = None
+            if spec.then_failover:
+                wait_until(lambda: takeover.holder(c, NS) == takeover.LEADER, timeout=60,
+                           what=f"{takeover.LEADER} to hold the Lease")
+                standby = standby_stack.enter_context(fc.operator(
+                    c, log.with_name(log.stem + "-standby.log"),
+                    (operator_env or {}) | takeover.elected(NS, spec.lease_seconds, takeover.STANDBY)))
             time.sleep(3)  # the operator's start-up (listing, watches) settles before the baseline
             base_rss = rss_mib(op.proc.pid)
             base_memory = _memory(op, trace) if trace else None
@@ -309,6 +325,18 @@ def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
             else:
                 result.numbers["operator_pass_retries"] = sum(
                     by_label(op.metrics(), "dstj_operator_pass_retries_total", "cause").values())
+            if standby is not None and not result.problems:
+                progress("  fleet whole; now the failover: SIGKILL the leader under deletions")
+                numbers = takeover.kill_leader(c, NS, names, op, standby, trainers, pre, bring_up_timeout(spec),
+                                               progress)
+                t_stop = time.monotonic()
+                with contextlib.suppress(WaitTimeout):
+                    wait_until(lambda: not pre.pending and not _check(c, view, pre, names, spec), timeout=300,
+                               interval=1, max_interval=2, what="the fleet whole again after the failover")
+                numbers["recover_s"] = time.monotonic() - t_stop
+                result.numbers |= {f"failover {k}": v for k, v in numbers.items()}
+                result.problems = (_check(c, view, pre, names, spec) + view.anomalies
+                                   + takeover.problems(c, NS, names, standby))
             result.numbers["deletions_total"] = pre.deleted
             result.numbers["deletions_followed_by_a_generation"] = len(pre.latencies)
             stop.set()
