@@ -191,6 +191,8 @@ class Store:
         self._listings: dict[StreamKey, _Listing] = {}
         self._listed_at: dict[StreamKey, int] = {}
         """The resourceVersion of each stream's last finished listing."""
+        self._unanswered: set[tuple[str, str]] = set()
+        """(namespace, job) whose pod create went unanswered (`unanswered`)."""
 
     # -- the streams ---------------------------------------------------------------------------------
 
@@ -271,6 +273,8 @@ class Store:
         if not self.synced("pods", namespace):
             return UNKNOWN
         with self._lock:
+            if (namespace, job) in self._unanswered:
+                return UNKNOWN
             return list((self._pods.get((namespace, job)) or {}).values())
 
     def progress(self, namespace: str, name: str) -> str | _Unknown | None:
@@ -286,16 +290,24 @@ class Store:
     def wrote(self, obj: Obj) -> None:
         """An object a pass created or changed, as the API server answered: held at once (unless newer is held,
         or it was deleted meanwhile: its DELETED event seen, or absent from a listing taken after this version)."""
-        meta = obj.get("metadata") or {}
-        plural = _KIND_PLURALS.get(obj.get("kind", ""), "")
-        ns, name = meta.get("namespace", ""), meta.get("name", "")
         with self._lock:
-            if _uid(obj) in self._tombstones or not plural:
-                return
-            listed_at = max(self._listed_at.get((plural, None), -1), self._listed_at.get((plural, ns), -1))
-            if self._held(plural, ns, name, obj) is None and 0 <= _version(obj) <= listed_at:
-                return
-            self._put(plural, obj)
+            self._write_through(obj)
+
+    def unanswered(self, namespace: str, job: str) -> None:
+        """A pod create of `job` got no answer (the connection dropped, as when the API server restarts): the pod
+        may exist though no event says so yet, and a stream that is only retrying its watch still counts as
+        listed. The job's pods are unknown until a pass has read them from the API server (`read`): the next
+        pass never creates that index a second time."""
+        with self._lock:
+            self._unanswered.add((namespace, job))
+
+    def read(self, namespace: str, job: str, pods: list[Obj]) -> None:
+        """Every pod of `job` as a pass just read them from the API server: held as a pass's write is, and the
+        job's pods are known again."""
+        with self._lock:
+            for p in pods:
+                self._write_through(p)
+            self._unanswered.discard((namespace, job))
 
     def deleting(self, pod: Obj) -> None:
         """A pod a pass deleted gracefully, as the API server answered (with its deletionTimestamp): held as
@@ -356,6 +368,17 @@ class Store:
             self._hints.pop(key, None)
 
     # -- inside, under the lock ------------------------------------------------------------------------
+
+    def _write_through(self, obj: Obj) -> None:
+        meta = obj.get("metadata") or {}
+        plural = _KIND_PLURALS.get(obj.get("kind", ""), "")
+        ns, name = meta.get("namespace", ""), meta.get("name", "")
+        if _uid(obj) in self._tombstones or not plural:
+            return
+        listed_at = max(self._listed_at.get((plural, None), -1), self._listed_at.get((plural, ns), -1))
+        if self._held(plural, ns, name, obj) is None and 0 <= _version(obj) <= listed_at:
+            return  # absent from a listing taken after this version: deleted since
+        self._put(plural, obj)
 
     def _names(self, plural: str, namespace: str | None) -> list[tuple[str, str]]:
         if plural == PLURAL:

@@ -4,9 +4,12 @@ operator everything the full one does."""
 
 from __future__ import annotations
 
+import json
+import types
 from typing import Any
 
 import pytest
+import urllib3
 
 from dstj_api.contract import (
     GROUP,
@@ -252,3 +255,38 @@ def test_a_pass_reads_a_jobs_pods_by_role_from_the_store_without_asking_the_api_
     workers = NoApi().pods(NS, f"{JOB_LABEL}=moe,{ROLE_LABEL}=worker")
     assert [p["metadata"]["name"] for p in workers] == ["moe-worker-0"]
     assert len(NoApi().pods(NS, f"{JOB_LABEL}=moe")) == 2
+
+
+class RestartingApi(cluster.Cluster):
+    """An API server that creates a pod and then drops the connection before answering (it was SIGKILLed)."""
+
+    def __init__(self, *held: dict[str, Any]) -> None:
+        super().__init__(core=self, apis=None)
+        self.held = list(held)
+        self.lists = 0
+
+    def create_namespaced_pod(self, namespace: str, body: dict[str, Any], **_: Any) -> Any:
+        self.held.append(body)
+        raise urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset by peer"))
+
+    def list_namespaced_pod(self, namespace: str, label_selector: str, **_: Any) -> Any:
+        self.lists += 1
+        job = label_selector.removeprefix(f"{JOB_LABEL}=")
+        items = [{k: v for k, v in p.items() if k != "kind"} for p in self.held
+                 if p["metadata"]["labels"][JOB_LABEL] == job]
+        return types.SimpleNamespace(data=json.dumps({"items": items}))
+
+
+def test_a_pod_whose_create_went_unanswered_is_read_from_the_api_server_so_its_index_is_not_created_twice(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The API server is killed while a pass creates index 1: the pod exists, the pass got no answer, and the pods
+    # stream, retrying its watch, still counts as listed. Read from the store, the retry saw index 1 missing.
+    store = Store()
+    monkeypatch.setattr(cache, "STORE", store)
+    listed(store, "pods", pod("moe-worker-0", 5))
+    api = RestartingApi(pod("moe-worker-0", 5))
+    with pytest.raises(urllib3.exceptions.ProtocolError):
+        api.create_if_absent(pod("moe-worker-1-a", 9, index=1))
+    workers = api.pods(NS, f"{JOB_LABEL}=moe,{ROLE_LABEL}=worker")  # the retry's read: from the API server
+    assert sorted(p["metadata"]["name"] for p in workers) == ["moe-worker-0", "moe-worker-1-a"]
+    assert names(store) == ["moe-worker-0", "moe-worker-1-a"] and api.lists == 1  # known again: from the store
