@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
                         "printed every 30 s)")
     p.add_argument("--tight-apf", action="store_true",
                    help="throttle the operator: its requests get 3 seats of the API server, the rest 429")
+    p.add_argument("--apiserver-profile", action="store_true",
+                   help="also write the API server's CPU profile over each window to "
+                        "out/bench/fleet-apiserver-N.pprof (read it with `go tool pprof -top`)")
     p.add_argument("--json", type=Path, help="write the numbers here")
     p.add_argument("--plot", type=Path, help="write a plot of each number against N here (PNG)")
     p.add_argument("--from-json", type=Path, nargs="+", metavar="JSON",
@@ -85,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(run_failover(spec, ROOT / "out" / "bench", say, lease_seconds=args.lease_seconds))
             else:
                 results.append(run(spec, ROOT / "out" / "bench" / f"fleet-operator-{n}.log", progress=say,
-                                   operator_env=operator_env))
+                                   operator_env=operator_env,
+                                   apiserver_profile=(ROOT / "out" / "bench" / f"fleet-apiserver-{n}.pprof"
+                                                      if args.apiserver_profile else None)))
         except WaitTimeout as e:  # a larger fleet would not fit either: keep what the smaller ones measured
             say(f"fleet: {n} jobs did not finish: {e}; not trying larger N")
             results.append(FleetResult(spec, problems=[f"{n} jobs: {e}"]))

@@ -59,6 +59,18 @@ class FleetCluster:
             raise RuntimeError(f"GET /metrics answered {code}")
         return body
 
+    def cpu_profile(self, seconds: int) -> bytes:
+        """A CPU profile of the API server over the next `seconds` (pprof's format; `go tool pprof -top` reads it)."""
+        import urllib.request
+
+        ctx = health.client_context(self.sd.pki / "ca.crt", pki.admin(self.sd.pki))
+        ports = self.sd.load_ports()
+        assert ports is not None
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx))
+        url = f"https://127.0.0.1:{ports.apiserver}/debug/pprof/profile?seconds={seconds}"
+        with opener.open(url, timeout=seconds + 60) as resp:
+            return bytes(resp.read())
+
     def pid(self, component: str) -> int | None:
         """The pid of a control-plane component or kwok (None when it is not running)."""
         from localcluster import procs

@@ -23,6 +23,7 @@ ROWS = [
     ("operator_patch_per_s", "  patch/s"),
     ("operator_create_per_s", "  create/s"),
     ("operator_delete_per_s", "  delete/s"),
+    ("status_writes_held_per_s", "  status writes held back/s (only step and loss moved)"),
     ("operator_events_received_per_s", "operator watch events received/s"),
     ("operator_requests_per_event", "operator requests per event received"),
     ("reconciles_per_s", "reconcile passes/s"),

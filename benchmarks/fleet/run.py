@@ -26,7 +26,15 @@ from typing import Any
 from benchmarks.fleet import cluster as fc
 from benchmarks.fleet import takeover
 from benchmarks.fleet.loadgen import JOBS_PATH, Churn, FleetView, Preemptor, Trainers
-from benchmarks.fleet.measure import by_label, cpu_seconds, histogram, histogram_quantile, percentile, rss_mib
+from benchmarks.fleet.measure import (
+    by_label,
+    cpu_seconds,
+    histogram,
+    histogram_quantile,
+    percentile,
+    rss_mib,
+    samples,
+)
 from dstj_api.contract import INDEX_LABEL, JOB_LABEL, ROLE_LABEL
 from localcluster.waiting import WaitTimeout, wait_until
 
@@ -109,6 +117,9 @@ def _window(before: dict[str, Any], after: dict[str, Any], spec: FleetSpec) -> d
     for resource, n in sorted(received.items()):
         out[f"operator_events_{resource}_per_s"] = n / dt
     out["operator_requests_per_event"] = total / events if events else math.nan
+    held = [sum(v for _, v in samples(s["op_metrics"], "dstj_operator_status_writes_held_total"))
+            for s in (before, after)]
+    out["status_writes_held_per_s"] = (held[1] - held[0]) / dt
     h0 = histogram(before["op_metrics"], "dstj_operator_reconcile_seconds")
     h1 = histogram(after["op_metrics"], "dstj_operator_reconcile_seconds")
     out["reconcile_p50_s"] = histogram_quantile(h0, h1, 0.50)
@@ -234,9 +245,19 @@ def _check(c: fc.FleetCluster, view: FleetView, pre: Preemptor, names: list[str]
     return problems
 
 
+def _profile_apiserver(c: fc.FleetCluster, seconds: int, path: Path, progress: Callable[[str], None]) -> None:
+    """Write the API server's CPU profile over the next `seconds` to `path` (call in a thread)."""
+    try:
+        path.write_bytes(c.cpu_profile(seconds))
+        progress(f"  the API server's CPU profile over the window: {path} (go tool pprof -top {path})")
+    except OSError as e:
+        progress(f"  no CPU profile of the API server: {e}")
+
+
 def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
-        operator_env: dict[str, str] | None = None) -> FleetResult:
-    """Run one fleet on a private cluster (started and stopped here) and return its numbers."""
+        operator_env: dict[str, str] | None = None, apiserver_profile: Path | None = None) -> FleetResult:
+    """Run one fleet on a private cluster (started and stopped here) and return its numbers; with
+    `apiserver_profile`, the API server's CPU profile over the steady window is written there."""
     result = FleetResult(spec)
     pods = spec.jobs * (spec.workers + 1) + spec.churn_pods
     fake_nodes = max(2, math.ceil(pods / spec.pods_per_node))
@@ -289,6 +310,9 @@ def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
                 fc.restart_apiserver(c, lambda m: progress(f"  {m}"))
             time.sleep(min(10.0, spec.window_s / 4))  # warm-up: the first deletions' generations in flight
             before, peak = _snapshot(c, op), 0.0
+            if apiserver_profile is not None:
+                threading.Thread(target=_profile_apiserver, daemon=True,
+                                 args=(c, int(spec.window_s) - 5, apiserver_profile, progress)).start()
             first_deletion, sent0, deleted0 = len(pre.latencies), trainers.sent, pre.deleted
             while time.monotonic() - before["t"] < spec.window_s:
                 peak = max(peak, rss_mib(op.proc.pid))

@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m dstj_operator", description="The DeepSeekTrainingJob operator.",
         epilog="Configured by environment: DSTJ_WATCH_NAMESPACES, DSTJ_LEADER_ELECTION, DSTJ_LEADER_LEASE, "
                "DSTJ_LEADER_LEASE_SECONDS, POD_NAME, POD_NAMESPACE, DSTJ_METRICS_PORT, DSTJ_HEALTH_PORT, "
-               "DSTJ_STUCK_SECONDS, DSTJ_LOG_LEVEL (see docs/operations.md).").parse_args(argv)
+               "DSTJ_STUCK_SECONDS, DSTJ_STATUS_PROGRESS_SECONDS, DSTJ_LOG_LEVEL "
+               "(see docs/operations.md).").parse_args(argv)
     try:
         settings = OperatorSettings.from_env()
     except SettingsError as e:
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if problem:  # Helm never upgrades crds/: an operator newer than its CRD must not run
         print(f"dstj-operator: {problem}", file=sys.stderr)
         return 2
+    dstj_operator.handlers.PACER.every = settings.progress_status_seconds
     preload_clients()  # a standby pays for the imports before it leads, not in its first passes
     if not settings.watch_namespaces:
         dstj_operator.handlers.register_node_watch()  # capacity signals for spec.autoscaling

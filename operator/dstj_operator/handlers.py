@@ -34,6 +34,7 @@ from dstj_operator import apierrors, cache, capacity, conditions, lag, metrics
 from dstj_operator.children import JOB_LABEL
 from dstj_operator.cluster import Cluster, shared_api_client
 from dstj_operator.crd import GROUP, PLURAL, VERSION
+from dstj_operator.pacing import ProgressPacer
 from dstj_operator.passes import PASSES
 from dstj_operator.patch import merge_patch
 from dstj_operator.reconcile import reconcile
@@ -54,6 +55,9 @@ HANDLER_THREADS = 32
 waiting on its writes (the status, a pod create), so a fleet's passes need threads, not cores: with six, on an API
 server that took about a second a write, 100 jobs' events waited 26 s (median) for a thread before their handler
 ran; with 32, 0.06 s (benchmarks/README.md, "Where deletion -> generation went")."""
+PACER = ProgressPacer()
+"""When each job's status was last written: routine progress is mirrored at most every `PACER.every` seconds
+(`DSTJ_STATUS_PROGRESS_SECONDS`, set at start by `__main__`)."""
 RECORD_TRANSIENT_AFTER = 5
 """Transient failures in a row after which the job's Synced condition says so (one throttled pass is noise,
 and writing it would add a request to a throttled API server)."""
@@ -158,6 +162,7 @@ def _sync_locked(namespace: str, name: str) -> None:
     cluster = Cluster.connect()
     job = cluster.job(namespace, name)  # from the watch streams' store (`cache`) once they have listed
     if job is None:
+        PACER.forget((namespace, name))
         metrics.job_phase(namespace, name, None)
         metrics.job_workers(namespace, name, None)
         capacity.waiting((namespace, name), False)
@@ -176,8 +181,15 @@ def _sync_locked(namespace: str, name: str) -> None:
         return
     finally:
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+    key = (namespace, name)
     try:
-        if _write_status(api, job, out.status.dump()):
+        held = None if out.events else PACER.hold(key, merge_patch(job.get("status") or {}, out.status.dump()),
+                                                  time.monotonic())
+        if held is not None:  # only the report's step and loss moved: a later pass mirrors them (`pacing`)
+            metrics.STATUS_WRITES_HELD.inc()
+            _requeue().after(key, held)
+        elif _write_status(api, job, out.status.dump()):
+            PACER.wrote(key, time.monotonic())
             lag.LAG.written(since)
     except ApiException as e:
         if e.status != 409:

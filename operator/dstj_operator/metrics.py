@@ -19,6 +19,9 @@ PASS_RETRIES = Counter("dstj_operator_pass_retries_total",
                        "throttled, 5xx) or connection (refused, dropped, timed out).", ["cause"])
 COALESCED_EVENTS = Counter("dstj_operator_coalesced_events_total",
                            "Events that needed no pass of their own: one of the same job was already queued.")
+STATUS_WRITES_HELD = Counter("dstj_operator_status_writes_held_total",
+                             "Status writes held back because only the progress report's step and loss moved "
+                             "(DSTJ_STATUS_PROGRESS_SECONDS); a later pass writes them.")
 JOBS = Gauge("dstj_operator_jobs", "Jobs this operator reconciles, by phase.", ["phase"])
 WORKER_ENDS = Counter("dstj_operator_worker_restarts_total",
                       "Worker pods replaced, by why they ended (preempted or crashed).", ["reason"])

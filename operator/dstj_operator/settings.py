@@ -9,6 +9,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from dstj_operator.pacing import DEFAULT_SECONDS as DEFAULT_PROGRESS_SECONDS
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -55,6 +57,9 @@ class OperatorSettings:
     stuck_seconds: int = 300
     """Seconds with reconcile passes pending and none finished before /healthz fails (the pod restarts).
     A pass takes well under a second; 5 minutes covers a slow API server without hiding a deadlock long."""
+    progress_status_seconds: int = DEFAULT_PROGRESS_SECONDS
+    """A job's status mirrors a report that only moved its step and loss at most this often (0: every report);
+    a new generation, checkpoint, stop or finish is mirrored at once (`pacing`)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -75,4 +80,5 @@ class OperatorSettings:
             health_port=_int(env, "DSTJ_HEALTH_PORT", 8081, 0, 65535),
             log_level=level,
             stuck_seconds=_int(env, "DSTJ_STUCK_SECONDS", 300, 10, 86400),
+            progress_status_seconds=_int(env, "DSTJ_STATUS_PROGRESS_SECONDS", DEFAULT_PROGRESS_SECONDS, 0, 3600),
         )

@@ -180,7 +180,8 @@ def test_the_deployment_sets_the_operator_runtime_interface(helm: Helm) -> None:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert env(deployment) == {"DSTJ_WATCH_NAMESPACES": "", "DSTJ_LEADER_ELECTION": "false",
                                "DSTJ_LEADER_LEASE": "dstj-deepseek-operator", "DSTJ_METRICS_PORT": "8080",
-                               "DSTJ_HEALTH_PORT": "8081", "DSTJ_STUCK_SECONDS": "300", "DSTJ_LOG_LEVEL": "info"}
+                               "DSTJ_HEALTH_PORT": "8081", "DSTJ_STUCK_SECONDS": "300", "DSTJ_LOG_LEVEL": "info",
+                               "DSTJ_STATUS_PROGRESS_SECONDS": "30"}
     downward = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"] if "valueFrom" in e}
     assert downward == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": 8080, "health": 8081}

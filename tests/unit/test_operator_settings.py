@@ -13,13 +13,15 @@ from dstj_operator.settings import OperatorSettings, SettingsError
 def test_defaults_watch_every_namespace_without_election() -> None:
     s = OperatorSettings.from_env({})
     assert s.watch_namespaces == () and not s.leader_election and (s.metrics_port, s.health_port) == (8080, 8081)
-    assert s.stuck_seconds == 300
+    assert s.stuck_seconds == 300 and s.progress_status_seconds == 30
 
 
 def test_the_chart_variables_are_read() -> None:
     s = OperatorSettings.from_env({"DSTJ_WATCH_NAMESPACES": "a, b,", "DSTJ_LEADER_ELECTION": "true",
                                    "DSTJ_LEADER_LEASE": "op", "POD_NAME": "op-1", "POD_NAMESPACE": "sys",
-                                   "DSTJ_METRICS_PORT": "9090", "DSTJ_LOG_LEVEL": "DEBUG"})
+                                   "DSTJ_METRICS_PORT": "9090", "DSTJ_LOG_LEVEL": "DEBUG",
+                                   "DSTJ_STATUS_PROGRESS_SECONDS": "0"})
+    assert s.progress_status_seconds == 0
     assert s.watch_namespaces == ("a", "b") and s.leader_election
     assert (s.lease_name, s.identity, s.lease_namespace, s.metrics_port, s.log_level) == (
         "op", "op-1", "sys", 9090, "debug")
@@ -32,6 +34,7 @@ def test_the_chart_variables_are_read() -> None:
     ({"DSTJ_LOG_LEVEL": "loud"}, "DSTJ_LOG_LEVEL"),
     ({"DSTJ_LEADER_LEASE_SECONDS": "1"}, "DSTJ_LEADER_LEASE_SECONDS"),
     ({"DSTJ_STUCK_SECONDS": "0"}, "DSTJ_STUCK_SECONDS"),
+    ({"DSTJ_STATUS_PROGRESS_SECONDS": "-1"}, "DSTJ_STATUS_PROGRESS_SECONDS"),
 ])
 def test_a_bad_value_names_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(SettingsError, match=named):
