@@ -12,7 +12,8 @@ controller. The next pass never misses a pod the previous one created (so it nev
 worker of an index) nor deletes one twice, whatever the watch has delivered by then. An object older
 than the one held (by resourceVersion, compared as integers as client-go's mutation cache does) never
 replaces it, and a deleted object's uid is remembered for a while so a late write-through cannot bring
-it back.
+it back. A pod create that got no answer (`unanswered`) may have happened all the same: the job's pods are
+unknown until a pass has read them from the API server (`read`).
 
 Until a stream has finished its initial listing, and from its end until it has listed again, the store
 answers "unknown" (`UNKNOWN`) for its kind and namespace, and the caller asks the API server as before;
