@@ -184,6 +184,8 @@ class Preemptor:
     """job -> (time of the deletion, the generation then) until a newer one is published."""
     deleted: int = 0
     active: threading.Event = field(default_factory=threading.Event)
+    in_flight: int = 0
+    """Deletions chosen and not yet answered (under the view's lock)."""
 
     def __post_init__(self) -> None:
         self.view.on_generation.append(self._published)
@@ -209,8 +211,22 @@ class Preemptor:
                 next_at += 1 / self.rate
                 pool.submit(self._delete_one)
 
+    def halt(self, timeout: float = 60.0) -> None:
+        """Stop deleting, and return once no deletion is in flight: one submitted before (the loop submits after
+        its wait) no longer lands after the caller has started checking that the fleet is whole."""
+        self.active.clear()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.view.lock:
+                if not self.in_flight:
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.in_flight} pod deletions still unanswered after {timeout:.0f} s")
+
     def _delete_one(self) -> None:
         with self.view.lock:
+            if not self.active.is_set():
+                return
             # A job whose generation is whole and has no deletion still waiting for its next generation.
             ready = [j for j, w in self.view.world.items() if w == self.workers and j not in self.pending
                      and len(self.view.workers.get(j, {})) == self.workers]
@@ -219,12 +235,16 @@ class Preemptor:
             job = random.choice(ready)
             pod = random.choice(sorted(self.view.workers[job]))
             self.pending[job] = (time.monotonic(), self.view.generation[job])
+            self.in_flight += 1
         try:
             self.view.api.delete(f"/api/v1/namespaces/{self.view.ns}/pods/{pod}")
             self.deleted += 1
         except Exception:
             with self.view.lock:
                 self.pending.pop(job, None)
+        finally:
+            with self.view.lock:
+                self.in_flight -= 1
 
 
 DELETERS = 16
@@ -283,16 +303,25 @@ class NodeReclaims:
     reclaimed: int = 0
     errors: list[str] = field(default_factory=list)
     _names: itertools.count[int] = field(default_factory=itertools.count)
+    _busy: threading.Lock = field(default_factory=threading.Lock)
 
     def run(self) -> None:
         """Reclaim until stopped (call in a thread)."""
         while self.every > 0 and not self.stop.wait(self.every):
-            if not self.active.is_set():
-                continue
-            try:
-                victim = random.choice(fakenodes.names(self.sd))
-                fakenodes.add(self.sd, f"{fakenodes.PREFIX}granted-{next(self._names)}", taint=False)
-                faults.reclaim(self.sd, victim, progress=lambda _: None)
-                self.reclaimed += 1
-            except Exception as e:  # said in the result: a reclaim that failed is not a fleet that broke
-                self.errors.append(f"{type(e).__name__}: {e}")
+            with self._busy:
+                if not self.active.is_set():
+                    continue
+                try:
+                    victim = random.choice(fakenodes.names(self.sd))
+                    fakenodes.add(self.sd, f"{fakenodes.PREFIX}granted-{next(self._names)}", taint=False)
+                    faults.reclaim(self.sd, victim, progress=lambda _: None)
+                    self.reclaimed += 1
+                except Exception as e:  # said in the result: a reclaim that failed is not a fleet that broke
+                    self.errors.append(f"{type(e).__name__}: {e}")
+
+    def halt(self) -> None:
+        """Stop reclaiming, and return once no reclaim is under way (as `Preemptor.halt`: none may land after
+        the caller has started checking that the fleet is whole)."""
+        self.active.clear()
+        with self._busy:
+            pass

@@ -324,8 +324,8 @@ def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
                 peak = max(peak, rss_mib(op.proc.pid))
                 time.sleep(1)
             after = _snapshot(c, op)
-            pre.active.clear()
-            reclaims.active.clear()
+            pre.halt()
+            reclaims.halt()
             # What the load generator delivered: a saturated API server slows its reports and deletions too.
             result.numbers |= {"reports_per_s": (trainers.sent - sent0) / (after["t"] - before["t"]),
                                "deletions_per_s": (pre.deleted - deleted0) / (after["t"] - before["t"])}

@@ -79,7 +79,7 @@ def kill_leader(c: fc.FleetCluster, ns: str, names: list[str], leader: fc.Operat
         out |= {"all_passed_s": times[-1], "passes_after_takeover_s": times[-1] - takeover}
     progress(f"  every job passed {out.get('all_passed_s', math.nan):.1f} s after the kill "
              f"(Lease taken at {takeover:.1f} s); stopping the deletions")
-    pre.active.clear()
+    pre.halt()
     return out
 
 

@@ -12,12 +12,16 @@ controller. The next pass never misses a pod the previous one created (so it nev
 worker of an index) nor deletes one twice, whatever the watch has delivered by then. An object older
 than the one held (by resourceVersion, compared as integers as client-go's mutation cache does) never
 replaces it, and a deleted object's uid is remembered for a while so a late write-through cannot bring
-it back.
+it back. A pod create that got no answer (`unanswered`) may have happened all the same: the job's pods are
+unknown until a pass has read them from the API server (`read`).
 
 Until a stream has finished its initial listing, and from its end until it has listed again, the store
 answers "unknown" (`UNKNOWN`) for its kind and namespace, and the caller asks the API server as before;
 an operator run without the stream hook (`watches.WatchTracker.install`) always asks. A relisting drops
-what it no longer contains (deletions missed while disconnected), except what a pass wrote meanwhile.
+what it no longer contains (deletions missed while disconnected), judged by resourceVersion against the
+listing's own: an object absent from a listing taken after it was written is gone (its DELETED event came
+before the new watch's start and never comes), one written after the listing was taken is kept (the watch
+brings its events). A pass's answer that arrives after such a listing does not bring the object back.
 
 Kept per object: a job without `managedFields`; a pod as `slim_pod` projects it (what `decide` and the
 reconciler read); a progress ConfigMap's report text. Thread-safe: fed on kopf's event loop, read and
@@ -108,6 +112,19 @@ def _version(obj: Obj | None) -> int:
         return -1
 
 
+def _number(version: str | None) -> int | None:
+    """A resourceVersion as a number (None when there is none or it is not a number)."""
+    try:
+        return int(version) if version else None
+    except ValueError:
+        return None
+
+
+def _after(version: int | None, listing: int | None) -> bool:
+    """Whether an object of `version` was written after a listing taken at `listing` (no when either is unknown)."""
+    return version is not None and listing is not None and version > listing
+
+
 def _uid(obj: Obj | None) -> str:
     return str(((obj or {}).get("metadata") or {}).get("uid") or "")
 
@@ -150,7 +167,6 @@ _KIND_PLURALS = {"ConfigMap": "configmaps", "Service": "services", "ServiceAccou
 
 @dataclass(slots=True)
 class _Listing:
-    started: float
     seen: set[tuple[str, str]]
     """(namespace, name) of every object the listing delivered."""
 
@@ -168,14 +184,16 @@ class Store:
         """(namespace, pod name) -> its job (a DELETED event of a pod whose labels were edited still finds it)."""
         self._progress: dict[tuple[str, str], Obj] = {}
         """(namespace, ConfigMap name) -> {"metadata": uid and version, "report": the report's text}."""
-        self._written: dict[tuple[str, str, str], float] = {}
-        """(plural, namespace, name) -> when a pass wrote it through (kept through a relisting that missed it)."""
         self._tombstones: dict[str, float] = {}
         self._tombstones_pruned_at = 1024
         self._hints: dict[HintKey, Hint] = {}
         self._prune_at = HINTS_PRUNED_AT
         self._synced: set[StreamKey] = set()
         self._listings: dict[StreamKey, _Listing] = {}
+        self._listed_at: dict[StreamKey, int] = {}
+        """The resourceVersion of each stream's last finished listing."""
+        self._unanswered: set[tuple[str, str]] = set()
+        """(namespace, job) whose pod create went unanswered (`unanswered`)."""
 
     # -- the streams ---------------------------------------------------------------------------------
 
@@ -183,21 +201,31 @@ class Store:
         """A stream (re)starts with a listing: until it has listed, its kind there is unknown."""
         with self._lock:
             self._synced.discard((plural, namespace))
-            self._listings[plural, namespace] = _Listing(self._clock(), set())
+            self._listings[plural, namespace] = _Listing(set())
 
-    def listed(self, plural: str, namespace: str | None) -> None:
-        """The stream's listing is over: drop what it no longer holds, unless a pass wrote it since."""
+    def listed(self, plural: str, namespace: str | None, version: str | None) -> None:
+        """The stream's listing is over, taken at resourceVersion `version`: drop what it no longer holds.
+
+        An object (or a child's hint) absent from the listing is gone unless it is newer than the listing: a pass
+        wrote it after the listing was taken, and the watch, which starts there, brings its events. One a pass
+        wrote before (while the stream was down, or while the listing was retried) and that was deleted before
+        the listing was taken is dropped: its DELETED event is older than the watch and never comes, and kept it
+        would hold its worker's index forever. With `version` unknown (None) the listing is the whole truth."""
+        at = _number(version)
         with self._lock:
             listing = self._listings.pop((plural, namespace), None)
             if listing is not None:
                 for ns, name in self._names(plural, namespace):
-                    written = self._written.get((plural, ns, name), -1.0)
-                    if (ns, name) not in listing.seen and written < listing.started:
+                    held = self._held(plural, ns, name, None)
+                    if (ns, name) not in listing.seen and not _after(_version(held), at):
                         self._drop(plural, ns, name)
                 for key, hint in list(self._hints.items()):  # children deleted while the stream was down
                     if (_KIND_PLURALS.get(key[1]) == plural and (namespace is None or key[2] == namespace)
-                            and (key[2], key[3]) not in listing.seen and hint.at < listing.started):
+                            and (key[2], key[3]) not in listing.seen
+                            and not _after(_number(hint.resource_version), at)):
                         del self._hints[key]
+                if at is not None:
+                    self._listed_at[plural, namespace] = at
             self._synced.add((plural, namespace))
 
     def ended(self, plural: str, namespace: str | None) -> None:
@@ -230,7 +258,7 @@ class Store:
                 self._tombstones[_uid(obj)] = self._clock()
                 return
             self._forget_hint(obj, deleted=False)
-            self._put(plural, obj, confirmed=True)
+            self._put(plural, obj)
 
     # -- what passes read ------------------------------------------------------------------------------
 
@@ -246,6 +274,8 @@ class Store:
         if not self.synced("pods", namespace):
             return UNKNOWN
         with self._lock:
+            if (namespace, job) in self._unanswered:
+                return UNKNOWN
             return list((self._pods.get((namespace, job)) or {}).values())
 
     def progress(self, namespace: str, name: str) -> str | _Unknown | None:
@@ -260,14 +290,25 @@ class Store:
 
     def wrote(self, obj: Obj) -> None:
         """An object a pass created or changed, as the API server answered: held at once (unless newer is held,
-        or it was deleted meanwhile)."""
-        meta = obj.get("metadata") or {}
-        plural = _KIND_PLURALS.get(obj.get("kind", ""), "")
+        or it was deleted meanwhile: its DELETED event seen, or absent from a listing taken after this version)."""
         with self._lock:
-            if _uid(obj) in self._tombstones or not plural:
-                return
-            if self._put(plural, obj, confirmed=False):
-                self._written[plural, meta.get("namespace", ""), meta.get("name", "")] = self._clock()
+            self._write_through(obj)
+
+    def unanswered(self, namespace: str, job: str) -> None:
+        """A pod create of `job` got no answer (the connection dropped, as when the API server restarts): the pod
+        may exist though no event says so yet, and a stream that is only retrying its watch still counts as
+        listed. The job's pods are unknown until a pass has read them from the API server (`read`): the next
+        pass never creates that index a second time."""
+        with self._lock:
+            self._unanswered.add((namespace, job))
+
+    def read(self, namespace: str, job: str, pods: list[Obj]) -> None:
+        """Every pod of `job` as a pass just read them from the API server: held as a pass's write is, and the
+        job's pods are known again."""
+        with self._lock:
+            for p in pods:
+                self._write_through(p)
+            self._unanswered.discard((namespace, job))
 
     def deleting(self, pod: Obj) -> None:
         """A pod a pass deleted gracefully, as the API server answered (with its deletionTimestamp): held as
@@ -275,7 +316,7 @@ class Store:
         meta = pod.get("metadata") or {}
         with self._lock:
             if self._held("pods", meta.get("namespace", ""), meta.get("name", ""), pod) is not None:
-                self._put("pods", pod, confirmed=False)
+                self._put("pods", pod)
 
     def gone(self, namespace: str, name: str) -> None:
         """A pod a pass deleted at once (or found already gone)."""
@@ -329,6 +370,17 @@ class Store:
 
     # -- inside, under the lock ------------------------------------------------------------------------
 
+    def _write_through(self, obj: Obj) -> None:
+        meta = obj.get("metadata") or {}
+        plural = _KIND_PLURALS.get(obj.get("kind", ""), "")
+        ns, name = meta.get("namespace", ""), meta.get("name", "")
+        if _uid(obj) in self._tombstones or not plural:
+            return
+        listed_at = max(self._listed_at.get((plural, None), -1), self._listed_at.get((plural, ns), -1))
+        if self._held(plural, ns, name, obj) is None and 0 <= _version(obj) <= listed_at:
+            return  # absent from a listing taken after this version: deleted since
+        self._put(plural, obj)
+
     def _names(self, plural: str, namespace: str | None) -> list[tuple[str, str]]:
         if plural == PLURAL:
             keys = list(self._jobs)
@@ -350,7 +402,7 @@ class Store:
             return self._progress.get((ns, name))
         return None
 
-    def _put(self, plural: str, obj: Obj, confirmed: bool) -> bool:
+    def _put(self, plural: str, obj: Obj) -> bool:
         meta = obj.get("metadata") or {}
         ns, name = meta.get("namespace", ""), meta.get("name", "")
         if plural == "configmaps" and (meta.get("labels") or {}).get(ROLE_LABEL) != "progress":
@@ -360,8 +412,6 @@ class Store:
         held = self._held(plural, ns, name, obj)
         if not newer(obj, held):
             return False
-        if confirmed:
-            self._written.pop((plural, ns, name), None)
         if plural == PLURAL:
             self._jobs[ns, name] = _lean(obj)
         elif plural == "configmaps":
@@ -381,7 +431,6 @@ class Store:
         return True
 
     def _drop(self, plural: str, ns: str, name: str) -> None:
-        self._written.pop((plural, ns, name), None)
         if plural == PLURAL:
             self._jobs.pop((ns, name), None)
         elif plural == "configmaps":

@@ -139,13 +139,16 @@ class Cluster:
     def create_if_absent(self, obj: dict[str, Any]) -> bool:
         """Create `obj` unless it exists; True when it was created. A created pod is in the store at once."""
         if obj.get("kind") == "Pod":
+            namespace = obj["metadata"]["namespace"]
             try:
-                cache.STORE.wrote(_json(self.core.create_namespaced_pod(obj["metadata"]["namespace"], obj,
-                                                                        _preload_content=False)))
+                cache.STORE.wrote(_json(self.core.create_namespaced_pod(namespace, obj, _preload_content=False)))
                 return True
             except ApiException as e:
                 if e.status == 409:
                     return False
+                raise
+            except Exception:  # no answer: it may have been created all the same
+                cache.STORE.unanswered(namespace, obj["metadata"]["labels"][JOB_LABEL])
                 raise
         try:
             utils.create_from_dict(self.apis, obj, namespace=obj["metadata"].get("namespace"))
@@ -199,13 +202,19 @@ class Cluster:
 
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         """Pods matching an equality label selector (`k=v,k=v`), as plain dicts; from the store when the
-        selector names the job (`cache.slim_pod`'s fields only)."""
+        selector names the job (`cache.slim_pod`'s fields only). Where the store does not know the job's pods,
+        all of them are read from the API server and handed to the store (`Store.read`)."""
         terms = dict(t.split("=", 1) for t in selector.split(",") if "=" in t)
         if JOB_LABEL in terms and len(terms) == selector.count("=") and "!" not in selector:
-            held = cache.STORE.pods(namespace, terms[JOB_LABEL])
-            if held is not UNKNOWN:
-                return [p for p in held
-                        if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in terms.items())]
+            job = terms[JOB_LABEL]
+            held = cache.STORE.pods(namespace, job)
+            if held is UNKNOWN:
+                held = cast(list[dict[str, Any]], _json(self.core.list_namespaced_pod(
+                    namespace, label_selector=f"{JOB_LABEL}={job}", _preload_content=False)).get("items") or [])
+                for p in held:
+                    p.setdefault("kind", "Pod")  # a list's items carry no kind
+                cache.STORE.read(namespace, job, held)
+            return [p for p in held if all((p["metadata"].get("labels") or {}).get(k) == v for k, v in terms.items())]
         body = _json(self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False))
         return cast(list[dict[str, Any]], body.get("items") or [])
 

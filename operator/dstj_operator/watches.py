@@ -11,8 +11,11 @@ its `continuous_watch` ends. `install` wraps that one function and nothing else 
 objects each stream delivers, `dstj_operator_watch_events_total`: what the API server sends, before kopf's
 client-side handler filters, and hands each one to the read layer, `cache.STORE`, before kopf sees it:
 the store knows a kind in a namespace from its stream's `LISTED` until the stream ends, and marks the job's
-event as received for `lag`; kopf then gets the object slimmed, `cache.handed_to_kopf`); a unit test pins
-the names it relies on, so a kopf upgrade that moves them fails the tests, not production.
+event as received for `lag`; kopf then gets the object slimmed, `cache.handed_to_kopf`). It also wraps the
+listing kopf's stream starts with (`fetching.fetch_objs`), for the one thing `LISTED` does not carry: the
+listing's resourceVersion, which tells the store whether an object missing from it went before the listing
+was taken or was written after. A unit test pins the names it relies on, so a kopf upgrade that moves them
+fails the tests, not production.
 
 What this does not see: a watch request that fails inside a running `continuous_watch` is retried
 there without ending it, so a brief outage after the listing keeps the stream "connected".
@@ -26,11 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import kopf
-from kopf._cogs.clients import watching
+from kopf._cogs.clients import fetching, watching
 
 from dstj_operator import cache, lag, metrics
 
 _KOPF_CONTINUOUS_WATCH = watching.continuous_watch
+_KOPF_FETCH_OBJS = fetching.fetch_objs
 """kopf's own, kept so that installing a second tracker (tests) replaces the first instead of stacking."""
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,8 @@ class WatchTracker:
         self._lock = threading.Lock()
         self._connected: set[str] = set()
         self._opened: set[str] = set()
+        self._listing_versions: dict[tuple[str, Any], str] = {}
+        """(plural, namespace) -> the resourceVersion of the listing its stream is taking now."""
 
     def state(self) -> WatchState:
         """The streams now (called from the health server's thread)."""
@@ -81,9 +87,15 @@ class WatchTracker:
             self._connected.discard(key)
 
     def install(self) -> None:
-        """Wrap kopf's `continuous_watch` so every stream reports here. Call once, before `kopf.run`."""
-        original = _KOPF_CONTINUOUS_WATCH
+        """Wrap kopf's `continuous_watch` (and its listing) so every stream reports here. Call once, before
+        `kopf.run`."""
+        original, fetch = _KOPF_CONTINUOUS_WATCH, _KOPF_FETCH_OBJS
         tracker = self
+
+        async def listing(*, resource: Any, namespace: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            async for chunk, version in fetch(resource=resource, namespace=namespace, **kwargs):
+                tracker._listing_versions[resource.plural, namespace] = version  # one for every chunk
+                yield chunk, version
 
         async def tracked(*, resource: Any, namespace: Any, **kwargs: Any) -> AsyncIterator[Any]:
             key = f"{resource.plural}.{resource.group}" if resource.group else resource.plural
@@ -91,14 +103,16 @@ class WatchTracker:
             key += f" in {namespace}" if namespace else " (cluster-wide)"
             store = tracker.store
             tracker._opening(key)
+            tracker._listing_versions.pop((resource.plural, namespace), None)
             if store is not None:
                 store.opening(resource.plural, namespace)
             try:
                 async for item in original(resource=resource, namespace=namespace, **kwargs):
                     if item is watching.Bookmark.LISTED:
                         tracker._listed(key)
+                        version = tracker._listing_versions.pop((resource.plural, namespace), None)
                         if store is not None:
-                            store.listed(resource.plural, namespace)
+                            store.listed(resource.plural, namespace, version)
                     elif not isinstance(item, watching.Bookmark):
                         received.inc()
                         if store is not None:
@@ -116,3 +130,4 @@ class WatchTracker:
                     store.ended(resource.plural, namespace)
 
         watching.continuous_watch = tracked
+        fetching.fetch_objs = listing

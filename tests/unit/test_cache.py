@@ -4,9 +4,12 @@ operator everything the full one does."""
 
 from __future__ import annotations
 
+import json
+import types
 from typing import Any
 
 import pytest
+import urllib3
 
 from dstj_api.contract import (
     GROUP,
@@ -42,12 +45,12 @@ def pod(name: str, rv: int, *, index: int = 0, uid: str | None = None, role: str
                                                            "lastProbeTime": None}], **status}}
 
 
-def listed(store: Store, plural: str, *objects: dict[str, Any]) -> None:
-    """A stream's initial listing of `objects`."""
+def listed(store: Store, plural: str, *objects: dict[str, Any], version: str | None = None) -> None:
+    """A stream's initial listing of `objects`, taken at resourceVersion `version`."""
     store.opening(plural, None)
     for obj in objects:
         store.event(plural, None, {"type": None, "object": obj})
-    store.listed(plural, None)
+    store.listed(plural, None, version)
 
 
 def names(store: Store) -> list[str]:
@@ -117,18 +120,43 @@ def test_a_pod_deleted_at_once_is_dropped_and_not_brought_back() -> None:
     assert names(store) == []
 
 
-def test_a_relisting_drops_pods_deleted_while_the_stream_was_down_but_keeps_one_a_pass_created_meanwhile() -> None:
-    clock = [100.0]
-    store = Store(clock=lambda: clock[0])
-    listed(store, "pods", pod("w0", 5), pod("w1", 6, index=1))
+def test_a_relisting_drops_pods_deleted_while_the_stream_was_down_but_keeps_one_a_pass_created_after_it() -> None:
+    store = Store()
+    listed(store, "pods", pod("w0", 5), pod("w1", 6, index=1), version="6")
     store.ended("pods", None)
-    clock[0] += 1
     store.opening("pods", None)
     store.event("pods", None, {"type": None, "object": pod("w0", 5)})  # w1 went while no stream ran
-    clock[0] += 1
-    store.wrote(pod("w1-new", 30, index=1))  # created by a pass after the listing was taken
-    store.listed("pods", None)
+    store.wrote(pod("w1-new", 30, index=1))  # created by a pass after the listing was taken: the watch brings it
+    store.listed("pods", None, "20")
     assert names(store) == ["w0", "w1-new"]
+
+
+def test_a_pod_a_pass_created_while_the_stream_relisted_and_that_went_before_the_listing_was_taken_is_dropped() -> None:
+    # The API server restarted: the pods stream relists (its listing retried under 429s for seconds) while passes
+    # read the API server and create; the preemptor deletes the new pod before the listing is taken, so neither
+    # the listing nor the watch that starts after it ever shows that pod again. Kept, it held index 1 forever:
+    # the job stayed at one worker, and no event came to say otherwise.
+    store = Store()
+    listed(store, "pods", pod("w0", 5), pod("w1", 6, index=1), version="6")
+    store.ended("pods", None)
+    store.opening("pods", None)
+    store.wrote(pod("w1-a", 25, index=1, phase="Pending"))  # a pass's create, answered while the stream relists
+    store.event("pods", None, {"type": None, "object": pod("w0", 5)})  # w1 and w1-a were deleted before RV 28
+    store.listed("pods", None, "28")
+    assert names(store) == ["w0"]
+    store.wrote(pod("w1-a", 25, index=1, phase="Pending"))  # the same answer, late: it does not come back
+    assert names(store) == ["w0"]
+    store.wrote(pod("w1-b", 31, index=1, phase="Pending"))  # the replacement, created after the listing
+    assert names(store) == ["w0", "w1-b"]
+
+
+def test_a_relisting_without_its_version_is_the_whole_truth() -> None:
+    store = Store()
+    listed(store, "pods", pod("w0", 5))
+    store.opening("pods", None)
+    store.wrote(pod("w1-a", 25, index=1))
+    store.listed("pods", None, None)
+    assert names(store) == []
 
 
 def test_pods_are_indexed_by_job() -> None:
@@ -227,3 +255,38 @@ def test_a_pass_reads_a_jobs_pods_by_role_from_the_store_without_asking_the_api_
     workers = NoApi().pods(NS, f"{JOB_LABEL}=moe,{ROLE_LABEL}=worker")
     assert [p["metadata"]["name"] for p in workers] == ["moe-worker-0"]
     assert len(NoApi().pods(NS, f"{JOB_LABEL}=moe")) == 2
+
+
+class RestartingApi(cluster.Cluster):
+    """An API server that creates a pod and then drops the connection before answering (it was SIGKILLed)."""
+
+    def __init__(self, *held: dict[str, Any]) -> None:
+        super().__init__(core=self, apis=None)
+        self.held = list(held)
+        self.lists = 0
+
+    def create_namespaced_pod(self, namespace: str, body: dict[str, Any], **_: Any) -> Any:
+        self.held.append(body)
+        raise urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset by peer"))
+
+    def list_namespaced_pod(self, namespace: str, label_selector: str, **_: Any) -> Any:
+        self.lists += 1
+        job = label_selector.removeprefix(f"{JOB_LABEL}=")
+        items = [{k: v for k, v in p.items() if k != "kind"} for p in self.held
+                 if p["metadata"]["labels"][JOB_LABEL] == job]
+        return types.SimpleNamespace(data=json.dumps({"items": items}))
+
+
+def test_a_pod_whose_create_went_unanswered_is_read_from_the_api_server_so_its_index_is_not_created_twice(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The API server is killed while a pass creates index 1: the pod exists, the pass got no answer, and the pods
+    # stream, retrying its watch, still counts as listed. Read from the store, the retry saw index 1 missing.
+    store = Store()
+    monkeypatch.setattr(cache, "STORE", store)
+    listed(store, "pods", pod("moe-worker-0", 5))
+    api = RestartingApi(pod("moe-worker-0", 5))
+    with pytest.raises(urllib3.exceptions.ProtocolError):
+        api.create_if_absent(pod("moe-worker-1-a", 9, index=1))
+    workers = api.pods(NS, f"{JOB_LABEL}=moe,{ROLE_LABEL}=worker")  # the retry's read: from the API server
+    assert sorted(p["metadata"]["name"] for p in workers) == ["moe-worker-0", "moe-worker-1-a"]
+    assert names(store) == ["moe-worker-0", "moe-worker-1-a"] and api.lists == 1  # known again: from the store

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from kopf._cogs.clients import watching
+from kopf._cogs.clients import fetching, watching
 
 from dstj_api.contract import GROUP, PLURAL
-from dstj_operator import handlers, watches
+from dstj_operator import cache, handlers, watches
 from dstj_operator.health import Probes, not_ready, serve_health
 from dstj_operator.passes import PASSES, PassState, PassTracker, stuck
 from dstj_operator.watches import WatchState, WatchTracker
@@ -91,6 +91,9 @@ def test_kopf_still_has_the_watch_function_the_tracker_wraps() -> None:
     assert watching.Bookmark.LISTED
     assert "continuous_watch(" in inspect.getsource(watching.infinite_watch)
     assert set(inspect.signature(watching.continuous_watch).parameters) >= {"resource", "namespace"}
+    # The listing's resourceVersion comes from the chunks of fetch_objs, which continuous_watch calls by module.
+    assert "fetching.fetch_objs(" in inspect.getsource(watching.continuous_watch)
+    assert set(inspect.signature(fetching.fetch_objs).parameters) >= {"resource", "namespace"}
 
 
 class _Resource:
@@ -120,6 +123,37 @@ def test_a_stream_counts_as_connected_from_its_listing_until_it_ends(monkeypatch
     key = f"{PLURAL}.{GROUP} in team-a"
     assert [s.connected for s in seen] == [frozenset(), frozenset({key})]
     assert tracker.state() == WatchState(1, frozenset(), frozenset({key}))  # ended: no longer connected
+
+
+def test_the_store_learns_the_resource_version_of_each_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What tells a pod deleted before the listing (dropped) from one created after it (kept): see test_cache.
+    store = cache.Store()
+    tracker = WatchTracker(expected=1, store=store)
+
+    async def kopf_fetch(**_: Any) -> AsyncIterator[Any]:  # stands in for kopf's fetch_objs: chunks and the version
+        yield [], "41"
+        yield [], "41"
+
+    async def kopf_stream(**kwargs: Any) -> AsyncIterator[Any]:  # kopf's continuous_watch lists through fetch_objs
+        async for _ in fetching.fetch_objs(**kwargs):
+            pass
+        yield watching.Bookmark.LISTED
+
+    listed: list[tuple[str, str | None, str | None]] = []
+    monkeypatch.setattr(store, "listed", lambda plural, namespace, version: listed.append((plural, namespace, version)))
+    monkeypatch.setattr(watches, "_KOPF_CONTINUOUS_WATCH", kopf_stream)
+    monkeypatch.setattr(watches, "_KOPF_FETCH_OBJS", kopf_fetch)
+    monkeypatch.setattr(watching, "continuous_watch", watching.continuous_watch)  # both restored after the test
+    monkeypatch.setattr(fetching, "fetch_objs", fetching.fetch_objs)
+    tracker.install()
+
+    async def consume() -> None:
+        async for _ in watching.continuous_watch(resource=_Resource(), namespace="team-a", settings=None,
+                                                 operator_pause_waiter=None):
+            pass
+
+    asyncio.run(consume())
+    assert listed == [(PLURAL, "team-a", "41")]
 
 
 def _get(port: int, path: str) -> tuple[int, str]:

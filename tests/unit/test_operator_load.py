@@ -143,7 +143,7 @@ def test_a_child_applied_with_the_same_hash_is_not_applied_again_until_the_reche
 def test_a_watched_child_applied_with_the_same_hash_is_not_applied_again_however_long_ago(now: list[float]) -> None:
     c = CountingCluster()
     cache.STORE.opening("services", None)
-    cache.STORE.listed("services", None)
+    cache.STORE.listed("services", None, None)
     c.converge(SERVICE)
     now[0] += 10 * cluster.RECHECK_SECONDS  # its stream would have said if it changed
     assert not c.converge(SERVICE) and c.calls == 1
@@ -171,12 +171,12 @@ def test_a_child_edited_or_deleted_by_hand_is_applied_again_after_its_watch_even
 def test_a_child_deleted_while_its_stream_was_down_is_applied_again_after_the_relisting(now: list[float]) -> None:
     c = CountingCluster()
     cache.STORE.opening("services", None)
-    cache.STORE.listed("services", None)
+    cache.STORE.listed("services", None, None)
     c.converge(SERVICE)
     cache.STORE.ended("services", None)
     now[0] += 1
     cache.STORE.opening("services", None)  # the relisting does not hold it: deleted meanwhile
-    cache.STORE.listed("services", None)
+    cache.STORE.listed("services", None, None)
     assert c.converge(SERVICE) and c.calls == 2
 
 
@@ -223,3 +223,22 @@ def test_kopf_builds_no_diff_essence_of_an_event_and_runs_handlers_in_enough_thr
     assert settings.persistence.diffbase_storage.fetch(body=pod) is None
     assert settings.execution.max_workers == handlers.HANDLER_THREADS
     assert cluster.POOL_CONNECTIONS >= handlers.HANDLER_THREADS + requeue.WORKERS + events.THREADS  # one per caller
+
+
+class VersionedCluster(CountingCluster):
+    """Its applies answer numbered resourceVersions, as the API server's do: 101, 102..."""
+
+    def _apply(self, obj: dict[str, Any]) -> str:
+        self.calls += 1
+        return str(100 + self.calls)
+
+
+def test_a_child_applied_while_its_stream_relisted_is_applied_again_only_if_it_went_before_the_listing(
+        now: list[float]) -> None:
+    c = VersionedCluster()
+    other = {**SERVICE, "metadata": {**SERVICE["metadata"], "name": "job-workers"}}
+    cache.STORE.opening("services", None)
+    c.converge(SERVICE)  # answered 101 while the stream lists
+    c.converge(other)  # answered 102
+    cache.STORE.listed("services", None, "101")  # neither in it: the first was deleted, the second came after
+    assert c.converge(SERVICE) and not c.converge(other) and c.calls == 3
