@@ -114,12 +114,7 @@ def test_a_stream_counts_as_connected_from_its_listing_until_it_ends(monkeypatch
     monkeypatch.setattr(watching, "continuous_watch", watching.continuous_watch)  # restored after the test
     tracker.install()
 
-    async def consume() -> None:
-        async for _ in watching.continuous_watch(resource=_Resource(), namespace="team-a", settings=None,
-                                                 operator_pause_waiter=None):
-            pass
-
-    asyncio.run(consume())
+    _drain_stream()
     key = f"{PLURAL}.{GROUP} in team-a"
     assert [s.connected for s in seen] == [frozenset(), frozenset({key})]
     assert tracker.state() == WatchState(1, frozenset(), frozenset({key}))  # ended: no longer connected
@@ -147,13 +142,18 @@ def test_the_store_learns_the_resource_version_of_each_listing(monkeypatch: pyte
     monkeypatch.setattr(fetching, "fetch_objs", fetching.fetch_objs)
     tracker.install()
 
+    _drain_stream()
+    assert listed == [(PLURAL, "team-a", "41")]
+
+
+def _drain_stream() -> None:
+    """Run kopf's (now wrapped) `continuous_watch` over the stand-in stream to its end."""
     async def consume() -> None:
         async for _ in watching.continuous_watch(resource=_Resource(), namespace="team-a", settings=None,
                                                  operator_pause_waiter=None):
             pass
 
     asyncio.run(consume())
-    assert listed == [(PLURAL, "team-a", "41")]
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
