@@ -183,12 +183,13 @@ def _sync_locked(namespace: str, name: str) -> None:
         metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
     key = (namespace, name)
     try:
-        held = None if out.events else PACER.hold(key, merge_patch(job.get("status") or {}, out.status.dump()),
-                                                  time.monotonic())
+        patch = merge_patch(job.get("status") or {}, out.status.dump())
+        held = None if out.events else PACER.hold(key, patch, time.monotonic())
         if held is not None:  # only the report's step and loss moved: a later pass mirrors them (`pacing`)
             metrics.STATUS_WRITES_HELD.inc()
             _requeue().after(key, held)
-        elif _write_status(api, job, out.status.dump()):
+        elif patch:
+            _patch_status(api, job, patch)
             PACER.wrote(key, time.monotonic())
             lag.LAG.written(since)
     except ApiException as e:
@@ -210,17 +211,20 @@ def _sync_locked(namespace: str, name: str) -> None:
         _requeue().after((namespace, name), out.requeue_after)
 
 
-def _write_status(api: Any, job: dict[str, Any], status: dict[str, Any]) -> bool:
-    """Patch the status to `status` when it differs (True: it did), conditional on the version the pass read; the
-    answer goes into the store at once, so the next pass reads what this one wrote."""
+def _write_status(api: Any, job: dict[str, Any], status: dict[str, Any]) -> None:
+    """Patch the status to `status` when it differs."""
     patch = merge_patch(job.get("status") or {}, status)
-    if not patch:
-        return False
+    if patch:
+        _patch_status(api, job, patch)
+
+
+def _patch_status(api: Any, job: dict[str, Any], patch: dict[str, Any]) -> None:
+    """Apply a status merge patch, conditional on the version the pass read; the answer goes into the store at
+    once, so the next pass reads what this one wrote."""
     meta = job["metadata"]
     cache.STORE.wrote(api.patch_namespaced_custom_object_status(
         GROUP, VERSION, meta["namespace"], PLURAL, meta["name"],
         {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch}))
-    return True
 
 
 def _record_api_error(api: Any, cluster: Cluster, job: dict[str, Any], error: BaseException) -> None:
