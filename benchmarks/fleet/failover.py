@@ -8,11 +8,9 @@ gone back. `run --then-failover` does the same after a steady window, on the sam
 
 from __future__ import annotations
 
-import contextlib
 import math
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,20 +18,14 @@ from benchmarks.fleet import cluster as fc
 from benchmarks.fleet import takeover
 from benchmarks.fleet.loadgen import FleetView, Preemptor, Trainers
 from benchmarks.fleet.measure import percentile
-from benchmarks.fleet.run import NS, FleetResult, FleetSpec, _check, bring_up_timeout, create_fleet
-from localcluster.waiting import WaitTimeout, wait_until
+from benchmarks.fleet.run import NS, FleetResult, FleetSpec, bring_up_timeout, create_fleet, recover
+from localcluster.waiting import wait_until
 
 ROWS = [
     ("pods", "pods (jobs x (workers + rendezvous))"),
     ("bring_up_s", "bring-up: all jobs at target (s)"),
     ("lease_seconds", "Lease duration (s)"),
-    ("takeover_s", "SIGKILL -> standby holds the Lease (s)"),
-    ("first_pass_s", "SIGKILL -> first job passed by the new leader (s)"),
-    ("half_passed_s", "SIGKILL -> half the jobs passed (s)"),
-    ("all_passed_s", "SIGKILL -> every job passed (s)"),
-    ("passes_after_takeover_s", "  of which after the takeover (s)"),
-    ("new_leader_cpu_s", "new leader CPU from the kill to every job passed (s)"),
-    ("new_leader_rss_mib", "new leader RSS then (MiB)"),
+    *takeover.ROWS,
     ("deletions_total", "pod deletions (before, during and after the kill)"),
     ("deletion_to_generation_p99_s", "deletion -> generation published p99 (s)"),
     ("recover_s", "deletions stopped -> fleet whole (s)"),
@@ -70,13 +62,8 @@ def run_failover(spec: FleetSpec, log_dir: Path, progress: Callable[[str], None]
                 progress(f"  all {spec.jobs} jobs at target in {up:.1f} s; preempting at {spec.deletions_per_s}/s")
                 result.numbers |= takeover.kill_leader(c, NS, names, leader, standby, trainers, pre,
                                                        bring_up_timeout(spec), progress)
-                t_stop = time.monotonic()
-                with contextlib.suppress(WaitTimeout):
-                    wait_until(lambda: not pre.pending and not _check(c, view, pre, names, spec), timeout=300,
-                               interval=1, max_interval=2, what="the fleet whole again")
-                result.numbers["recover_s"] = time.monotonic() - t_stop
-                result.problems = (_check(c, view, pre, names, spec) + view.anomalies
-                                   + takeover.problems(c, NS, names, standby))
+                result.numbers["recover_s"], result.problems = recover(c, view, pre, names, spec)
+                result.problems += takeover.problems(c, NS, names, standby)
                 lat = [s for _, s in pre.latencies]
                 result.numbers |= {"deletions_total": pre.deleted,
                                    "deletion_to_generation_p99_s": percentile(lat, 99)}

@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from benchmarks.fleet import takeover
+
 if TYPE_CHECKING:
     from benchmarks.fleet.run import FleetResult
 
@@ -44,15 +46,8 @@ ROWS = [
     ("kube-controller-manager_cores", "controller manager CPU (cores)"),
     ("kube-scheduler_cores", "scheduler CPU (cores)"),
 ]
-FAILOVER_ROWS = [
-    ("failover takeover_s", "failover: SIGKILL -> standby holds the Lease (s)"),
-    ("failover first_pass_s", "failover: SIGKILL -> first job passed by the new leader (s)"),
-    ("failover half_passed_s", "failover: SIGKILL -> half the jobs passed (s)"),
-    ("failover all_passed_s", "failover: SIGKILL -> every job passed (s)"),
-    ("failover new_leader_cpu_s", "failover: new leader CPU until then (s)"),
-    ("failover new_leader_rss_mib", "failover: new leader RSS then (MiB)"),
-    ("failover recover_s", "failover: deletions stopped -> fleet whole (s)"),
-]
+FAILOVER_ROWS = [(f"failover {key}", f"failover: {label.strip()}") for key, label in
+                 [*takeover.ROWS, ("recover_s", "deletions stopped -> fleet whole (s)")]]
 """With `--then-failover`: the leader killed after the window, on the same fleet (`takeover`)."""
 PLOTTED = ["operator_cores", "operator_rss_mib_peak", "operator_requests_per_s", "operator_events_received_per_s",
            "deletion_to_generation_p99_s", "kube-apiserver_cores", "etcd_cores", "reconcile_p99_s"]

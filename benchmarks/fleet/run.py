@@ -256,6 +256,17 @@ def _check(c: fc.FleetCluster, view: FleetView, pre: Preemptor, names: list[str]
     return problems
 
 
+def recover(c: fc.FleetCluster, view: FleetView, pre: Preemptor, names: list[str], spec: FleetSpec,
+            what: str = "the fleet whole again") -> tuple[float, list[str]]:
+    """Wait (up to 300 s) for the fleet to be whole with no deletion left without its generation; return the
+    seconds it took and what is still wrong then (empty: nothing), read fresh from the API server."""
+    t0 = time.monotonic()
+    with contextlib.suppress(WaitTimeout):  # what is still wrong is returned as problems, not raised
+        wait_until(lambda: not pre.pending and not _check(c, view, pre, names, spec), timeout=300,
+                   interval=1, max_interval=2, what=what)
+    return time.monotonic() - t0, _check(c, view, pre, names, spec) + view.anomalies
+
+
 def _profile_apiserver(c: fc.FleetCluster, seconds: int, path: Path, progress: Callable[[str], None]) -> None:
     """Write the API server's CPU profile over the next `seconds` to `path` (call in a thread)."""
     try:
@@ -353,13 +364,8 @@ def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
             # Kept before anything else can fail: the recovery and the failover read a saturated API server.
             progress("  the window's numbers:\n" + table([result]))
             progress("  deletions stopped; waiting for the fleet to be whole again")
-            t_stop = time.monotonic()
             # Whatever is still wrong at the end is reported as a problem, with the window's numbers kept.
-            with contextlib.suppress(WaitTimeout):
-                wait_until(lambda: not pre.pending and not _check(c, view, pre, names, spec), timeout=300,
-                           interval=1, max_interval=2, what="the fleet whole again")
-            result.numbers["recover_s"] = time.monotonic() - t_stop
-            result.problems = _check(c, view, pre, names, spec) + view.anomalies
+            result.numbers["recover_s"], result.problems = recover(c, view, pre, names, spec)
             with contextlib.suppress(OSError, RuntimeError):  # counters only: a busy server may not answer
                 result.numbers["operator_requests_rejected_429"] = rejected + fc.rejected(c.metrics())
             if op.proc.poll() is not None:
@@ -372,14 +378,10 @@ def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
                 progress("  fleet whole; now the failover: SIGKILL the leader under deletions")
                 numbers = takeover.kill_leader(c, NS, names, op, standby, trainers, pre, bring_up_timeout(spec),
                                                progress)
-                t_stop = time.monotonic()
-                with contextlib.suppress(WaitTimeout):
-                    wait_until(lambda: not pre.pending and not _check(c, view, pre, names, spec), timeout=300,
-                               interval=1, max_interval=2, what="the fleet whole again after the failover")
-                numbers["recover_s"] = time.monotonic() - t_stop
+                numbers["recover_s"], result.problems = recover(c, view, pre, names, spec,
+                                                                "the fleet whole again after the failover")
                 result.numbers |= {f"failover {k}": v for k, v in numbers.items()}
-                result.problems = (_check(c, view, pre, names, spec) + view.anomalies
-                                   + takeover.problems(c, NS, names, standby))
+                result.problems += takeover.problems(c, NS, names, standby)
             result.numbers["nodes_reclaimed"] = reclaims.reclaimed
             result.problems += [f"a node reclaim failed: {e}" for e in reclaims.errors]
             result.numbers["deletions_total"] = pre.deleted

@@ -26,6 +26,18 @@ MARKER_STEP = 900_000_000
 """A step no trainer of the fleet reaches by itself: it shows in a status only through a pass after the kill."""
 
 
+ROWS = [
+    ("takeover_s", "SIGKILL -> standby holds the Lease (s)"),
+    ("first_pass_s", "SIGKILL -> first job passed by the new leader (s)"),
+    ("half_passed_s", "SIGKILL -> half the jobs passed (s)"),
+    ("all_passed_s", "SIGKILL -> every job passed (s)"),
+    ("passes_after_takeover_s", "  of which after the takeover (s)"),
+    ("new_leader_cpu_s", "new leader CPU from the kill to every job passed (s)"),
+    ("new_leader_rss_mib", "new leader RSS then (MiB)"),
+]
+"""The table rows of what `kill_leader` measures."""
+
+
 def elected(ns: str, lease_seconds: int, identity: str) -> dict[str, str]:
     """The environment of one operator replica under leader election in `ns`."""
     return {"DSTJ_LEADER_ELECTION": "true", "DSTJ_LEADER_LEASE": LEASE, "POD_NAMESPACE": ns,
