@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks.fleet import cluster as fc
-from benchmarks.fleet.loadgen import JOBS_PATH, Preemptor, Trainers
+from benchmarks.fleet.loadgen import FROM_CACHE, JOBS_PATH, LIST_TIMEOUT, Preemptor, Trainers
 from benchmarks.fleet.measure import cpu_seconds, rss_mib
 
 LEASE = "dstj-fleet"
@@ -56,7 +56,7 @@ def holder(c: fc.FleetCluster, ns: str) -> str:
 def passed(c: fc.FleetCluster, ns: str) -> set[str]:
     """Jobs whose status mirrors a report of at least the marker step."""
     try:
-        items = c.api.get(JOBS_PATH.format(ns=ns)).get("items") or []
+        items = c.api.get(JOBS_PATH.format(ns=ns), FROM_CACHE, timeout=LIST_TIMEOUT).get("items") or []
     except Exception:  # a saturated API server may time the list out: nobody seen yet, ask again
         return set()
     return {j["metadata"]["name"] for j in items

@@ -38,6 +38,10 @@ class ApiError(RuntimeError):
         super().__init__(f"{method} {path}: HTTP {status}: {' '.join(str(message).split())[:300]}")
 
 
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+"""The Accept header of a list whose objects come back as their metadata alone (a tenth of a pod's bytes)."""
+
+
 class Api:
     """JSON requests to one API server as one identity (a kubeconfig)."""
 
@@ -51,10 +55,11 @@ class Api:
         self.host = cfg.host
 
     def request(self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None,
-                content_type: str = "application/json", timeout: float | tuple[float, float] = 30) -> Obj:
+                content_type: str = "application/json", timeout: float | tuple[float, float] = 30,
+                accept: str = "application/json") -> Obj:
         """Send one request and return the decoded JSON answer; raise ApiError on >= 400."""
         url = self.host + path + (("?" + urllib.parse.urlencode(params)) if params else "")
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": accept, "Content-Type": content_type}
         # The transport serialises ``body`` as JSON itself.
         resp = self._api.rest_client.request(method, url, headers=headers, body=body, _request_timeout=timeout)
         raw = resp.read()
@@ -62,9 +67,10 @@ class Api:
             raise ApiError(resp.status, method, path, raw.decode(errors="replace"))
         return json.loads(raw) if raw else {}
 
-    def get(self, path: str, params: dict[str, Any] | None = None) -> Obj:
-        """GET a path."""
-        return self.request("GET", path, params=params)
+    def get(self, path: str, params: dict[str, Any] | None = None, timeout: float = 30,
+            accept: str = "application/json") -> Obj:
+        """GET a path (`accept` METADATA_ONLY: a list's objects as their metadata alone)."""
+        return self.request("GET", path, params=params, timeout=timeout, accept=accept)
 
     def post(self, path: str, body: Obj) -> Obj:
         """POST (create) an object."""
@@ -83,7 +89,7 @@ class Api:
         return self.request("DELETE", path, body)
 
     def watch(self, path: str, params: dict[str, Any], on_list: Callable[[list[Obj]], None],
-              on_event: Callable[[str, Obj], None], stop: threading.Event) -> None:
+              on_event: Callable[[str, Obj], None], stop: threading.Event, list_timeout: float = 30) -> None:
         """List, then watch from the list's resourceVersion, until ``stop`` is set.
 
         ``on_list`` gets the full list first and again after every relist (a watch that
@@ -94,7 +100,7 @@ class Api:
         delay = 0.2
         while not stop.is_set():
             try:
-                listed = self.get(path, params)
+                listed = self.get(path, params, timeout=list_timeout)
                 on_list(listed.get("items") or [])
                 rv = listed["metadata"]["resourceVersion"]
                 for etype, obj in self._stream(path, {**params, "watch": "1", "resourceVersion": rv,

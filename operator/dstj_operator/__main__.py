@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     preload_clients()  # a standby pays for the imports before it leads, not in its first passes
     if not settings.watch_namespaces:
         dstj_operator.handlers.register_node_watch()  # capacity signals for spec.autoscaling
-    watches = WatchTracker(expected_streams(settings.watch_namespaces), STORE)
+    watches = WatchTracker(expected_streams(settings.watch_namespaces), STORE, dstj_operator.handlers.watch_event)
     watches.install()
     elector = None
     if settings.leader_election:

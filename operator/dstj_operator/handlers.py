@@ -1,14 +1,16 @@
-"""kopf handlers: thin; every event that concerns a job triggers one reconcile pass of that job.
+"""Event handling: thin; every event that concerns a job triggers one reconcile pass of that job.
 
 Events of the job itself and of its children (pods, the progress report, and every other child kind,
-watched by the job label, so a child edited or deleted by hand heals at once) all call `sync(job)`, which
-reads the job and its children from the watch streams' store (`cache`, which the event is in before it
-gets here), reconciles it and writes the status only when it changed. Passes of one job never overlap
-(they come from different watch streams), and what a pass writes is in the store at once, so a pass
+watched by the job label, so a child edited or deleted by hand heals at once) all come to `watch_event`,
+handed over by the watch streams' hook (`watches`) once the store (`cache`) has them, and queue one
+`sync(job)` in `DISPATCH` (`dispatch`: at most one queued per job, none of kopf's per-object machinery).
+A pass reads the job and its children from the store, reconciles the job and writes the status only when
+it changed. Passes of one job never overlap, and what a pass writes is in the store at once, so a pass
 always sees the pods the previous one created. An event that arrives while a pass of its job runs owes
-that job one more pass, run by the same thread right after, and returns at once: no executor thread waits
-on a busy job, and further events before that pass starts add nothing (it has not read the store yet and
-will see them), so a busy job's progress reports never pile up.
+that job one more pass, run by the same thread right after, and returns at once: no thread waits on a
+busy job, and further events before that pass starts add nothing (it has not read the store yet and
+will see them), so a busy job's progress reports never pile up. kopf opens and keeps the watch streams
+(its registrations below say which) and handles the Nodes' events itself.
 
 Time-based work (crash backoff, deadline, TTL, stall) asks `requeue` for a later pass instead of
 kopf timers: those would put a finalizer on every job, and a job must be deletable (by the garbage
@@ -34,6 +36,7 @@ from dstj_operator import apierrors, cache, capacity, conditions, lag, metrics
 from dstj_operator.children import JOB_LABEL
 from dstj_operator.cluster import Cluster, shared_api_client
 from dstj_operator.crd import GROUP, PLURAL, VERSION
+from dstj_operator.dispatch import Dispatcher
 from dstj_operator.pacing import ProgressPacer
 from dstj_operator.passes import PASSES
 from dstj_operator.patch import merge_patch
@@ -51,10 +54,10 @@ _waiting_lock = threading.Lock()
 _transient_failures: dict[tuple[str, str], int] = {}
 """Job -> passes in a row that failed transiently (throttled, 5xx, no connection); dropped on success."""
 HANDLER_THREADS = 32
-"""Threads kopf runs handlers in (its default is the CPUs + 4, six on two cores). A pass spends most of its time
-waiting on its writes (the status, a pod create), so a fleet's passes need threads, not cores: with six, on an API
-server that took about a second a write, 100 jobs' events waited 26 s (median) for a thread before their handler
-ran; with 32, 0.06 s (benchmarks/README.md, "Where deletion -> generation went")."""
+"""Threads passes run in (`DISPATCH`). A pass spends most of its time waiting on its writes (the status, a pod
+create), so a fleet's passes need threads, not cores: with six (kopf's default for its handlers on two cores), on
+an API server that took about a second a write, 100 jobs' events waited 26 s (median) for a thread before their
+handler ran; with 32, 0.06 s (benchmarks/README.md, "Where deletion -> generation went")."""
 PACER = ProgressPacer()
 """When each job's status was last written: routine progress is mirrored at most every `PACER.every` seconds
 (`DSTJ_STATUS_PROGRESS_SECONDS`, set at start by `__main__`)."""
@@ -85,7 +88,6 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Quiet event posting; no peering (leader election is ours, see `leader`); no diff base (`NoDiffBase`)."""
     settings.posting.level = logging.WARNING
     settings.persistence.diffbase_storage = NoDiffBase()
-    settings.execution.max_workers = HANDLER_THREADS
     settings.watching.server_timeout = 60
     # The CRD is installed before the operator (Helm's crds/), so no CRD or namespace scanning: the
     # least-privilege RBAC grants neither, and kopf would retry the denied lists with errors.
@@ -256,21 +258,6 @@ def _requeue() -> Requeue:
     return _requeue_instance
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
-def job_event(*, type: str, name: str, namespace: str | None, **_: Any) -> None:
-    """The job was created or changed (spec, scale, its own status)."""
-    if not namespace:
-        return
-    lag.LAG.handled((namespace, name))
-    if type == "DELETED":
-        lag.LAG.forget((namespace, name))
-        metrics.job_phase(namespace, name, None)
-        metrics.job_workers(namespace, name, None)
-        capacity.waiting((namespace, name), False)
-    else:
-        sync(namespace, name)
-
-
 CHILD_KINDS = [("", "v1", "pods"), ("", "v1", "configmaps"), ("", "v1", "services"), ("", "v1", "serviceaccounts"),
                ("", "v1", "persistentvolumeclaims"), ("rbac.authorization.k8s.io", "v1", "roles"),
                ("rbac.authorization.k8s.io", "v1", "rolebindings"), ("policy", "v1", "poddisruptionbudgets"),
@@ -278,19 +265,45 @@ CHILD_KINDS = [("", "v1", "pods"), ("", "v1", "configmaps"), ("", "v1", "service
 """Every kind of child, watched by the job label: a pod or a report changed, or a child was edited or deleted."""
 
 
-def child_event(*, type: str, body: Mapping[str, Any], labels: Mapping[str, str], namespace: str | None,
-                **_: Any) -> None:
-    """A child of a job changed or went (the store already holds the change, `cache`): reconcile its job."""
-    if not namespace:
-        return
-    lag.LAG.handled((namespace, labels[JOB_LABEL]))
-    # A deleted pod that was bound to a node leaves room there: jobs waiting to grow look again (a pod that never
-    # got a node frees nothing, and the autoscaler's own removal of one must not retry growth at once).
-    if type == "DELETED" and body.get("kind") == "Pod" and (body.get("spec") or {}).get("nodeName"):
-        for key in capacity.signal(namespace, datetime.now(UTC)):
-            if key != (namespace, labels[JOB_LABEL]):
-                _requeue().after(key, 0)
-    sync(namespace, labels[JOB_LABEL])
+DISPATCHED = frozenset({PLURAL, *(plural for _, _, plural in CHILD_KINDS)})
+"""The kinds whose events `watch_event` takes: the job's and its children's."""
+
+
+def watch_event(plural: str, raw: Mapping[str, Any]) -> bool:
+    """One raw event of a watch stream (type None: from its listing), in the store already: queue a pass of the job
+    it concerns. False for a kind kopf's own handlers take (Nodes)."""
+    if plural not in DISPATCHED:
+        return False
+    obj = raw.get("object") or {}
+    key = lag.job_of(plural, obj)
+    if key is None:
+        return True
+    if raw.get("type") == "DELETED":
+        if plural == PLURAL:
+            lag.LAG.forget(key)  # its pass finds it gone and drops its metrics
+        elif plural == "pods" and (obj.get("spec") or {}).get("nodeName"):
+            # A deleted pod that was bound to a node leaves room there: jobs waiting to grow look again (a pod that
+            # never got a node frees nothing, and the autoscaler's own removal of one must not retry growth at once).
+            for other in capacity.signal(key[0], datetime.now(UTC)):
+                if other != key:
+                    _requeue().after(other, 0)
+    DISPATCH.submit(key)
+    return True
+
+
+def _dispatched(key: tuple[str, str]) -> None:
+    lag.LAG.handled(key)
+    sync(*key)
+
+
+DISPATCH = Dispatcher(_dispatched, HANDLER_THREADS)
+"""Where passes that events ask for run: at most one queued per job."""
+
+
+def _kopf_event(*, event: Mapping[str, Any], resource: Any, **_: Any) -> None:
+    """kopf's handler for the dispatched kinds: its registration opens their streams, and the events reach it only
+    where the watch hook is not installed (`watches.WatchTracker` hands them to `watch_event` itself)."""
+    watch_event(resource.plural, event)
 
 
 def node_event(*, type: str | None, body: Mapping[str, Any], **_: Any) -> None:
@@ -311,5 +324,6 @@ def register_node_watch() -> None:
     kopf.on.event("", "v1", "nodes")(node_event)
 
 
+kopf.on.event(GROUP, VERSION, PLURAL)(_kopf_event)
 for _group, _version, _plural in CHILD_KINDS:
-    kopf.on.event(_group, _version, _plural, labels={JOB_LABEL: kopf.PRESENT})(child_event)
+    kopf.on.event(_group, _version, _plural, labels={JOB_LABEL: kopf.PRESENT})(_kopf_event)

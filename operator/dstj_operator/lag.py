@@ -1,10 +1,10 @@
-"""How long a job's events wait in the operator: until kopf calls a handler, until a pass reads them, until the
+"""How long a job's events wait in the operator: until a thread takes them up, until a pass reads them, until the
 status that answers them is written.
 
 The operator's own share of "a pod changed -> the job's status says so" (the rest is the API server's watch
-delivery): kopf's per-object queues and its executor (received -> handler), a pass of the same job already
+delivery): the queue of passes and its threads (received -> handler, `dispatch`), a pass of the same job already
 running (handler -> pass), and the pass with its writes (pass -> status written). Marks are per job: the first
-event no handler has been called for yet, and the first no pass has read yet; the events after it, until then,
+event no thread has taken up yet, and the first no pass has read yet; the events after it, until then,
 are served by the same call and the same pass, so they add nothing.
 """
 
@@ -47,7 +47,7 @@ class EventLag:
             self._unread.setdefault(key, now)
 
     def handled(self, key: Key) -> float | None:
-        """kopf called a handler for job `key`: the seconds its oldest unhandled event waited (None: none waited)."""
+        """A thread took up the events of job `key`: the seconds its oldest unhandled event waited (None: none)."""
         with self._lock:
             since = self._unhandled.pop(key, None)
         if since is None:

@@ -31,7 +31,7 @@ WATCH_EVENTS = Counter("dstj_operator_watch_events_total",
                        "any handler's filter: what the API server sends this process.", ["resource"])
 EVENT_WAIT = Histogram(
     "dstj_operator_event_wait_seconds",
-    "How long the oldest event of a job waited in the operator: until kopf called a handler for it (until=handler), "
+    "How long the oldest event of a job waited in the operator: until a thread took it up for a pass (until=handler), "
     "until a pass read it (until=pass), until that pass wrote the job's status (until=status; passes that wrote "
     "none are not counted).", ["until"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),

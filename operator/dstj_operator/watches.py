@@ -11,7 +11,9 @@ its `continuous_watch` ends. `install` wraps that one function and nothing else 
 objects each stream delivers, `dstj_operator_watch_events_total`: what the API server sends, before kopf's
 client-side handler filters, and hands each one to the read layer, `cache.STORE`, before kopf sees it:
 the store knows a kind in a namespace from its stream's `LISTED` until the stream ends, and marks the job's
-event as received for `lag`; kopf then gets the object slimmed, `cache.handed_to_kopf`). It also wraps the
+event as received for `lag`; then it hands the event to `dispatch` (`handlers.watch_event`: the job's and its
+children's events become passes without kopf's per-object machinery), and kopf gets only the events of the kinds
+it still handles, slimmed, `cache.handed_to_kopf`). It also wraps the
 listing kopf's stream starts with (`fetching.fetch_objs`), for the one thing `LISTED` does not carry: the
 listing's resourceVersion, which tells the store whether an object missing from it went before the listing
 was taken or was written after. A unit test pins the names it relies on, so a kopf upgrade that moves them
@@ -24,7 +26,7 @@ there without ending it, so a brief outage after the listing keeps the stream "c
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,10 +60,14 @@ def expected_streams(namespaces: Collection[str]) -> int:
 class WatchTracker:
     """Counts kopf's watch streams as they list, and as they end."""
 
-    def __init__(self, expected: int, store: cache.Store | None = None) -> None:
+    def __init__(self, expected: int, store: cache.Store | None = None,
+                 dispatch: Callable[[str, Mapping[str, Any]], bool] | None = None) -> None:
         self.expected = expected
         self.store = store
         """Where every stream's objects go (None: nowhere; the operator passes `cache.STORE`)."""
+        self.dispatch = dispatch
+        """Takes a raw event (plural, event) once the store has it, True when kopf must not get it (None: kopf gets
+        all; the operator passes `handlers.watch_event`)."""
         self._lock = threading.Lock()
         self._connected: set[str] = set()
         self._opened: set[str] = set()
@@ -120,6 +126,9 @@ class WatchTracker:
                             job = lag.job_of(resource.plural, item.get("object") or {})
                             if job is not None:
                                 lag.LAG.received(job)
+                        if tracker.dispatch is not None and tracker.dispatch(resource.plural, item):
+                            continue
+                        if store is not None:
                             handed: Any = cache.handed_to_kopf(resource.plural, item)  # kopf's RawEvent shape
                             yield handed
                             continue

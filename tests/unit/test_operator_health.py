@@ -146,14 +146,40 @@ def test_the_store_learns_the_resource_version_of_each_listing(monkeypatch: pyte
     assert listed == [(PLURAL, "team-a", "41")]
 
 
-def _drain_stream() -> None:
-    """Run kopf's (now wrapped) `continuous_watch` over the stand-in stream to its end."""
+def test_events_the_dispatcher_takes_never_reach_kopf(monkeypatch: pytest.MonkeyPatch) -> None:
+    # kopf's per-object workers, queues and records were most of the operator's memory per job (`dispatch`).
+    store, dispatched = cache.Store(), []
+    tracker = WatchTracker(expected=1, store=store,
+                           dispatch=lambda plural, raw: dispatched.append(raw["type"]) or raw["type"] != "MODIFIED")
+    job = {"metadata": {"name": "j", "namespace": "team-a", "resourceVersion": "5"}}
+
+    async def kopf_stream(**_: Any) -> AsyncIterator[Any]:
+        yield {"type": None, "object": job}
+        yield watching.Bookmark.LISTED
+        yield {"type": "ADDED", "object": job}
+        yield {"type": "MODIFIED", "object": job}  # one the dispatcher leaves to kopf
+
+    monkeypatch.setattr(watches, "_KOPF_CONTINUOUS_WATCH", kopf_stream)
+    monkeypatch.setattr(watching, "continuous_watch", watching.continuous_watch)  # restored after the test
+    tracker.install()
+
+    assert _drain_stream() == [watching.Bookmark.LISTED, "MODIFIED"]
+    assert dispatched == [None, "ADDED", "MODIFIED"]
+    assert store.job("team-a", "j") is not None  # the store had each event before the dispatcher
+
+
+def _drain_stream() -> list[Any]:
+    """Run kopf's (now wrapped) `continuous_watch` over the stand-in stream to its end: what kopf got (an event as its
+    type)."""
+    got: list[Any] = []
+
     async def consume() -> None:
-        async for _ in watching.continuous_watch(resource=_Resource(), namespace="team-a", settings=None,
-                                                 operator_pause_waiter=None):
-            pass
+        async for item in watching.continuous_watch(resource=_Resource(), namespace="team-a", settings=None,
+                                                    operator_pause_waiter=None):
+            got.append(item if isinstance(item, watching.Bookmark) else item["type"])
 
     asyncio.run(consume())
+    return got
 
 
 def _get(port: int, path: str) -> tuple[int, str]:

@@ -211,7 +211,7 @@ def test_children_are_filtered_by_the_job_label_on_the_api_server_and_the_job_it
 
 
 
-def test_kopf_builds_no_diff_essence_of_an_event_and_runs_handlers_in_enough_threads() -> None:
+def test_kopf_builds_no_diff_essence_of_an_event_and_passes_run_in_enough_threads() -> None:
     import kopf
 
     settings = kopf.OperatorSettings()
@@ -221,7 +221,7 @@ def test_kopf_builds_no_diff_essence_of_an_event_and_runs_handlers_in_enough_thr
                      "spec": {"containers": [{"name": "trainer"}]}})
     assert settings.persistence.diffbase_storage.build(body=pod) == {}  # no deep copy of every body
     assert settings.persistence.diffbase_storage.fetch(body=pod) is None
-    assert settings.execution.max_workers == handlers.HANDLER_THREADS
+    assert handlers.DISPATCH._threads == handlers.HANDLER_THREADS
     assert cluster.POOL_CONNECTIONS >= handlers.HANDLER_THREADS + requeue.WORKERS + events.THREADS  # one per caller
 
 
