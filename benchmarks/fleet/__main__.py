@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="instead: SIGKILL the leader of two operators under N jobs and time the standby's takeover "
                         "until every job has had a pass")
     p.add_argument("--then-failover", action="store_true",
-                   help="also: after the steady window, with the fleet whole, SIGKILL the operator (run as the "
-                        "leader beside a standby) and time the takeover on the same fleet (no second bring-up)")
+                   help="also: after the steady window and its recovery (whole or not), SIGKILL the operator (run as "
+                        "the leader beside a standby) and time the takeover on the same fleet (no second bring-up)")
     p.add_argument("--lease-seconds", type=int, default=15,
                    help="with --failover or --then-failover: the Lease duration (default 15)")
     p.add_argument("--bring-up-timeout", type=float, metavar="SECONDS",

@@ -388,12 +388,16 @@ def run(spec: FleetSpec, log: Path, progress: Callable[[str], None] = print,
                 with contextlib.suppress(OSError, RuntimeError):
                     result.numbers["operator_pass_retries"] = sum(
                         by_label(op.metrics(), "dstj_operator_pass_retries_total", "cause").values())
-            if standby is not None and not result.problems:
-                progress("  fleet whole; now the failover: SIGKILL the leader under deletions")
+            if standby is not None:
+                # A fleet the simulator has not made whole again (kwok behind on 9,000 pods) still measures the
+                # takeover: every job's pass under the new leader, no duplicate worker; its problems stay reported.
+                progress(f"  {'fleet whole' if not result.problems else f'{len(result.problems)} problems left'}; "
+                         "now the failover: SIGKILL the leader under deletions")
                 numbers = takeover.kill_leader(c, NS, names, op, standby, trainers, pre, bring_up_timeout(spec),
                                                progress)
-                numbers["recover_s"], result.problems = recover(c, view, pre, names, spec,
-                                                                "the fleet whole again after the failover")
+                numbers["recover_s"], after = recover(c, view, pre, names, spec,
+                                                      "the fleet whole again after the failover")
+                result.problems += after
                 result.numbers |= {f"failover {k}": v for k, v in numbers.items()}
                 result.problems += takeover.problems(c, NS, names, standby)
             result.numbers["nodes_reclaimed"] = reclaims.reclaimed

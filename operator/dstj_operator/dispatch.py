@@ -48,7 +48,11 @@ class Dispatcher:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="pass")
             pool = self._pool
-        pool.submit(self._call, key)
+        try:
+            pool.submit(self._call, key)
+        except RuntimeError:  # the interpreter is shutting down (SIGTERM): no pass is owed any more
+            with self._lock:
+                self._queued.discard(key)
 
     def queued(self) -> int:
         """Calls queued and not started."""

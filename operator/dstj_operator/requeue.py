@@ -53,7 +53,10 @@ class Requeue:
                 if self._due.get(key) != at:
                     continue  # superseded by an earlier request
                 del self._due[key]
-            self._pool.submit(self._call, key)
+            try:
+                self._pool.submit(self._call, key)
+            except RuntimeError:  # the interpreter is shutting down (SIGTERM): no pass is owed any more
+                return
 
     def _call(self, key: Key) -> None:
         try:
