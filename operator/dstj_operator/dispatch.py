@@ -34,7 +34,7 @@ class Dispatcher:
     def __init__(self, run: Callable[[Key], None], threads: int) -> None:
         self._run = run
         self._threads = threads
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="pass")  # its threads start on first submit
         self._lock = threading.Lock()
         self._queued: set[Key] = set()
 
@@ -46,11 +46,8 @@ class Dispatcher:
                 metrics.COALESCED_EVENTS.inc()
                 return
             self._queued.add(key)
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="pass")
-            pool = self._pool
         try:
-            pool.submit(self._call, key)
+            self._pool.submit(self._call, key)
         except RuntimeError:  # the interpreter is shutting down (SIGTERM): no pass is owed any more
             with self._lock:
                 self._queued.discard(key)
